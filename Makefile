@@ -1,0 +1,45 @@
+# The README's commands. Every target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.easel-installed
+ARGS ?=
+
+.PHONY: setup bench test lint format browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: `easel bench` on the embedded default config (tiny models, simulated providers).
+bench: setup
+	$(VENV)/bin/easel bench $(ARGS)
+
+## Lint, then the default test run (excludes `slow` and `chaos`; `gpu` tests skip without CUDA).
+test: setup browser lint
+	@$(PY) -m pytest $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing loudly" >&2; fi; \
+	exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Browser tests drive Debian's Chromium through Playwright (never a browser download).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium missing and not root: browser tests will skip"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
