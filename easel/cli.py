@@ -18,7 +18,11 @@ __all__ = ["main"]
 
 # Order is the order shown in `easel --help`.
 COMMAND_MODULES = (
+    "easel.commands",
     "serve_apps.commands",
+    "load_tests.commands",
+    "evaluation.commands",
+    "cluster.commands",
 )
 
 

@@ -63,6 +63,25 @@ class GpuType(_Strict):
     memory_gb: float = Field(gt=0, le=10_000, description="Device memory, GB.")
 
 
+class Toleration(_Strict):
+    """A Kubernetes toleration (the fields of core/v1 Toleration that GPU node pools use)."""
+
+    key: str = Field(min_length=1, max_length=316, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] = Field(default="Exists")
+    value: str | None = Field(default=None, max_length=63, description="For operator 'Equal'.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; None tolerates every effect."
+    )
+
+    @model_validator(mode="after")
+    def _value(self) -> Self:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator 'Exists' takes no value")
+        if self.operator == "Equal" and self.value is None:
+            raise ValueError("a toleration with operator 'Equal' needs a value")
+        return self
+
+
 class ProviderConfig(_Strict):
     """One place that runs replicas: a cloud region with a GPU type and a dated price."""
 
@@ -83,6 +102,11 @@ class ProviderConfig(_Strict):
     max_replicas: int = Field(default=8, ge=0, le=10_000, description="Operator upper bound.")
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Kubernetes node labels for this provider's GPU nodes."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Kubernetes tolerations for this provider's GPU nodes, beyond the "
+        "nvidia.com/gpu taint every GPU worker tolerates.",
     )
 
     @model_validator(mode="after")
@@ -207,6 +231,13 @@ class SimulatedVendor(_Strict):
     failure_rate: float = Field(
         default=0.0, ge=0, le=1, description="Share of requests answered with a 5xx."
     )
+    max_queue: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Jobs allowed to wait for a worker; beyond this the vendor answers 429 with "
+        "Retry-After. None: the queue is unbounded.",
+    )
     seed: int = Field(default=0, ge=0)
 
 
@@ -285,7 +316,11 @@ class ModelConfig(_Strict):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(default=8, ge=1, le=100_000)
     max_queued_requests: int = Field(
-        default=16, ge=0, le=1_000_000, description="Beyond this, requests get 503 at once."
+        default=16,
+        ge=1,  # Ray Serve takes -1 (unbounded, never wanted here) or a positive bound
+        le=1_000_000,
+        description="Requests queued per caller beyond max_ongoing_requests; beyond this, 503 "
+        "at once.",
     )
     providers: list[Name] = Field(min_length=1, description="Providers that host this model.")
     num_gpus: float = Field(default=0, ge=0, le=16, description="GPUs per replica (0 on CPU).")
@@ -371,6 +406,12 @@ class TrafficConfig(_Strict):
     warmup_requests: int = Field(
         default=1, ge=0, le=10_000, description="Requests per model sent before the clock starts."
     )
+    dispatchers: int = Field(
+        default=2, ge=1, le=256, description="Load-test dispatcher actors sending on the schedule."
+    )
+    request_timeout_s: float = Field(
+        default=120, gt=0, le=3_600, description="Load-test client timeout per request, seconds."
+    )
     seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
@@ -400,6 +441,22 @@ class CompositeAnchors(_Strict):
     human_elo_span: float = Field(
         default=400.0, gt=0, description="Elo gap between a 0 and a 100 human score."
     )
+    clip_ref_worst: float = Field(
+        default=0.5,
+        ge=-1,
+        le=1,
+        description="Image-to-reference-image cosine that maps to 0 (image pairs sit higher "
+        "than image-text pairs, hence anchors of their own).",
+    )
+    clip_ref_best: float = Field(
+        default=0.95, ge=-1, le=1, description="Image-to-reference-image cosine that maps to 100."
+    )
+    human_anchor_model: str | None = Field(
+        default=None,
+        description="Model whose Bradley-Terry strength maps to a human score of 50. Left out: "
+        "the mean strength of the models in the fit (comparable only across runs with the "
+        "same model set).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -407,6 +464,8 @@ class CompositeAnchors(_Strict):
             raise ValueError("fid_best must be below fid_worst")
         if self.clip_worst >= self.clip_best:
             raise ValueError("clip_worst must be below clip_best")
+        if self.clip_ref_worst >= self.clip_ref_best:
+            raise ValueError("clip_ref_worst must be below clip_ref_best")
         return self
 
 
@@ -436,6 +495,30 @@ class EvaluationConfig(_Strict):
     )
     anchors: CompositeAnchors = Field(default_factory=CompositeAnchors)
     images_saved_per_model: int = Field(default=16, ge=0, le=1_000_000)
+    actor_num_cpus: float = Field(
+        default=1, gt=0, le=256, description="CPUs per scorer actor (also its torch threads)."
+    )
+    clip_ref_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the CLIP score taken by image-to-reference similarity for jobs "
+        "that carry a reference image; the rest is image-to-prompt.",
+    )
+    kid_subsets: int = Field(default=100, ge=1, le=10_000, description="KID subsets drawn.")
+    kid_subset_size: int = Field(
+        default=1_000,
+        ge=2,
+        le=1_000_000,
+        description="Images per KID subset; capped at the smaller of the two set sizes.",
+    )
+    sensitivity_delta: float = Field(
+        default=0.10,
+        gt=0,
+        lt=1,
+        description="Weight-sensitivity check: each composite weight moved by +/- this much "
+        "(others rescaled to keep the sum at 1); reports whether the model ranking survives.",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> Self:
@@ -480,6 +563,117 @@ class ServeConfig(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1_024, le=1 << 31)
     max_reference_pixels: int = Field(default=4096 * 4096, ge=64, le=1 << 31)
     tenants: list[Tenant] = Field(default_factory=list)
+    ingress_replicas: int = Field(
+        default=1, ge=1, le=1_000, description="Replicas of the HTTP ingress deployment."
+    )
+    ingress_num_cpus: float = Field(
+        default=0.5, ge=0, le=64, description="CPUs reserved per ingress replica."
+    )
+    ingress_max_in_flight: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000_000,
+        description="Requests one ingress replica holds at once; beyond, 503 with Retry-After "
+        "at once (the model deployments' own queues are bounded by max_queued_requests).",
+    )
+
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class KubernetesConfig(_Strict):
+    """How `easel k8s render` deploys this config on KubeRay, and what `easel scale` patches."""
+
+    namespace: str = Field(
+        default="easel", pattern=_DNS_LABEL, description="Namespace of every rendered object."
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=_DNS_LABEL,
+        max_length=40,
+        description="Name of the RayService (the RayJob adds '-bench'). None: the config's name.",
+    )
+    image: str | None = Field(
+        default=None,
+        description="Container image with easel installed (k8s/Dockerfile builds it). None: "
+        "'easel:<easel version>-ray<installed Ray version>'.",
+    )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    head_cpus: float = Field(default=4, gt=0, le=1_024, description="Head pod CPU request.")
+    head_memory_gb: float = Field(default=16, gt=0, le=16_384, description="Head pod memory, GB.")
+    worker_cpus_per_gpu: float = Field(
+        default=8, gt=0, le=1_024, description="Worker pod CPUs per GPU it holds."
+    )
+    worker_memory_gb_per_gpu: float = Field(
+        default=64, gt=0, le=16_384, description="Worker pod memory per GPU it holds, GB."
+    )
+    redis_address: str = Field(
+        default="redis:6379",
+        pattern=r"^[^\s:]+:[0-9]{1,5}$",
+        description="Redis for GCS fault tolerance, host:port.",
+    )
+    redis_password_secret: str = Field(
+        default="easel-redis", pattern=_DNS_LABEL, description="Secret holding the Redis password."
+    )
+    redis_password_key: str = Field(
+        default="password", pattern=r"^[-._a-zA-Z0-9]+$", description="Key in that Secret."
+    )
+    secret_name: str = Field(
+        default="easel-secrets",
+        pattern=_DNS_LABEL,
+        description="Secret whose keys are the env variables the config names (admin key, vendor "
+        "and tenant API keys); each is passed to the pods through a secretKeyRef.",
+    )
+
+
+class OperatorConfig(_Strict):
+    """The `easel operator` loop: when it moves routing weight and capacity between providers."""
+
+    interval_s: float = Field(default=15, gt=0, le=3_600, description="Seconds between decisions.")
+    queue_high: float = Field(
+        default=4,
+        gt=0,
+        le=10_000,
+        description="Outstanding requests per worker replica above which capacity grows.",
+    )
+    queue_low: float = Field(
+        default=0.5,
+        ge=0,
+        le=10_000,
+        description="Outstanding requests per worker replica below which capacity shrinks.",
+    )
+    max_error_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="A provider whose share of failed requests in one interval exceeds this gets "
+        "weight 0 and gives its capacity to the others.",
+    )
+    min_requests: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Requests an interval needs before its error rate is judged.",
+    )
+    price_exponent: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="Weights scale with replicas × (cheapest price / price) ** this; 0 ignores "
+        "price.",
+    )
+    scale_step: int = Field(default=1, ge=1, le=1_000, description="Replicas added or removed.")
+    cooldown_s: float = Field(
+        default=60, ge=0, le=86_400, description="Least time between two scalings of a provider."
+    )
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> Self:
+        if self.queue_low >= self.queue_high:
+            raise ValueError(
+                f"queue_low ({self.queue_low}) must be below queue_high ({self.queue_high})"
+            )
+        return self
 
 
 # --- the whole file ---------------------------------------------------------------------------
@@ -501,6 +695,8 @@ class EaselConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    operator: OperatorConfig = Field(default_factory=OperatorConfig)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Self:

@@ -1,1 +1,47 @@
-"""evaluation"""
+"""Scoring generated images: FID/KID, CLIP alignment, blind human A/B, the composite score.
+
+The public surface: `score_run` (score a run folder through the Ray actor pool and write
+scores.parquet), `composite_scores` / `weight_sensitivity` (the anchored composite), and the
+human A/B functions (`make_pairs`, `fit_human`). Names are imported on first use, so that
+`import evaluation.commands` (what `easel --help` does) does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evaluation.composite import composite_scores, weight_sensitivity
+    from evaluation.humaneval import HumanEvalResult, PairsResult, fit_human, make_pairs
+    from evaluation.scoring import SCORES_FILE, ScoreResult, score_run
+
+__all__ = [
+    "SCORES_FILE",
+    "HumanEvalResult",
+    "PairsResult",
+    "ScoreResult",
+    "composite_scores",
+    "fit_human",
+    "make_pairs",
+    "score_run",
+    "weight_sensitivity",
+]
+
+_HOME = {
+    "SCORES_FILE": "evaluation.scoring",
+    "ScoreResult": "evaluation.scoring",
+    "score_run": "evaluation.scoring",
+    "composite_scores": "evaluation.composite",
+    "weight_sensitivity": "evaluation.composite",
+    "HumanEvalResult": "evaluation.humaneval",
+    "PairsResult": "evaluation.humaneval",
+    "fit_human": "evaluation.humaneval",
+    "make_pairs": "evaluation.humaneval",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'evaluation' has no attribute {name!r}")

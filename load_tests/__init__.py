@@ -1,1 +1,50 @@
-"""load_tests"""
+"""load_tests: manifests, an open-loop Ray Data load runner, and latency under load.
+
+The public surface is imported lazily so that `easel --help` (which imports
+`load_tests.commands`) does not pay for pyarrow, aiohttp or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "REQUEST_SCHEMA",
+    "LoadResult",
+    "LoadSummary",
+    "ManifestError",
+    "SweepResult",
+    "generate_manifest",
+    "read_manifest",
+    "run_load",
+    "run_sweep",
+    "summarize",
+    "write_manifest",
+]
+
+_WHERE = {
+    "MANIFEST_SCHEMA": "load_tests.manifest",
+    "ManifestError": "load_tests.manifest",
+    "read_manifest": "load_tests.manifest",
+    "write_manifest": "load_tests.manifest",
+    "generate_manifest": "load_tests.generators",
+    "REQUEST_SCHEMA": "load_tests.records",
+    "LoadResult": "load_tests.runner",
+    "run_load": "load_tests.runner",
+    "LoadSummary": "load_tests.stats",
+    "summarize": "load_tests.stats",
+    "SweepResult": "load_tests.sweep",
+    "run_sweep": "load_tests.sweep",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'load_tests' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,505 @@
+"""`easel bench`: the stages strung together into one run folder.
+
+config → ray → models → serve → manifest → load → usage → score → price → report. Each stage
+writes its files into the run folder as it finishes, so a failing stage keeps everything the
+earlier ones wrote; the failure (stage, reason) goes into summary.json and bench.log, the report
+is still written from what exists, and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from easel.config import EaselConfig, load_config, parse_config
+
+__all__ = ["STAGES", "BenchError", "BenchOptions", "BenchResult", "resolve_config", "run_bench"]
+
+STAGES = (
+    "config",
+    "ray",
+    "models",
+    "serve",
+    "manifest",
+    "load",
+    "sweep",
+    "usage",
+    "score",
+    "price",
+    "report",
+)
+APP_HOST = "127.0.0.1"
+
+log = logging.getLogger("easel.bench")
+# bench.log is the only sink: tracebacks must not spill onto the terminal via logging's last resort.
+log.addHandler(logging.NullHandler())
+
+
+class BenchError(RuntimeError):
+    """A stage cannot go on; the message is the reason shown to the user."""
+
+
+class _Skip(Exception):
+    """A stage that does not apply to this run; the message says why."""
+
+
+@dataclass
+class BenchOptions:
+    """What `easel bench` was asked to do (CLI flags beat the config file)."""
+
+    config: str | None = None
+    out: str | None = None
+    jobs: int | None = None
+    manifest: str | None = None
+    address: str | None = None
+    sweep: bool = False
+    progress: bool = True
+    argv: list[str] | None = None
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str = "pending"  # pending | running | ok | failed | skipped
+    wall_s: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class BenchResult:
+    run_dir: Path | None
+    status: str  # ok | failed | interrupted
+    exit_code: int
+    stages: list[StageRecord] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def resolve_config(path: str | None, *, jobs: int | None = None) -> EaselConfig:
+    """The config file (or the embedded default) with the CLI overrides applied and re-validated."""
+    cfg = load_config(path)
+    if jobs is None:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["traffic"]["jobs"] = jobs
+    return parse_config(data, f"{path or '<embedded default>'} with --jobs {jobs}")
+
+
+def _default_out(cfg: EaselConfig) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.name}-{stamp}"
+
+
+def _prepare_out(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BenchError(f"--out {out}: exists and is not an empty folder (pick a new one)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class _Progress:
+    """One line per stage on stderr (and in bench.log): `[4/10] serve … ok 12.3 s (detail)`."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def say(self, text: str, *, always: bool = False) -> None:
+        """Log `text`; show it unless quiet (`always`: failures show even then)."""
+        log.info(text)
+        stream = self.stream or (sys.stderr if always else None)
+        if stream is not None:
+            print(text, file=stream, flush=True)
+
+
+class _Run:
+    """State shared by the stages of one bench run."""
+
+    def __init__(self, opts: BenchOptions) -> None:
+        self.opts = opts
+        self.cfg: EaselConfig | None = None
+        self.run_dir: Path | None = None
+        self.started_ray = False
+        self.app_url: str | None = None
+        self.repro: dict[str, Any] = {}
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.t0 = time.perf_counter()
+        self.wall_start = time.time()
+        self.stages = [StageRecord(n) for n in STAGES]
+        self.progress = _Progress(sys.stderr if opts.progress else None)
+        self._log_handler: logging.Handler | None = None
+
+    # --- stages -------------------------------------------------------------------------------
+
+    def config(self) -> str:
+        self.cfg = resolve_config(self.opts.config, jobs=self.opts.jobs)
+        if self.opts.manifest and self.opts.jobs:
+            raise BenchError("--jobs and --manifest are exclusive: a manifest fixes its own jobs")
+        self.run_dir = _prepare_out(
+            Path(self.opts.out) if self.opts.out else _default_out(self.cfg)
+        )
+        self._open_log()
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        from easel.report.repro import collect_repro
+
+        self.repro = collect_repro(self.cfg, argv=self.opts.argv)
+        return f"{self.cfg.name} (hash {self.cfg.digest()}) → {self.run_dir}"
+
+    def ray(self) -> str:
+        import ray
+
+        cfg = self._cfg()
+        # The serving app's admin routes need a key in the replicas' environment; a random one
+        # for this run when the user set none (never written anywhere).
+        key_env = cfg.serve.admin_key_env
+        if key_env and not os.environ.get(key_env):
+            os.environ[key_env] = secrets.token_urlsafe(24)
+        if ray.is_initialized():
+            how = "using the Ray this process already joined"
+        elif self.opts.address:
+            ray.init(address=self.opts.address, log_to_driver=False)
+            self.started_ray = True  # we connected; we disconnect (the cluster stays up)
+            how = f"joined {self.opts.address}"
+        else:
+            real = [p.name for p in cfg.providers if not p.simulated]
+            if real:
+                raise BenchError(
+                    f"providers {real} are not simulated: a local Ray cannot host them; join "
+                    "their cluster with --address"
+                )
+            # A fresh local cluster (never a stale /tmp/ray one). Each simulated provider is a
+            # custom resource on this node. Logical CPUs are at least 4 so the replicas'
+            # fractional CPUs, the load test's Ray Data tasks and the scorers can all be placed
+            # on a 2-core laptop (they mostly wait on each other, not on the cores).
+            ray.init(
+                address="local",
+                num_cpus=max(4, os.cpu_count() or 1),
+                include_dashboard=False,
+                log_to_driver=False,
+                resources={p.resource: 1000 for p in cfg.providers},
+            )
+            self.started_ray = True
+            how = "started a local Ray"
+        res = ray.cluster_resources()
+        self.repro["ray_resources"] = {
+            k: v
+            for k, v in sorted(res.items())
+            if not k.startswith(("node:", "memory", "object_store"))
+        }
+        missing = [p.resource for p in cfg.providers if p.resource not in res]
+        if missing:
+            raise BenchError(f"the Ray cluster has no resource for providers {missing}")
+        return f"{how}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+
+    def models(self) -> str:
+        cfg = self._cfg()
+        recipes = sorted({m.tiny_recipe for m in cfg.models if m.tiny_recipe})
+        if not recipes:
+            return "no tiny models in this config"
+        from serve_apps import tiny_models
+
+        for r in recipes:
+            tiny_models.ensure(r)
+        return f"tiny builds ready: {', '.join(recipes)}"
+
+    def serve(self) -> str:
+        from serve_apps.app import run_app
+
+        self.app_url = run_app(self._cfg(), host=APP_HOST, port=_free_port(), blocking=False)
+        return f"serving at {self.app_url}"
+
+    def manifest(self) -> str:
+        import pyarrow.parquet as pq
+
+        from load_tests import generate_manifest, read_manifest, write_manifest
+
+        cfg, out = self._cfg(), self._dir()
+        dest = out / "manifest.parquet"
+        if self.opts.manifest:
+            src = Path(self.opts.manifest)
+            if not src.is_file():
+                raise BenchError(f"--manifest {src}: no such file")
+            _table, rejected = read_manifest(src, cfg)
+            shutil.copyfile(src, dest)
+            n = pq.read_metadata(dest).num_rows
+            return f"took {src}: {n} jobs, {len(rejected)} rows rejected (recorded as failures)"
+        table = generate_manifest(cfg)
+        write_manifest(table, dest)
+        t = cfg.traffic
+        return f"{table.num_rows} jobs, {t.pattern} at {t.rate:g} req/s (seed {t.seed})"
+
+    def load(self) -> str:
+        import pyarrow.parquet as pq
+
+        from load_tests import run_load
+
+        cfg, out = self._cfg(), self._dir()
+        run_load(
+            out / "manifest.parquet",
+            self._url(),
+            out,
+            cfg,
+            api="easel",
+            progress=self.opts.progress,
+        )
+        req = pq.read_table(out / "requests.parquet", columns=["ok"]).column("ok").to_pylist()
+        ok = sum(1 for x in req if x)
+        return f"{ok}/{len(req)} requests ok"
+
+    def sweep(self) -> str:
+        if not self.opts.sweep:
+            raise _Skip("not requested (--sweep)")
+        from load_tests import run_sweep
+
+        res = run_sweep(
+            self._url(), self._dir() / "sweep", self._cfg(), progress=self.opts.progress
+        )
+        best = "none" if res.best_rate is None else f"{res.best_rate:.3g} req/s"
+        return f"{len(res.steps)} steps, highest passing rate {best}: {res.stopped_because}"
+
+    def usage(self) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from serve_apps.usage import read_usage
+
+        rows = _window(read_usage(), self.wall_start)
+        if not rows:
+            raise BenchError("the usage ledger recorded no replica (cannot price GPU time)")
+        pq.write_table(pa.Table.from_pylist(rows), self._dir() / "usage.parquet")
+        self._stop_app()  # free the replicas' CPU and memory for scoring
+        gpu_s = sum((r["last_seen_s"] - r["started_s"]) * r["gpus"] for r in rows)
+        return f"{len(rows)} replicas, {gpu_s:,.0f} GPU-s charged"
+
+    def score(self) -> str:
+        from evaluation import score_run
+
+        score_run(self._dir(), self._cfg(), progress=self.opts.progress)
+        return "scores.parquet written"
+
+    def price(self) -> str:
+        import pyarrow.parquet as pq
+
+        from easel.cost import deployment_costs, model_costs
+
+        cfg = self._cfg()
+        usage = pq.read_table(self._dir() / "usage.parquet").to_pylist()
+        per_model = model_costs(deployment_costs(cfg, usage))
+        priced = [m for m, c in per_model.items() if c is not None]
+        if not priced:
+            raise BenchError("no model could be priced (no deployment made an image)")
+        return f"{len(priced)}/{len(per_model)} models priced"
+
+    def report(
+        self, status: str = "ok", error: str | None = None, failed: str | None = None
+    ) -> dict[str, Any]:
+        from easel.report import write_report
+
+        files = write_report(
+            self._dir(), self._cfg(), run=self._run_meta(status, error, failed), repro=self.repro
+        )
+        return files.summary
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _cfg(self) -> EaselConfig:
+        assert self.cfg is not None
+        return self.cfg
+
+    def _dir(self) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir
+
+    def _url(self) -> str:
+        if self.app_url is None:
+            raise BenchError("the serving app is not up")
+        return self.app_url
+
+    def _open_log(self) -> None:
+        handler = logging.FileHandler(self._dir() / "bench.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def close(self) -> None:
+        self._stop_app()
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+            self.started_ray = False
+        if self._log_handler is not None:
+            log.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    def _stop_app(self) -> None:
+        if self.app_url is None:
+            return
+        self.app_url = None
+        try:
+            from ray import serve
+
+            from serve_apps.app import APP_NAME
+
+            if self.started_ray and not self.opts.address:
+                serve.shutdown()
+            else:  # a shared cluster: remove only what this run deployed
+                serve.delete(APP_NAME)
+        except Exception:  # tearing down must never hide the run's own outcome
+            log.warning("serve teardown failed:\n%s", traceback.format_exc())
+
+    def _run_meta(self, status: str, error: str | None, failed: str | None) -> dict[str, Any]:
+        return {
+            "status": status,
+            "failed_stage": failed,
+            "error": error,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "wall_s": time.perf_counter() - self.t0,
+            "stages": [asdict(s) for s in self.stages],
+        }
+
+
+def _window(rows: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:
+    """Usage of this run only: drop replicas gone before it began, clip earlier starts to it.
+
+    On a joined cluster the ledger may hold replicas of earlier runs; a replica that was already
+    up when this run began is charged from the run's start, without a cold start.
+    """
+    out = []
+    for r in rows:
+        if r["last_seen_s"] < start:
+            continue
+        r = dict(r)
+        if r["started_s"] < start:
+            r["started_s"], r["load_s"] = start, 0.0
+        out.append(r)
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BenchError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_bench(opts: BenchOptions) -> BenchResult:
+    """Run every stage; never raises for a stage failure (the result says what failed)."""
+    run = _Run(opts)
+    n = len(STAGES)
+    steps: list[tuple[StageRecord, Callable[[], Any]]] = [
+        (rec, getattr(run, rec.name)) for rec in run.stages
+    ]
+    status, error, failed = "ok", None, None
+    try:
+        for i, (rec, fn) in enumerate(steps, 1):
+            if rec.name == "report":
+                break
+            rec.status = "running"
+            run.progress.say(f"[{i}/{n}] {rec.name} …")
+            t = time.perf_counter()
+            try:
+                rec.detail = str(fn() or "")
+                rec.status = "ok"
+            except _Skip as why:
+                rec.status, rec.detail = "skipped", str(why)
+            except (Exception, KeyboardInterrupt) as exc:
+                rec.status = "failed"
+                rec.detail = _describe(exc)
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                error, failed = rec.detail, rec.name
+                log.error("stage %s failed:\n%s", rec.name, traceback.format_exc())
+                if run.run_dir is None:  # config stage: nothing to keep, say why and stop
+                    run.progress.say(f"[{i}/{n}] {rec.name} FAILED: {rec.detail}", always=True)
+                    return BenchResult(
+                        None, status, 130 if status == "interrupted" else 2, run.stages, error=error
+                    )
+            finally:
+                rec.wall_s = time.perf_counter() - t
+            mark = {"ok": "ok", "skipped": "skipped"}.get(rec.status, "FAILED")
+            run.progress.say(
+                f"[{i}/{n}] {rec.name} {mark} {rec.wall_s:.1f} s  {rec.detail}",
+                always=rec.status == "failed",
+            )
+            if rec.status == "failed":
+                break
+        for rec in run.stages:
+            if rec.status == "pending" and rec.name != "report":
+                rec.status = "skipped"
+        run._stop_app()
+        # The report is written in every case, from whatever the stages left.
+        rep = run.stages[-1]
+        rep.status = "running"
+        t = time.perf_counter()
+        summary: dict[str, Any] = {}
+        try:
+            rep.status, rep.detail = "ok", str(run._dir() / "report.html")
+            summary = run.report(status, error, failed)
+            rep.wall_s = time.perf_counter() - t
+            _record_report_time(run._dir() / "summary.json", summary, rep.wall_s)
+        except Exception as exc:
+            rep.status, rep.detail = "failed", _describe(exc)
+            rep.wall_s = time.perf_counter() - t
+            log.error("stage report failed:\n%s", traceback.format_exc())
+            if status == "ok":
+                status, error, failed = "failed", rep.detail, "report"
+            _write_fallback_summary(run, status, error, failed)
+        run.progress.say(f"[{n}/{n}] report {rep.status} {rep.wall_s:.1f} s  {rep.detail}")
+        if summary and opts.progress:
+            from easel.report import headline_text
+
+            print(headline_text(summary), flush=True)
+        if status != "ok":
+            run.progress.say(
+                f"easel bench: {status} at stage {failed}: {error} "
+                f"(see {run._dir() / 'bench.log'})",
+                always=True,
+            )
+        else:
+            run.progress.say(
+                f"easel bench: done in {time.perf_counter() - run.t0:.0f} s → {run._dir()}"
+            )
+        code = {"ok": 0, "interrupted": 130}.get(status, 1)
+        return BenchResult(run.run_dir, status, code, run.stages, summary, error)
+    finally:
+        run.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((APP_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _record_report_time(path: Path, summary: dict[str, Any], wall_s: float) -> None:
+    """The report cannot time itself while it is written: add its wall time to summary.json."""
+    import json
+
+    for st in summary.get("run", {}).get("stages", []):
+        if st["name"] == "report":
+            st["wall_s"] = wall_s
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _write_fallback_summary(run: _Run, status: str, error: str | None, failed: str | None) -> None:
+    """When even the report fails, summary.json still says how the run went."""
+    import json
+
+    path = run._dir() / "summary.json"
+    path.write_text(
+        json.dumps(
+            {"run": run._run_meta(status, error, failed), "repro": run.repro}, indent=2, default=str
+        )
+    )

@@ -1,0 +1,342 @@
+"""The scorer actor pool: Ray actors that load their networks once and return merged statistics.
+
+Each actor holds a `Scorer`: the FID feature network and CLIP, loaded once (on a GPU when the
+actor has one), and a `ScorerState` of sufficient statistics per group, e.g. per (model, niche)
+or per reference niche. Batches of images go to whichever actor is free (a `ray.util.ActorPool`);
+at the end the driver merges every actor's state, which gives exactly what one actor scoring
+everything would have given (sums add; feature rows are kept in id order). A corrupt image is a
+record with an error, never an exception.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from evaluation.clip_score import ClipModel, ClipSpec, ClipStats
+from evaluation.features import FeatureSpec, load_feature_net, to_feature_batch
+from evaluation.fid import FeatureStats
+
+__all__ = [
+    "GroupStats",
+    "ImageItem",
+    "ProgressPrinter",
+    "Scorer",
+    "ScorerPool",
+    "ScorerSpec",
+    "ScorerState",
+]
+
+# Decoding bombs: an image this large is an error record, not an out-of-memory actor.
+_MAX_PIXELS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What a scorer loads: the feature network and, for generated images, a CLIP."""
+
+    feature: FeatureSpec
+    clip: ClipSpec | None
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to score.
+
+    Attributes:
+        item_id: unique id (a job id, or a reference file name).
+        group: statistics bucket, e.g. ("gen", model, niche) or ("ref", niche).
+        data: encoded image bytes (PNG/JPEG/...).
+        prompt: the prompt, for CLIP image↔text; None for reference images.
+        reference: encoded customer reference image, for CLIP image↔image; None when absent.
+    """
+
+    item_id: str
+    group: tuple[str, ...]
+    data: bytes
+    prompt: str | None = None
+    reference: bytes | None = None
+
+
+@dataclass
+class GroupStats:
+    """Feature and CLIP statistics of one group."""
+
+    features: FeatureStats
+    clip: ClipStats = field(default_factory=ClipStats)
+
+    def merge(self, other: GroupStats) -> GroupStats:
+        return GroupStats(self.features.merge(other.features), self.clip.merge(other.clip))
+
+
+@dataclass
+class ScorerState:
+    """Everything a scorer has accumulated; picklable, and `merge` is exact."""
+
+    dim: int
+    groups: dict[tuple[str, ...], GroupStats] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def group(self, key: tuple[str, ...]) -> GroupStats:
+        if key not in self.groups:
+            self.groups[key] = GroupStats(FeatureStats(self.dim))
+        return self.groups[key]
+
+    def merge(self, other: ScorerState) -> ScorerState:
+        out = ScorerState(self.dim)
+        for key in sorted(set(self.groups) | set(other.groups)):
+            a, b = self.groups.get(key), other.groups.get(key)
+            out.groups[key] = a.merge(b) if a and b else (a or b)  # type: ignore[assignment]
+        out.errors = sorted(self.errors + other.errors, key=lambda e: e["item_id"])
+        return out
+
+
+class Scorer:
+    """Scores batches of images into a `ScorerState`; the work inside each pool actor."""
+
+    def __init__(self, spec: ScorerSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.device = device
+        self.state = ScorerState(spec.feature.dim)
+        self._load()
+
+    def _load(self) -> None:
+        self._net = load_feature_net(self.spec.feature, self.device)
+        self._clip = ClipModel(self.spec.clip, self.device) if self.spec.clip else None
+
+    # The networks are rebuilt from the spec on unpickling; the statistics and the prompt-embedding
+    # cache travel as they are (a prompt's embedding depends, in the last bits, on the batch it was
+    # encoded in, so a clone must reuse the same ones to carry on exactly).
+    def __getstate__(self) -> dict[str, Any]:
+        cache = dict(self._clip._text_cache) if self._clip else {}
+        return {"spec": self.spec, "device": self.device, "state": self.state, "text": cache}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.spec, self.device, self.state = d["spec"], d["device"], d["state"]
+        self._load()
+        if self._clip:
+            self._clip._text_cache.update(d["text"])
+
+    def reset(self) -> None:
+        self.state = ScorerState(self.spec.feature.dim)
+
+    @torch.no_grad()
+    def score_batch(self, items: list[ImageItem]) -> list[dict[str, Any]]:
+        """Add a batch to the state; returns one record per item (ok or with its error)."""
+        records: list[dict[str, Any]] = []
+        good: list[tuple[ImageItem, Image.Image, dict[str, Any]]] = []
+        for item in items:
+            rec: dict[str, Any] = {
+                "item_id": item.item_id,
+                "group": item.group,
+                "ok": False,
+                "error": None,
+                "clip_text": None,
+                "clip_ref": None,
+                "prompt_tokens": None,
+                "prompt_truncated": None,
+            }
+            records.append(rec)
+            try:
+                img = _decode(item.data)
+            except Exception as exc:  # any decoder failure is that image's record, not the batch's
+                rec["error"] = f"corrupt image: {type(exc).__name__}: {exc}"
+                self.state.errors.append({"item_id": item.item_id, "error": rec["error"]})
+                continue
+            rec["ok"] = True
+            good.append((item, img, rec))
+        if not good:
+            return records
+
+        batch = to_feature_batch([g[1] for g in good], self.spec.feature.image_size)
+        feats = self._net(batch.to(self.device)).double().cpu().numpy()
+        by_group: dict[tuple[str, ...], list[int]] = {}
+        for i, (item, _, _) in enumerate(good):
+            by_group.setdefault(item.group, []).append(i)
+        for key, rows in by_group.items():
+            self.state.group(key).features.update([good[i][0].item_id for i in rows], feats[rows])
+
+        if self._clip is not None:
+            self._score_clip([g for g in good if g[0].prompt is not None])
+        return records
+
+    def _score_clip(self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]]) -> None:
+        if not good:
+            return
+        clip = self._clip
+        assert clip is not None
+        img_emb = clip.encode_images([g[1] for g in good])
+        txt_emb = clip.encode_prompts([g[0].prompt for g in good])  # type: ignore[misc]
+        cos_text = (img_emb * txt_emb).sum(axis=1)
+        refs: list[int] = []
+        ref_imgs: list[Image.Image] = []
+        for i, (item, _, rec) in enumerate(good):
+            tokens = clip.count_tokens(item.prompt)  # type: ignore[arg-type]
+            rec["prompt_tokens"] = tokens
+            rec["prompt_truncated"] = tokens > clip.context_length
+            rec["clip_text"] = float(cos_text[i])
+            if item.reference is not None:
+                try:
+                    ref_imgs.append(_decode(item.reference))
+                    refs.append(i)
+                except Exception as exc:  # a bad reference loses only the reference score
+                    rec["error"] = f"corrupt reference image: {type(exc).__name__}: {exc}"
+        for item, _, rec in good:
+            stats = self.state.group(item.group).clip
+            stats.add_text([rec["clip_text"]], [rec["prompt_truncated"]])
+        if refs:
+            ref_emb = clip.encode_images(ref_imgs)
+            cos_ref = (img_emb[refs] * ref_emb).sum(axis=1)
+            for j, i in enumerate(refs):
+                good[i][2]["clip_ref"] = float(cos_ref[j])
+                self.state.group(good[i][0].group).clip.add_ref([float(cos_ref[j])])
+
+
+def _decode(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > _MAX_PIXELS:
+        raise ValueError(f"{img.width}x{img.height} exceeds {_MAX_PIXELS} pixels")
+    img.load()
+    if img.width < 1 or img.height < 1:
+        raise ValueError("empty image")
+    return img
+
+
+class _ScorerActor:
+    """Ray actor body: one Scorer, torch threads matched to the actor's CPUs."""
+
+    def __init__(self, spec: ScorerSpec, num_cpus: float, num_gpus: float) -> None:
+        torch.set_num_threads(max(1, int(num_cpus)))
+        device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.scorer = Scorer(spec, device)
+
+    def ready(self) -> str:
+        return self.scorer.device
+
+    def score_batch(self, items: list[ImageItem]) -> list[dict[str, Any]]:
+        return self.scorer.score_batch(items)
+
+    def state(self) -> ScorerState:
+        return self.scorer.state
+
+    def reset(self) -> None:
+        self.scorer.reset()
+
+
+class ScorerPool:
+    """A pool of scorer actors on the current Ray cluster.
+
+    Args:
+        spec: networks to load (once per actor).
+        actors: number of actors.
+        num_cpus: CPUs per actor (its torch threads too).
+        num_gpus: GPUs per actor; > 0 places actors on GPU nodes and scores on CUDA.
+    """
+
+    def __init__(
+        self, spec: ScorerSpec, *, actors: int, num_cpus: float = 1, num_gpus: float = 0
+    ) -> None:
+        import ray
+
+        if actors < 1:
+            raise ValueError(f"actors must be >= 1, got {actors}")
+        remote = ray.remote(_ScorerActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self._actors = [remote.remote(spec, num_cpus, num_gpus) for _ in range(actors)]
+        self.devices = ray.get([a.ready.remote() for a in self._actors])
+
+    def score(
+        self,
+        items: Iterable[ImageItem],
+        *,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score every item; returns the per-item records (order not kept)."""
+        from ray.util import ActorPool
+
+        # Each actor appears twice, so a second batch waits in its queue while the first runs and
+        # the actor never idles on the driver's round trip.
+        pool = ActorPool(self._actors * 2)
+        records: list[dict[str, Any]] = []
+        done = 0
+        for batch in _chunks(items, batch_size):
+            while not pool.has_free():
+                got = pool.get_next_unordered()
+                records.extend(got)
+                done += len(got)
+                if progress:
+                    progress(done)
+            pool.submit(lambda a, b: a.score_batch.remote(b), batch)
+        while pool.has_next():
+            got = pool.get_next_unordered()
+            records.extend(got)
+            done += len(got)
+            if progress:
+                progress(done)
+        return records
+
+    def states(self) -> list[ScorerState]:
+        """Each actor's own statistics."""
+        import ray
+
+        return ray.get([a.state.remote() for a in self._actors])
+
+    def state(self) -> ScorerState:
+        """Every actor's statistics, merged."""
+        states = self.states()
+        merged = states[0]
+        for s in states[1:]:
+            merged = merged.merge(s)
+        return merged
+
+    def reset(self) -> None:
+        import ray
+
+        ray.get([a.reset.remote() for a in self._actors])
+
+    def close(self) -> None:
+        import ray
+
+        for a in self._actors:
+            ray.kill(a)
+        self._actors = []
+
+    def __enter__(self) -> ScorerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _chunks(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    batch: list[ImageItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class ProgressPrinter:
+    """Prints 'scored n/total images (x img/s)' to stderr at most every `every_s` seconds."""
+
+    def __init__(self, total: int, label: str = "scored", every_s: float = 2.0) -> None:
+        self.total, self.label, self.every_s = total, label, every_s
+        self._start = self._last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s and done < self.total:
+            return
+        self._last = now
+        rate = done / max(now - self._start, 1e-9)
+        print(f"{self.label} {done}/{self.total} images ({rate:.1f} img/s)", file=sys.stderr)

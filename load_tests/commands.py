@@ -1,0 +1,192 @@
+"""`easel manifest` and `easel load`. Light at import: heavy imports happen in the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+_PATTERNS = ("poisson", "gamma", "diurnal", "burst", "ramp", "replay")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `manifest` and `load` subcommands."""
+    m = subparsers.add_parser(
+        "manifest",
+        help="write a job manifest from a traffic pattern or a production log",
+        description="Write a job manifest (Parquet). Values left out come from the config's "
+        "`traffic` section; flags override the config.",
+    )
+    m.add_argument("--config", help="config YAML (default: the embedded default config)")
+    m.add_argument("--pattern", choices=_PATTERNS, help="arrival pattern (default: config)")
+    m.add_argument("--jobs", type=int, help="requests (replay: at most this many log rows)")
+    m.add_argument("--rate", type=float, help="mean req/s (burst: base rate; ramp: start rate)")
+    m.add_argument("--seed", type=int)
+    m.add_argument("--burstiness", type=float, help="gamma shape; 1 = Poisson, < 1 burstier")
+    m.add_argument("--peak-ratio", type=float, help="diurnal peak/trough; burst rate/base")
+    m.add_argument("--burst-every-s", type=float)
+    m.add_argument("--burst-length-s", type=float)
+    m.add_argument("--ramp-to", type=float, help="ramp's end rate, req/s")
+    m.add_argument("--replay-path", help="production log: .csv, .parquet or .jsonl")
+    m.add_argument("--speedup", type=float, help="replay speed-up factor")
+    m.add_argument(
+        "--window",
+        metavar="START:END",
+        help="replay only log times in [START, END) seconds from the log's first timestamp "
+        "(either side may be empty)",
+    )
+    m.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="replay column mapping, e.g. --map timestamp=ts --map prompt=text (repeatable)",
+    )
+    m.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), help="numeric timestamps' unit")
+    m.add_argument("--out", required=True, help="output manifest .parquet")
+    m.set_defaults(func=_manifest)
+
+    ld = subparsers.add_parser(
+        "load",
+        help="load-test a running easel (or OpenAI-Images-compatible) endpoint, open loop",
+        description="Send a manifest's requests on schedule (open loop) and record every one "
+        "in OUT/requests.parquet; or, with --sweep, find the highest rate that meets the SLO.",
+    )
+    ld.add_argument("--config", help="config YAML (default: the embedded default config)")
+    ld.add_argument("--manifest", help="manifest .parquet (not with --sweep)")
+    ld.add_argument("--url", required=True, help="endpoint base URL, e.g. http://127.0.0.1:8000")
+    ld.add_argument("--out", required=True, help="run folder")
+    ld.add_argument("--api", choices=("easel", "openai"), default="easel")
+    ld.add_argument("--api-key-env", help="environment variable holding a bearer token")
+    ld.add_argument("--max-in-flight", type=int, help="client bound (default: config)")
+    ld.add_argument("--dispatchers", type=int, help="dispatcher actors (default: config)")
+    ld.add_argument("--timeout", type=float, help="per-request timeout, s (default: config)")
+    ld.add_argument("--warmup", type=int, help="warm-up requests per model (default: config)")
+    ld.add_argument("--no-images", action="store_true", help="keep only each image's sha256")
+    ld.add_argument("--no-progress", action="store_true", help="no live progress line")
+    ld.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    ld.add_argument("--sweep", action="store_true", help="saturation sweep instead of a manifest")
+    ld.add_argument("--start-rate", type=float, help="sweep: first rate (default: config rate)")
+    ld.add_argument("--factor", type=float, default=1.5, help="sweep: rate multiplier per step")
+    ld.add_argument("--step-s", type=float, default=10.0, help="sweep: seconds per step")
+    ld.add_argument("--max-steps", type=int, default=8, help="sweep: most steps")
+    ld.add_argument("--max-rate", type=float, help="sweep: highest rate to try")
+    ld.set_defaults(func=_load)
+
+
+def _window(text: str | None) -> tuple[float | None, float | None] | None:
+    if not text:
+        return None
+    if ":" not in text:
+        raise ValueError(f"--window {text!r}: expected START:END (seconds), e.g. 60:600 or :300")
+    a, b = text.split(":", 1)
+    try:
+        return (float(a) if a else None, float(b) if b else None)
+    except ValueError:
+        raise ValueError(f"--window {text!r}: START and END must be numbers of seconds") from None
+
+
+def _mapping(items: list[str]) -> dict[str, str] | None:
+    out = {}
+    for item in items:
+        field, sep, col = item.partition("=")
+        if not sep or not field or not col:
+            raise ValueError(f"--map {item!r}: expected FIELD=COLUMN")
+        out[field] = col
+    return out or None
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from easel.config import load_config
+    from load_tests.generators import generate_manifest
+    from load_tests.manifest import write_manifest
+
+    cfg = load_config(args.config)
+    params: dict[str, Any] = {
+        k: getattr(args, k)
+        for k in (
+            "burstiness",
+            "peak_ratio",
+            "burst_every_s",
+            "burst_length_s",
+            "ramp_to",
+            "replay_path",
+            "speedup",
+        )
+        if getattr(args, k) is not None
+    }
+    try:
+        replay = {"window": _window(args.window), "columns": _mapping(args.map)}
+        if args.time_unit:
+            replay["time_unit"] = args.time_unit
+        params.update({k: v for k, v in replay.items() if v is not None})
+        table = generate_manifest(
+            cfg, pattern=args.pattern, jobs=args.jobs, rate=args.rate, seed=args.seed, **params
+        )
+    except ValueError as exc:
+        print(f"easel manifest: {exc}", file=sys.stderr)
+        return 2
+    path = write_manifest(table, args.out)
+    arr = table.column("arrival_s").to_numpy(zero_copy_only=False)
+    span = float(np.nanmax(arr) - np.nanmin(arr)) if len(arr) else 0.0
+    rate = (len(arr) - 1) / span if span > 0 else float("nan")
+    print(f"wrote {path}: {table.num_rows} jobs over {span:.1f} s (mean {rate:.2f} req/s)")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from easel.config import load_config
+    from load_tests.manifest import ManifestError
+
+    cfg = load_config(args.config)
+    kw: dict[str, Any] = {
+        "api": args.api,
+        "max_in_flight": args.max_in_flight,
+        "dispatchers": args.dispatchers,
+        "timeout_s": args.timeout,
+        "warmup_requests": args.warmup,
+        "api_key_env": args.api_key_env,
+        "address": args.address,
+        "save_images": not args.no_images,
+        "progress": not args.no_progress,
+    }
+    try:
+        if args.sweep:
+            if args.manifest:
+                raise ValueError("--sweep generates its own manifests; leave out --manifest")
+            from load_tests.sweep import run_sweep
+
+            res = run_sweep(
+                args.url,
+                args.out,
+                cfg,
+                start_rate=args.start_rate,
+                factor=args.factor,
+                step_s=args.step_s,
+                max_steps=args.max_steps,
+                max_rate=args.max_rate,
+                **kw,
+            )
+            for s in res.steps:
+                verdict = "pass" if s.passed else "FAIL"
+                print(f"{s.rate:10.3g} req/s  {verdict}  {'; '.join(s.reasons)}")
+            best = "none" if res.best_rate is None else f"{res.best_rate:.4g} req/s"
+            print(f"highest rate that met the SLO: {best} ({res.stopped_because}); {res.path}")
+            return 0
+        if not args.manifest:
+            raise ValueError("--manifest is required (or use --sweep)")
+        from load_tests.runner import run_load
+
+        result = run_load(args.manifest, args.url, args.out, cfg, **kw)
+    except (ValueError, ManifestError) as exc:
+        print(f"easel load: {exc}", file=sys.stderr)
+        return 2
+    from load_tests.stats import format_summary
+
+    print(format_summary(result.summary))
+    print(f"wrote {result.requests_path} ({result.rows} rows, {result.rejected} rejected)")
+    return 0

@@ -1,0 +1,84 @@
+"""Bradley-Terry with ties recovers known strengths from simulated votes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.humaneval.bradley_terry import (
+    ELO_PER_THETA,
+    bootstrap_bt,
+    fit_bt,
+    human_score,
+    win_rate_matrix,
+)
+
+
+def _simulate(theta: dict[str, float], nu: float, per_pair: int, seed: int) -> pd.DataFrame:
+    """Votes drawn from the Davidson model with these strengths."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a, b in itertools.combinations(theta, 2):
+        pa, pb = np.exp(theta[a]), np.exp(theta[b])
+        pt = nu * np.sqrt(pa * pb)
+        probs = np.array([pa, pb, pt]) / (pa + pb + pt)
+        for outcome in rng.choice(["a", "b", "tie"], size=per_pair, p=probs):
+            # random sides, as the pairs file makes them
+            if rng.random() < 0.5:
+                rows.append((a, b, outcome))
+            else:
+                rows.append((b, a, {"a": "b", "b": "a", "tie": "tie"}[outcome]))
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "outcome"])
+
+
+def test_recovers_known_strengths_within_bootstrap_intervals() -> None:
+    theta = {"m0": 0.0, "m1": 0.6, "m2": 1.2, "m3": -0.8}
+    votes = _simulate(theta, nu=0.4, per_pair=400, seed=0)
+    models = sorted(theta)
+    fit = fit_bt(votes, models)
+    boot = bootstrap_bt(votes, models, resamples=200, seed=1)
+    true = np.array([theta[m] for m in models])
+    true_elo = (true - true.mean()) * ELO_PER_THETA
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    for k, m in enumerate(models):
+        assert lo[k] <= true_elo[k] <= hi[k], (m, lo[k], true_elo[k], hi[k])
+        assert abs(fit.elo[k] - true_elo[k]) < 40
+    assert fit.nu == pytest.approx(0.4, abs=0.1)
+    assert list(np.argsort(fit.elo)) == list(np.argsort(true_elo))
+
+
+def test_undefeated_model_keeps_a_finite_strength() -> None:
+    votes = pd.DataFrame({"model_a": ["a"] * 10, "model_b": ["b"] * 10, "outcome": ["a"] * 10})
+    fit = fit_bt(votes)
+    assert np.isfinite(fit.elo).all() and fit.elo[0] > fit.elo[1]
+
+
+def test_win_rate_matrix_counts_ties_as_half() -> None:
+    votes = pd.DataFrame(
+        {
+            "model_a": ["a", "b", "a", "a"],
+            "model_b": ["b", "a", "b", "c"],
+            "outcome": ["a", "a", "tie", "b"],
+        }
+    )
+    rate, n = win_rate_matrix(votes, ["a", "b", "c"])
+    assert n.loc["a", "b"] == 3 and n.loc["b", "a"] == 3
+    assert rate.loc["a", "b"] == pytest.approx(1.5 / 3)
+    assert rate.loc["b", "a"] == pytest.approx(1.5 / 3)
+    assert rate.loc["c", "a"] == 1.0
+    assert np.isnan(rate.loc["b", "c"])
+
+
+def test_human_score_is_anchored() -> None:
+    scores = human_score(np.array([0, 200, -200, 900]), 0, 400)
+    np.testing.assert_allclose(scores, [50, 100, 0, 100])
+
+
+def test_bad_votes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="outcomes"):
+        fit_bt(pd.DataFrame({"model_a": ["a"], "model_b": ["b"], "outcome": ["left"]}))
+    with pytest.raises(ValueError, match="itself"):
+        fit_bt(pd.DataFrame({"model_a": ["a"], "model_b": ["a"], "outcome": ["a"]}))

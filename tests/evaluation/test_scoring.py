@@ -1,0 +1,81 @@
+"""`score_run` / `easel score` end to end on a small run folder, through a real Ray actor pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from easel.cli import main
+from evaluation import score_run
+from evaluation.humaneval.pairs import make_pairs
+from tests.evaluation._fixtures import MODELS, NICHES, eval_config, make_run
+from tests.evaluation.humaneval.test_fit import cast_votes
+
+COLUMNS = {
+    "model", "niche", "n", "n_ref", "fid", "fid_flag", "kid_mean", "kid_std", "clip_text",
+    "clip_ref", "fid_score_0_100", "clip_score_0_100", "human_score_0_100", "composite",
+    "composite_lo", "composite_hi", "feature_net", "clip_model", "flags",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"), eval_config(actors=2))
+
+
+def test_score_run_without_votes(ray_local: None, run: Path) -> None:
+    result = score_run(run, progress=False)
+    scores = pd.read_parquet(run / "scores.parquet")
+    assert set(scores.columns) >= COLUMNS
+    assert len(scores) == len(MODELS) * len(NICHES) + len(MODELS)
+    cell = scores.set_index(["model", "niche"])
+    # 6 images per cell; the corrupt one is counted as an error, the failed request is skipped
+    assert cell.loc[("flux2-dev", NICHES[0]), "n"] == 6
+    assert cell.loc[("flux2-dev", NICHES[0]), "n_errors"] == 1
+    assert (cell.xs("all", level="niche")["n"] == 12).all()
+    assert (scores["n_ref"] > 0).all() and scores["fid"].notna().all()
+    assert scores["fid_flag"].str.contains("below min_fid_n").all()  # N=6 < 2000
+    assert scores["kid_mean"].notna().all() and scores["human_score_0_100"].isna().all()
+    for flags in scores["flags"]:
+        assert "no human votes" in flags and "synthetic reference set" in flags
+        assert "not comparable to published FID" in flags
+    assert (scores["composite_components"] == "fid+clip").all()
+    assert (scores["composite_lo"] <= scores["composite"] + 1e-9).all()
+    assert (scores["composite"] <= scores["composite_hi"] + 1e-9).all()
+    assert "1 prompts longer than CLIP's context" in cell.loc[("flux2-dev", NICHES[0]), "flags"]
+
+    images = pd.read_parquet(run / "image_scores.parquet").set_index("job_id")
+    assert bool(images.at["job-00000", "prompt_truncated"])
+    assert images["clip_ref"].notna().sum() == len(MODELS) * len(NICHES)
+    assert not images.at["job-corrupt", "ok"] and "corrupt" in images.at["job-corrupt", "error"]
+    assert "job-fail" not in images.index
+
+    meta = json.loads((run / "score_meta.json").read_text())
+    assert meta["skipped"]["failed"] == 1 and [e["job_id"] for e in meta["errors"]] == [
+        "job-corrupt"
+    ]
+    assert not any(r["cached"] for r in meta["references"].values())
+    assert not pd.read_parquet(run / "weight_sensitivity.parquet").empty
+    assert result.path == run / "scores.parquet"
+
+
+def test_easel_score_with_votes_uses_cached_references(
+    ray_local: None, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = pd.read_parquet(run / "scores.parquet").set_index(["model", "niche"])
+    make_pairs(run, eval_config(), n_per_pair=20)
+    cast_votes(run)
+    assert main(["score", "--run", str(run), "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    after = pd.read_parquet(run / "scores.parquet").set_index(["model", "niche"])
+    meta = json.loads((run / "score_meta.json").read_text())
+    assert all(r["cached"] for r in meta["references"].values())
+    pd.testing.assert_series_equal(after["fid"], before["fid"])  # same images, same references
+    assert after["human_score_0_100"].notna().all()
+    assert (after["composite_components"] == "fid+clip+human").all()
+    assert not after["flags"].str.contains("no human votes").any()
+    humans = after.xs("all", level="niche")["human_score_0_100"]
+    assert humans.idxmax() == "sdxl-turbo" and humans.idxmin() == "proprietary-a"
