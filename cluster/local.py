@@ -129,12 +129,19 @@ class LocalCluster:
         return {p: n.node_id for p, n in self._nodes.items()}
 
     def shutdown(self) -> None:
-        """Stop every node, head last. Safe to call twice."""
+        """Kill every node, head last. Safe to call twice.
+
+        Not graceful: nothing on a throwaway local cluster needs flushing, and a graceful stop
+        waits on every replica's shutdown timeout.
+        """
         if self._cluster is None:
             return
         cluster, self._cluster = self._cluster, None
         self._nodes.clear()
-        cluster.shutdown()
+        for node in list(cluster.worker_nodes):
+            cluster.remove_node(node, allow_graceful=False)
+        if cluster.head_node is not None:
+            cluster.remove_node(cluster.head_node, allow_graceful=False)
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -5,12 +5,14 @@ errors per provider) and the worker groups' sizes from Kubernetes, decides, appl
 every decision with its reason as one JSON line. The rules (`decide`, a pure function):
 
 1. Bounds: a provider below its lowest or above its highest replica count is brought back.
-2. Errors: a provider that is unhealthy, or whose failed share over the last `cooldown_s`
-   exceeds `max_error_rate` (judged from `min_requests` requests), gets weight 0 and gives
-   `scale_step` replicas to the cheapest healthy provider with headroom.
+2. Errors: a provider whose failed share over the last `cooldown_s` exceeds `max_error_rate`
+   (judged from `min_requests` requests) gets weight 0 and gives `scale_step` replicas to the
+   cheapest provider with headroom. An unhealthy view without failed requests (pods starting, a
+   provider scaled to 0) costs weight only, never capacity.
 3. Queue depth: outstanding requests per healthy replica above `queue_high` adds `scale_step`
-   replicas at the cheapest healthy provider with headroom; below `queue_low` removes them from
-   the most expensive one, never taking the last replica of a model's last healthy provider.
+   replicas at the cheapest provider with headroom (healthy ones first; one at 0 replicas counts
+   as healthy); below `queue_low` removes them from the most expensive healthy one, never taking
+   the last replica of a model's last healthy provider.
 4. Price: healthy providers' weights are proportional to replicas × (cheapest price / price) **
    `price_exponent`; drained providers are left as the operator of the cluster set them.
 
@@ -102,63 +104,58 @@ def decide(states: list[ProviderState], cfg: OperatorConfig) -> Plan:
         elif s.replicas > s.high:
             scale(s, s.high, f"above its highest replica count {s.high}")
 
-    # 2. errors
-    bad: dict[str, str] = {}
+    # 2. errors: failed requests move capacity away; an unhealthy view alone only moves weight,
+    # since a provider whose pods are still starting (or scaled to 0) looks unhealthy too.
+    erroring: dict[str, str] = {}
     for s in states:
-        if s.drained:
-            continue
-        if not s.healthy:
-            bad[s.provider] = "unhealthy"
-        elif s.window_requests >= cfg.min_requests:
+        if not s.drained and s.window_requests >= cfg.min_requests:
             rate = s.window_errors / s.window_requests
             if rate > cfg.max_error_rate:
-                bad[s.provider] = (
+                erroring[s.provider] = (
                     f"error rate {rate:.0%} ({s.window_errors}/{s.window_requests}) > "
                     f"{cfg.max_error_rate:.0%}"
                 )
+    bad = dict(erroring)
+    bad.update({s.provider: "unhealthy" for s in states
+                if not s.drained and not s.healthy and s.provider not in erroring})  # fmt: skip
     good = [s for s in states if not s.drained and s.provider not in bad]
 
     def cheapest_with_headroom() -> ProviderState | None:
-        room = [s for s in good if replicas[s.provider] < s.high and can_scale(s)]
-        return min(room, key=lambda s: (s.price_per_gpu_hour, s.provider), default=None)
+        room = [s for s in states if not s.drained and s.provider not in erroring
+                and replicas[s.provider] < s.high and can_scale(s)]  # fmt: skip
 
-    for name, why in bad.items():
+        # Healthy providers first; one with no replicas counts as healthy (nothing to fail).
+        def rank(s: ProviderState) -> tuple[bool, float, str]:
+            usable = s.healthy or replicas[s.provider] == 0
+            return (not usable, s.price_per_gpu_hour, s.provider)
+
+        return min(room, key=rank, default=None)
+
+    for name, why in erroring.items():
         s = by_name[name]
         if replicas[name] > s.low and can_scale(s):
             target = cheapest_with_headroom()
             to = max(s.low, replicas[name] - cfg.scale_step)
             moved = replicas[name] - to
-            where = f"to {target.provider}" if target else "(no healthy provider has headroom)"
+            where = f"to {target.provider}" if target else "(no other provider has headroom)"
             scale(s, to, f"{why}: moving {moved} replica(s) {where}")
             if target is not None:
                 up = min(target.high, replicas[target.provider] + moved)
                 scale(target, up, f"taking capacity from {name} ({why})")
 
-    # 3. queue depth
+    # 3. queue depth, per replica that serves now
     serving = sum(replicas[s.provider] for s in good)
     outstanding = sum(s.outstanding for s in states)
     queue = outstanding / max(serving, 1)
     if queue > cfg.queue_high:
         target = cheapest_with_headroom()
         if target is None:
-            decisions.append(
-                Decision(
-                    "hold",
-                    "*",
-                    serving,
-                    serving,
-                    f"queue {queue:.1f}/replica > "
-                    f"{cfg.queue_high:g} but no healthy provider has headroom now",
-                )
-            )
+            why = f"queue {queue:.1f}/replica > {cfg.queue_high:g} but no provider has headroom now"
+            decisions.append(Decision("hold", "*", serving, serving, why))
         else:
             to = min(target.high, replicas[target.provider] + cfg.scale_step)
-            scale(
-                target,
-                to,
-                f"queue {queue:.1f}/replica > {cfg.queue_high:g}; cheapest "
-                f"healthy provider with headroom (${target.price_per_gpu_hour:g}/GPU-h)",
-            )
+            scale(target, to, f"queue {queue:.1f}/replica > {cfg.queue_high:g}; cheapest "
+                  f"provider with headroom (${target.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
     elif queue < cfg.queue_low:
         for s in sorted(good, key=lambda s: (-s.price_per_gpu_hour, s.provider)):
             if replicas[s.provider] <= s.low or not can_scale(s):
@@ -166,12 +163,9 @@ def decide(states: list[ProviderState], cfg: OperatorConfig) -> Plan:
             to = max(s.low, replicas[s.provider] - cfg.scale_step)
             if to == 0 and _last_host(s, good, replicas):
                 continue
-            scale(
-                s,
-                to,
-                f"queue {queue:.1f}/replica < {cfg.queue_low:g}; most expensive "
-                f"healthy provider above its lowest (${s.price_per_gpu_hour:g}/GPU-h)",
-            )
+            why = (f"queue {queue:.1f}/replica < {cfg.queue_low:g}; most expensive healthy "
+                   f"provider above its lowest (${s.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
+            scale(s, to, why)
             break
 
     # 4. weights
@@ -183,11 +177,8 @@ def decide(states: list[ProviderState], cfg: OperatorConfig) -> Plan:
     total = sum(raw.values())
     if total <= 0:
         if good or bad:
-            decisions.append(
-                Decision(
-                    "hold", "*", 0, 0, "no healthy provider has replicas; weights left as they are"
-                )
-            )
+            why = "no healthy provider has replicas; weights left as they are"
+            decisions.append(Decision("hold", "*", 0, 0, why))
         return Plan(decisions, None)
     current_total = sum(s.weight for s in states if not s.drained) or 1.0
     weights = {

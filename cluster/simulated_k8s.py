@@ -335,3 +335,48 @@ def _handler(api: SimulatedKubeApi) -> type[BaseHTTPRequestHandler]:
             pass  # every call is in `api.calls`; keep test output clean
 
     return Handler
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.simulated_k8s DIR --kubeconfig F`: rehearse `easel scale`/`operator`."""
+    import argparse
+    import time
+
+    from cluster._yaml import load_yaml
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.simulated_k8s",
+        description="Serve rendered KubeRay manifests from a simulated Kubernetes API on "
+        "127.0.0.1 and write a kubeconfig for it; every call is printed. Ctrl-C stops it.",
+    )
+    parser.add_argument("manifests", help="folder of rendered manifests (easel k8s render --out)")
+    parser.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig")
+    args = parser.parse_args(argv)
+    objects = [
+        doc
+        for path in sorted(Path(args.manifests).glob("*.yaml"))
+        for doc in load_yaml(path.read_text())
+        if doc.get("kind") in _PLURALS
+    ]
+    if not objects:
+        parser.error(f"{args.manifests}: no RayService, RayCluster or RayJob manifests")
+    with SimulatedKubeApi(objects) as api:
+        api.write_kubeconfig(args.kubeconfig)
+        print(f"simulated Kubernetes API at {api.url}; kubeconfig {args.kubeconfig}", flush=True)
+        seen = 0
+        try:
+            while True:
+                time.sleep(0.2)
+                for call in api.calls[seen:]:
+                    print(f"{call.method} {call.path} -> {call.status} {json.dumps(call.body)}",
+                          flush=True)  # fmt: skip
+                seen = len(api.calls)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main())

@@ -25,9 +25,12 @@ __all__ = [
     "PRODUCTION_EXAMPLE",
     "ConfigError",
     "EaselConfig",
+    "KubernetesConfig",
     "ModelConfig",
     "NicheConfig",
+    "OperatorConfig",
     "ProviderConfig",
+    "Toleration",
     "load_config",
     "parse_config",
 ]

@@ -110,13 +110,18 @@ class ClipModel:
         self.tokenizer = open_clip.get_tokenizer(spec.model_name)
         self.context_length = int(getattr(self.tokenizer, "context_length", 77))
         self._text_cache: dict[str, np.ndarray] = {}
+        self._token_counts: dict[str, int] = {}
 
     def count_tokens(self, prompt: str) -> int:
         """Tokens the prompt takes in CLIP's context, start and end tokens included."""
-        encode = getattr(self.tokenizer, "encode", None)
-        if encode is None:  # HF tokenizers: count through the wrapped tokenizer
-            return len(self.tokenizer.tokenizer(prompt)["input_ids"])
-        return len(encode(prompt)) + 2
+        if prompt not in self._token_counts:
+            encode = getattr(self.tokenizer, "encode", None)
+            if encode is None:  # HF tokenizers: count through the wrapped tokenizer
+                n = len(self.tokenizer.tokenizer(prompt)["input_ids"])
+            else:
+                n = len(encode(prompt)) + 2
+            self._token_counts[prompt] = n
+        return self._token_counts[prompt]
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:

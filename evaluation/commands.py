@@ -74,6 +74,13 @@ def _score(args: argparse.Namespace) -> int:
         print("no images to score")
     else:
         print(scores[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        small = int(scores["fid_flag"].notna().sum())
+        if small:
+            min_n = _config(args).evaluation.min_fid_n
+            print(
+                f"note: {small} rows have N below min_fid_n={min_n}: FID is biased upward "
+                "there, read KID beside it"
+            )
         for flag in sorted({f for fl in scores["flags"] for f in fl.split("; ") if f}):
             if not flag.startswith("N="):
                 print(f"note: {flag}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from easel.config import EaselConfig
@@ -175,31 +176,41 @@ class ManifestScan:
 def scan_manifest(path: str | Path) -> ManifestScan:
     """Row count, rows whose job_id repeats an earlier row's, arrival order, and model names.
 
-    Reads only the job_id, arrival_s and model columns (compact Arrow arrays), so a million-row
-    manifest costs tens of MB here, not its prompts.
+    Reads only the job_id, arrival_s and model columns, a row group at a time, and keeps the
+    job_id column (compact Arrow strings): a million-row manifest costs tens of MB here, not
+    its prompts.
     """
     pf = _open(path)
-    table = pf.read(columns=["job_id", "arrival_s", "model"])
-    ids = table.column("job_id")
-    if _kind(ids.type) == "int":
-        ids = ids.cast(pa.string())
-    enc = ids.combine_chunks().dictionary_encode()
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(enc.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    dup: frozenset[int] = frozenset()
-    if valid.any():
-        rows = np.flatnonzero(valid)
-        _, first = np.unique(codes[valid].astype(np.int64), return_index=True)
-        if len(first) < len(rows):
-            keep = np.zeros(len(rows), dtype=bool)
-            keep[first] = True
-            dup = frozenset(int(r) for r in rows[~keep])
-    arrival = table.column("arrival_s").cast(pa.float64()).to_numpy(zero_copy_only=False)
-    finite = arrival[np.isfinite(arrival)]
-    is_sorted = bool(np.all(np.diff(finite) >= 0)) if len(finite) > 1 else True
-    models = table.column("model")
-    names = tuple(sorted(str(m) for m in models.unique().to_pylist() if m is not None))
-    return ManifestScan(table.num_rows, dup, is_sorted, names)
+    chunks: list[pa.Array] = []
+    models: set[str] = set()
+    is_sorted, last = True, -math.inf
+    for batch in pf.iter_batches(batch_size=_ROW_GROUP, columns=["job_id", "arrival_s", "model"]):
+        ids = batch.column("job_id")
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.cast(ids.type.value_type)
+        chunks.append(ids.cast(pa.string()))  # integer ids are text, as the reader sees them
+        arrival = batch.column("arrival_s").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        finite = arrival[np.isfinite(arrival)]
+        if len(finite):
+            if finite[0] < last or np.any(np.diff(finite) < 0):
+                is_sorted = False
+            last = max(last, float(finite.max()))
+        models.update(m for m in pc.unique(batch.column("model")).to_pylist() if m is not None)
+    ids = (
+        pa.chunked_array(chunks, pa.string()).combine_chunks()
+        if chunks
+        else pa.array([], pa.string())
+    )
+    del chunks
+    # A stable sort puts equal ids next to each other, earliest row first; every later one of a
+    # run is a duplicate. (Hashing a million distinct ids would cost several times the memory.)
+    order = pc.array_sort_indices(ids, null_placement="at_end")
+    ranked = ids.take(order)
+    n_valid = len(ids) - ids.null_count
+    same = pc.equal(ranked[1:n_valid], ranked[: max(n_valid - 1, 0)])
+    later = np.flatnonzero(np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)) + 1
+    dup = frozenset(int(i) for i in order.to_numpy()[later])
+    return ManifestScan(len(ids), dup, is_sorted, tuple(sorted(str(m) for m in models)))
 
 
 # --- row validation ---------------------------------------------------------------------------

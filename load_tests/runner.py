@@ -38,6 +38,7 @@ __all__ = ["LoadResult", "run_load"]
 _log = logging.getLogger(__name__)
 
 _BATCH_ROWS = 1_024
+_BLOCK_BYTES = 8 * 1024 * 1024
 _HORIZON_S = 5.0  # rows are handed to dispatchers this long before they are due
 _LEAD_S = 1.0  # the clock starts this long after the first batch is ready
 _DRAIN_EVERY_S = 0.25
@@ -312,9 +313,14 @@ def _stream(
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    saved = (
+        ctx.execution_options.preserve_order,
+        ctx.enable_progress_bars,
+        ctx.target_max_block_size,
+    )
     ctx.execution_options.preserve_order = True  # rows must reach the pumps in arrival order
     ctx.enable_progress_bars = False  # the progress line is ours
+    ctx.target_max_block_size = _BLOCK_BYTES  # small blocks: the driver holds one at a time
     data_log = logging.getLogger("ray.data")
     saved_level = data_log.level
     data_log.setLevel(logging.ERROR)  # its start/finish chatter would break the progress line
@@ -358,5 +364,9 @@ def _stream(
             drain(force=True)
         drain(force=True)
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        (
+            ctx.execution_options.preserve_order,
+            ctx.enable_progress_bars,
+            ctx.target_max_block_size,
+        ) = saved
         data_log.setLevel(saved_level)

@@ -19,7 +19,7 @@ from typing import Any
 from easel.config import EaselConfig
 from load_tests.generators import generate_manifest
 from load_tests.manifest import write_manifest
-from load_tests.stats import LoadSummary
+from load_tests.stats import LAG_WARN_MS, RATE_WARN_RATIO, LoadSummary
 
 __all__ = ["SweepResult", "SweepStep", "judge_step", "run_sweep"]
 
@@ -59,7 +59,15 @@ class SweepResult:
 
 
 def judge_step(summary: LoadSummary, cfg: EaselConfig) -> tuple[bool, bool, list[str]]:
-    """(passed, generator_limited, reasons) for one step's summary."""
+    """(passed, generator_limited, reasons) for one step's summary.
+
+    Latency counts from the schedule, so a generator that sends late only makes latency look
+    worse: a pass stands even with send lag. The step is generator-limited when the offered
+    load was not delivered (requests not sent at the client's bound, or achieved rate below
+    RATE_WARN_RATIO of offered), or when it failed while the generator lagged by a material
+    part of the latency budget (send lag p99 above LAG_WARN_MS and above a tenth of the
+    tightest SLO): then the failure may be the generator's.
+    """
     reasons: list[str] = []
     pct = cfg.slo.percentile
     for name, d in summary.by_model.items():
@@ -73,9 +81,17 @@ def judge_step(summary: LoadSummary, cfg: EaselConfig) -> tuple[bool, bool, list
     rate = failed / o["n"] if o["n"] else 0.0
     if rate > cfg.slo.error_budget:
         reasons.append(f"error rate {rate:.1%} > budget {cfg.slo.error_budget:.1%}")
-    limited = summary.generator["warning"] is not None
+    g = summary.generator
+    offered, achieved = g.get("offered_rps"), g.get("achieved_rps")
+    undelivered = bool(g.get("client_overload")) or bool(
+        offered and achieved and achieved < RATE_WARN_RATIO * offered
+    )
+    slos = [d["slo_ms"] for d in summary.by_model.values() if d.get("slo_ms")]
+    material = max(LAG_WARN_MS, 0.1 * min(slos)) if slos else LAG_WARN_MS
+    lagging = (g.get("send_lag_p99_ms") or 0.0) > material
+    limited = undelivered or (bool(reasons) and lagging)
     if limited:
-        reasons.append(summary.generator["warning"])
+        reasons.append(g.get("warning") or "the generator did not deliver the offered load")
     return not reasons, limited, reasons
 
 

@@ -2,10 +2,11 @@
 
 The public surface, imported lazily so that `easel --help` never loads Ray or torch:
 `app_builder` (the Serve import path `serve_apps.app:app_builder`), `build_app`, `run_app`
-(serve_apps.app) and `read_usage` (serve_apps.usage). Modules: `ingress` (HTTP API), `routing`
-(per-provider router), `deployments` (diffusers and HTTP-API backends), `schemas`, `errors`,
-`images`, `tenants`, `usage`, `metrics`, plus the tiny model zoo (`tiny_models`, `pipelines`)
-and the closed-model clients (`http_api`, `simulated_vendor`).
+(serve_apps.app) and `read_usage` (serve_apps.usage). Modules: `ingress` (HTTP API),
+`routing` (per-provider policies) and `router_actor` (where that state lives), `deployments`
+(diffusers and HTTP-API backends), `schemas`, `responses`, `errors`, `images`, `tenants`,
+`usage`, `metrics`, plus the tiny model zoo (`tiny_models`, `pipelines`) and the closed-model
+clients (`http_api`, `simulated_vendor`).
 """
 
 from __future__ import annotations

@@ -23,21 +23,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from ray import serve
 
 from easel.config import EaselConfig, ModelConfig
-from serve_apps.errors import ApiError, error_response, install_error_handlers, validation_message
+from serve_apps.errors import ApiError, error_response, install_error_handlers
 from serve_apps.images import decode_reference_image, encode_png
 from serve_apps.metrics import ingress_metrics
-from serve_apps.routing import deployment_name, get_router
+from serve_apps.responses import header_request_id, model_card, result_headers, wants_json
+from serve_apps.router_actor import get_router
+from serve_apps.routing import deployment_name
 from serve_apps.schemas import (
     MAX_SEED,
     GenerateRequest,
     ImagesRequest,
-    model_capabilities,
+    RoutingUpdate,
     new_request_id,
     parse_size,
+    read_json_body,
     resolve_generate,
 )
 from serve_apps.tenants import TenantAuth, bearer_token
@@ -46,21 +49,9 @@ __all__ = ["EaselIngress", "api"]
 
 _log = logging.getLogger(__name__)
 # While an attempt waits longer than this, the ingress checks that its provider still has a
-# running replica, so a lost node costs about this much, not the whole request timeout.
+# running replica (else it moves on, if another provider has one), so a lost node costs about
+# this much, not the whole request timeout.
 _HEALTH_POLL_S = 0.5
-_JSON_TYPES = ("application/json", "text/json")
-
-
-class RoutingUpdate(BaseModel):
-    """Body of `PUT /v1/admin/routing`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policy: str | None = Field(default=None, description="weighted | least_outstanding | ...")
-    weights: dict[str, float] | None = Field(default=None, description="Provider -> weight >= 0.")
-    drain: list[str] | None = Field(default=None, description="Providers to take off new traffic.")
-    undrain: list[str] | None = Field(default=None, description="Providers to give traffic again.")
-    model: str | None = Field(default=None, description="Limit weights and drains to one model.")
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -98,62 +89,6 @@ class _InFlight:
 
 async def _awaited(response: Any) -> Any:
     return await response
-
-
-def _header_request_id(request: Request) -> str | None:
-    rid = request.headers.get("x-request-id")
-    if rid and 0 < len(rid) <= 128 and all(c.isalnum() or c in "._:-" for c in rid):
-        return rid
-    return None
-
-
-def _wants_json(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "application/json" in accept and "image/png" not in accept
-
-
-def _result_headers(request_id: str, model: str, result: dict[str, Any]) -> dict[str, str]:
-    return {
-        # Serve's proxy sets X-Request-Id itself (the client's header, or one it generates);
-        # this one is the id easel used, the body's `request_id` when one was given.
-        "X-Easel-Request-Id": request_id,
-        "X-Easel-Model": model,
-        "X-Easel-Provider": result["provider"],
-        "X-Easel-Replica": result["replica"],
-        "X-Easel-Queue-Ms": f"{result['queue_ms']:.3f}",
-        "X-Easel-Inference-Ms": f"{result['inference_ms']:.3f}",
-        "X-Easel-Batch-Size": str(result["batch_size"]),
-        "X-Easel-Cold-Start": "true" if result["cold_start"] else "false",
-        "X-Easel-Attempts": str(result["attempts"]),
-    }
-
-
-def _model_card(m: ModelConfig) -> dict[str, Any]:
-    return {
-        "id": m.name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "easel",
-        "display_name": m.display_name,
-        "backend": m.backend,
-        "kind": m.kind,
-        "providers": list(m.providers),
-        "defaults": {
-            "width": m.resolution.default,
-            "height": m.resolution.default,
-            "steps": m.steps.default,
-            "guidance": m.guidance.default,
-        },
-        "limits": {
-            "resolution": m.resolution.model_dump(),
-            "steps": m.steps.model_dump(),
-            "guidance": m.guidance.model_dump(),
-            "max_prompt_tokens": m.max_prompt_tokens,
-        },
-        "accepts": model_capabilities(m),
-        "price_per_image": m.price_per_image,
-        "slo_ms": m.slo_ms,
-    }
 
 
 api = FastAPI(
@@ -200,7 +135,7 @@ class EaselIngress:
         model_name, provider, status = "", "", 500
         try:
             with self._slot():
-                body = await self._json_body(request, GenerateRequest)
+                body = await read_json_body(request, GenerateRequest, self.cfg.serve.max_body_bytes)
                 model_name = body.model
                 model = self._model(body.model)
                 tenant = self._auth.authenticate(request.headers.get("authorization"), model.name)
@@ -215,7 +150,7 @@ class EaselIngress:
                     )
                 resolved = resolve_generate(
                     model=model,
-                    request_id=body.request_id or _header_request_id(request) or new_request_id(),
+                    request_id=body.request_id or header_request_id(request) or new_request_id(),
                     prompt=body.prompt,
                     width=body.width,
                     height=body.height,
@@ -229,10 +164,10 @@ class EaselIngress:
                 )
                 result = await self._dispatch(model, resolved.to_dict(), tenant)
                 provider = result["provider"]
-                headers = _result_headers(resolved.request_id, model.name, result)
+                headers = result_headers(resolved.request_id, model.name, result)
                 headers["X-Easel-Seed"] = str(resolved.seed)
                 status = 200
-                if _wants_json(request):
+                if wants_json(request):
                     return JSONResponse(
                         {
                             "request_id": resolved.request_id,
@@ -270,12 +205,12 @@ class EaselIngress:
         model_name, provider, status = "", "", 500
         try:
             with self._slot():
-                body = await self._json_body(request, ImagesRequest)
+                body = await read_json_body(request, ImagesRequest, self.cfg.serve.max_body_bytes)
                 model_name = body.model
                 model = self._model(body.model)
                 tenant = self._auth.authenticate(request.headers.get("authorization"), model.name)
                 width, height = parse_size(body.size)
-                request_id = _header_request_id(request) or new_request_id()
+                request_id = header_request_id(request) or new_request_id()
                 base_seed = self._rng.randint(0, MAX_SEED) if body.seed is None else body.seed
                 resolved = [
                     resolve_generate(
@@ -316,7 +251,7 @@ class EaselIngress:
                         "size": f"{first.width}x{first.height}",
                         "output_format": "png",
                     },
-                    headers=_result_headers(request_id, model.name, results[0]),
+                    headers=result_headers(request_id, model.name, results[0]),
                 )
         except ApiError as exc:
             status = exc.status
@@ -346,7 +281,7 @@ class EaselIngress:
             provider = choice["provider"]
             tried.append(provider)
             t0 = time.perf_counter()
-            outcome, result = await self._attempt(model.name, provider, payload, deadline)
+            outcome, result = await self._attempt(model.name, provider, payload, deadline, tried)
             latency_ms = (time.perf_counter() - t0) * 1000
             self._router.finish.remote(model.name, provider, outcome, latency_ms)
             if outcome == "ok":
@@ -396,7 +331,12 @@ class EaselIngress:
         )
 
     async def _attempt(
-        self, model: str, provider: str, payload: dict[str, Any], deadline: float
+        self,
+        model: str,
+        provider: str,
+        payload: dict[str, Any],
+        deadline: float,
+        tried: list[str],
     ) -> tuple[str, dict[str, Any]]:
         """One try on one provider: (outcome, record). Never raises for provider trouble."""
         from ray.serve.exceptions import BackPressureError
@@ -411,7 +351,7 @@ class EaselIngress:
                 task.cancel()
                 return "timeout", {"message": "timed out"}
             await asyncio.wait({task}, timeout=min(_HEALTH_POLL_S, remaining))
-            if not task.done() and not await self._router.is_up.remote(model, provider):
+            if not task.done() and await self._router.should_abandon.remote(model, provider, tried):
                 response.cancel()
                 task.cancel()
                 return "error", {"message": "provider lost its replicas"}
@@ -433,7 +373,7 @@ class EaselIngress:
 
     @api.get("/v1/models", summary="The models served, with their limits (OpenAI list shape)")
     async def list_models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(m) for m in self.cfg.models]}
+        return {"object": "list", "data": [model_card(m) for m in self.cfg.models]}
 
     @api.get("/healthz", summary="Liveness: the ingress answers")
     async def healthz(self) -> dict[str, str]:
@@ -467,7 +407,7 @@ class EaselIngress:
     )
     async def put_routing(self, request: Request) -> dict[str, Any]:
         self._check_admin(request)
-        body = await self._json_body(request, RoutingUpdate)
+        body = await read_json_body(request, RoutingUpdate, self.cfg.serve.max_body_bytes)
         out = await self._router.update.remote(body.model_dump(exclude_none=True))
         if "error" in out:
             status, message = out["error"]
@@ -510,36 +450,6 @@ class EaselIngress:
                 code="model_not_found",
             )
         return model
-
-    async def _json_body(self, request: Request, schema: type[BaseModel]) -> Any:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype and ctype not in _JSON_TYPES:
-            raise ApiError(
-                415,
-                f"Content-Type {ctype!r} is not accepted; send 'Content-Type: application/json'",
-            )
-        limit = self.cfg.serve.max_body_bytes
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise ApiError(413, f"body is over the limit of {limit} bytes")
-        if not raw:
-            raise ApiError(400, "empty body: send a JSON object", code="invalid_json")
-        try:
-            return schema.model_validate_json(bytes(raw))
-        except ValidationError as exc:
-            errors = exc.errors()
-            if any(e["type"] == "json_invalid" for e in errors):
-                raise ApiError(
-                    400, f"body is not valid JSON ({errors[0]['msg']})", code="invalid_json"
-                ) from None
-            if any(e["type"] == "model_type" and not e["loc"] for e in errors):
-                raise ApiError(422, "body must be a JSON object") from None
-            raise ApiError(422, validation_message(list(errors))) from None
 
     def _slot(self) -> "_InFlight":
         return _InFlight(self)

@@ -87,22 +87,22 @@ def load_pipeline(model: ModelConfig, device: str | None = None) -> DiffusionPip
 
     if model.pipeline not in (*_FLUX2, _SDXL):
         raise ValueError(f"model {model.name!r}: unsupported pipeline {model.pipeline!r}")
+    if model.unet and model.pipeline != _SDXL:
+        raise ValueError(f"model {model.name!r}: a `unet` override needs {_SDXL}")
+    if model.scheduler != "default" and model.pipeline != _SDXL:
+        raise ValueError(
+            f"model {model.name!r}: scheduler {model.scheduler!r} is for {_SDXL}; "
+            f"{model.pipeline} keeps its flow-matching scheduler"
+        )
     device, dtype = resolve_device(model, device)
     path = resolve_weights(model)
     cls = getattr(diffusers, model.pipeline)
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
     with tiny_models.no_progress_bars():
         if model.unet:
-            if model.pipeline != _SDXL:
-                raise ValueError(f"model {model.name!r}: a `unet` override needs {_SDXL}")
             kwargs["unet"] = _load_unet(model.unet, path, dtype)
         pipe = cls.from_pretrained(path, **kwargs)
     if model.scheduler != "default":
-        if model.pipeline != _SDXL:
-            raise ValueError(
-                f"model {model.name!r}: scheduler {model.scheduler!r} is for {_SDXL}; "
-                f"{model.pipeline} keeps its flow-matching scheduler"
-            )
         name, overrides = _SCHEDULERS[model.scheduler]
         pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config, **overrides)
     pipe.set_progress_bar_config(disable=True)

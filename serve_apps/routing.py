@@ -4,18 +4,13 @@
 a model (`weighted`, `least_outstanding`, `cheapest_healthy`); drained providers get no new
 requests; a provider with `unhealthy_after_errors` errors in a row is skipped until
 `recheck_after_s` has passed, then one probe request decides whether it is healthy again; a
-provider whose deployment has no running replica (e.g. its node is gone) is skipped at once.
-
-`RouterActor` holds the one `Router` every ingress replica consults: a named, detached Ray actor
-(`easel-router` in namespace `easel`) pinned to the head node. One place means a drain or a new
-weight takes effect for every ingress replica at the next request, and outstanding counts are
-cluster-wide, at the price of one actor call per attempt (well under a millisecond locally,
-measured by `benchmarks/serving_overhead.py`). The same actor keeps the tenants' token buckets.
+provider whose deployment lost its running replicas (e.g. its node is gone) is skipped while any
+other provider is left. The one `Router` every ingress replica consults lives in a Ray actor,
+see `router_actor.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -25,28 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from easel.config import EaselConfig
-from serve_apps.tenants import RateLimiter
 
 __all__ = [
-    "NAMESPACE",
     "POLICIES",
-    "ROUTER_NAME",
     "Outcome",
     "Route",
     "Router",
-    "RouterActor",
     "deployment_name",
-    "get_router",
     "routes_from_config",
 ]
 
 _log = logging.getLogger(__name__)
 
 POLICIES = ("weighted", "least_outstanding", "cheapest_healthy")
-ROUTER_NAME = "easel-router"
-NAMESPACE = "easel"
-# How often the router asks Serve which deployments have a running replica.
-_PROBE_INTERVAL_S = 0.5
 _LATENCY_WINDOW = 512
 
 Outcome = Literal["ok", "client_error", "error", "timeout", "shed"]
@@ -159,36 +145,56 @@ class Router:
     def choose(self, model: str, exclude: Iterable[str] = ()) -> str | None:
         """Pick a provider for one attempt and count it as outstanding; None when none is left.
 
-        Drained providers, providers without a running replica and those in `exclude` (already
-        tried by this request) are never picked. Healthy providers come first; when none is
-        healthy, an unhealthy one whose recheck time has passed gets a single probe request.
+        Drained providers and those in `exclude` (already tried by this request) are never
+        picked. Providers with a running replica come first; one that lost its replicas is
+        picked only when no other is left (its request then waits for the replacement, as a
+        redeploy's would). Among those, healthy providers come first; when none is healthy,
+        an unhealthy one whose recheck time has passed gets a single probe request.
         """
         slots = self._slots.get(model)
         if not slots:
             raise KeyError(model)
         excluded = set(exclude)
-        open_ = [
-            s for p, s in slots.items() if p not in excluded and not s.drained and s.deployment_up
-        ]
+        open_ = [s for p, s in slots.items() if p not in excluded and not s.drained]
         if self.policy == "weighted":
             open_ = [s for s in open_ if s.weight > 0]
-        healthy = [s for s in open_ if s.unhealthy_since is None]
+        for pool in (
+            [s for s in open_ if s.deployment_up],
+            [s for s in open_ if not s.deployment_up],
+        ):
+            slot = self._choose_in(pool)
+            if slot is not None:
+                slot.outstanding += 1
+                slot.requests += 1
+                return slot.route.provider
+        return None
+
+    def _choose_in(self, pool: list[_Slot]) -> _Slot | None:
+        healthy = [s for s in pool if s.unhealthy_since is None]
         if healthy:
-            slot = self._pick(healthy)
-        else:
-            now = self._clock()
-            due = [
-                s
-                for s in open_
-                if not s.probing and now - (s.unhealthy_since or now) >= self._recheck_s
-            ]
-            if not due:
-                return None
-            slot = min(due, key=lambda s: s.unhealthy_since or 0.0)
-            slot.probing = True
-        slot.outstanding += 1
-        slot.requests += 1
-        return slot.route.provider
+            return self._pick(healthy)
+        now = self._clock()
+        due = [
+            s for s in pool if not s.probing and now - (s.unhealthy_since or now) >= self._recheck_s
+        ]
+        if not due:
+            return None
+        slot = min(due, key=lambda s: s.unhealthy_since or 0.0)
+        slot.probing = True
+        return slot
+
+    def should_abandon(self, model: str, provider: str, tried: Iterable[str]) -> bool:
+        """Whether a request waiting on `provider` should move on: it lost its replicas and
+        another open provider of `model` (not in `tried`) has a running one."""
+        slots = self._slots.get(model, {})
+        slot = slots.get(provider)
+        if slot is None or slot.deployment_up:
+            return False
+        done = set(tried)
+        return any(
+            s.deployment_up and not s.drained and p not in done and p != provider
+            for p, s in slots.items()
+        )
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
         if len(slots) == 1:
@@ -329,153 +335,3 @@ class Router:
                 if undrain and p in undrain:
                     s.drained = False
         return self.view()
-
-
-class RouterActor:
-    """The Ray actor that holds the one Router (and the tenants' rate limiter).
-
-    Ingress replicas call `configure` when they start; a new config (a different digest)
-    replaces the state, the same config keeps live changes (weights, drains) and counters.
-    """
-
-    def __init__(self) -> None:
-        self._router: Router | None = None
-        self._limiter = RateLimiter([])
-        self._digest: str | None = None
-        self._app_name: str | None = None
-        self._probe_task: asyncio.Task | None = None
-
-    async def configure(self, cfg_json: dict[str, Any], digest: str, app_name: str) -> bool:
-        """Load the routes of a config; returns True when the state was (re)built."""
-        self._app_name = app_name
-        if self._probe_task is None:
-            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
-        if digest == self._digest and self._router is not None:
-            return False
-        cfg = EaselConfig.model_validate(cfg_json)
-        self._router = Router(
-            routes_from_config(cfg),
-            policy=cfg.routing.policy,
-            unhealthy_after_errors=cfg.routing.unhealthy_after_errors,
-            recheck_after_s=cfg.routing.recheck_after_s,
-            seed=cfg.seed,
-        )
-        self._limiter = RateLimiter(cfg.serve.tenants)
-        self._digest = digest
-        return True
-
-    def _need(self) -> Router:
-        if self._router is None:
-            raise RuntimeError("router not configured yet")
-        return self._router
-
-    async def choose(
-        self, model: str, exclude: list[str], tenant: str | None = None
-    ) -> dict[str, Any]:
-        """{'provider': p}, {'rate_limited': seconds} or {'unavailable': seconds}."""
-        router = self._need()
-        if tenant is not None:
-            wait = self._limiter.admit(tenant)
-            if wait is not None:
-                return {"rate_limited": wait}
-        provider = router.choose(model, exclude)
-        if provider is None:
-            return {"unavailable": router.retry_after(model)}
-        return {"provider": provider}
-
-    async def finish(
-        self, model: str, provider: str, outcome: Outcome, latency_ms: float | None = None
-    ) -> None:
-        self._need().finish(model, provider, outcome, latency_ms)
-
-    async def is_up(self, model: str, provider: str) -> bool:
-        return self._need().is_up(model, provider)
-
-    async def view(self) -> dict[str, Any]:
-        return self._need().view()
-
-    async def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Apply a PUT body; {'error': (status, message)} instead of raising on bad input."""
-        try:
-            return self._need().update(**body)
-        except LookupError as exc:
-            return {"error": (404, str(exc).strip("'\""))}
-        except (ValueError, TypeError) as exc:
-            return {"error": (422, str(exc))}
-
-    async def _probe_loop(self) -> None:
-        # Serve knows first when a deployment lost all its replicas (e.g. its node died);
-        # polling it lets the router stop sending there before requests time out.
-        prev_running: dict[str, int] = {}
-        lost: set[str] = set()
-        while True:
-            await asyncio.sleep(_PROBE_INTERVAL_S)
-            if self._router is None or self._app_name is None:
-                continue
-            try:
-                counts = await asyncio.to_thread(_replica_counts, self._app_name)
-            except Exception as exc:  # Serve may be starting or shutting down
-                _log.debug("serve status probe failed: %r", exc)
-                continue
-            if counts is None:
-                continue
-            state = {}
-            for model in self._router.models:
-                for provider in self._router.providers(model):
-                    name = deployment_name(model, provider)
-                    if name in counts:
-                        state[(model, provider)] = _deployment_up(
-                            name, counts[name], prev_running, lost
-                        )
-            self._router.set_deployment_up(state)
-
-
-def _deployment_up(
-    name: str, counts: tuple[int, int], prev_running: dict[str, int], lost: set[str]
-) -> bool:
-    """Whether a deployment can take requests, given its (running, wanted) replica counts.
-
-    Down only when it *lost* its running replicas while replicas are still wanted (a dead node
-    or crashed replicas being replaced), until one runs again. A deployment starting up or
-    scaled to zero counts as up: a request must reach it for it to scale up.
-    """
-    running, wanted = counts
-    before = prev_running.get(name, 0)
-    prev_running[name] = running
-    if running > 0 or wanted == 0:
-        lost.discard(name)
-        return True
-    if before > 0:
-        lost.add(name)
-    return name not in lost
-
-
-def _replica_counts(app_name: str) -> dict[str, tuple[int, int]] | None:
-    """{deployment: (RUNNING replicas, all replicas)} of a Serve app; None if it is unknown."""
-    from ray import serve
-
-    app = serve.status().applications.get(app_name)
-    if app is None:
-        return None
-    out = {}
-    for name, dep in app.deployments.items():
-        states = {getattr(k, "value", k): n for k, n in dep.replica_states.items()}
-        out[name] = (states.get("RUNNING", 0), sum(states.values()))
-    return out
-
-
-def get_router() -> Any:
-    """The handle of the router actor, created on first use (detached, on the head node)."""
-    import ray
-
-    cls = ray.remote(RouterActor)
-    return cls.options(
-        name=ROUTER_NAME,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        max_concurrency=1000,
-        # The head node outlives provider nodes: routing state must survive losing one.
-        resources={"node:__internal_head__": 0.001},
-    ).remote()

@@ -15,10 +15,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from easel.config import ModelConfig
-from serve_apps.errors import ApiError
+from serve_apps.errors import ApiError, validation_message
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -26,13 +27,16 @@ __all__ = [
     "GenerateRequest",
     "ImagesRequest",
     "ResolvedRequest",
+    "RoutingUpdate",
     "model_capabilities",
     "new_request_id",
     "parse_size",
+    "read_json_body",
     "resolve_generate",
 ]
 
 MAX_SEED = 2**32 - 1
+_JSON_TYPES = ("application/json", "text/json")
 # An absolute cap before any tokenizer runs; the per-model token limit is the real one.
 MAX_PROMPT_CHARS = 100_000
 _REQUEST_ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -211,3 +215,51 @@ def resolve_generate(
         reference_png=reference_png,
         niche=niche,
     )
+
+
+class RoutingUpdate(BaseModel):
+    """Body of `PUT /v1/admin/routing`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str | None = Field(default=None, description="weighted | least_outstanding | ...")
+    weights: dict[str, float] | None = Field(default=None, description="Provider -> weight >= 0.")
+    drain: list[str] | None = Field(default=None, description="Providers to take off new traffic.")
+    undrain: list[str] | None = Field(default=None, description="Providers to give traffic again.")
+    model: str | None = Field(default=None, description="Limit weights and drains to one model.")
+
+
+async def read_json_body(request: Request, schema: type[BaseModel], max_bytes: int) -> Any:
+    """Read a JSON body of at most `max_bytes` into `schema`; ApiError 400/413/415/422 else.
+
+    The body is read in chunks and refused as soon as it passes the cap, whatever
+    Content-Length claims; a missing Content-Type is taken as JSON.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype not in _JSON_TYPES:
+        raise ApiError(
+            415,
+            f"Content-Type {ctype!r} is not accepted; send 'Content-Type: application/json'",
+        )
+    limit = max_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ApiError(413, f"body is over the limit of {limit} bytes")
+    if not raw:
+        raise ApiError(400, "empty body: send a JSON object", code="invalid_json")
+    try:
+        return schema.model_validate_json(bytes(raw))
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ApiError(
+                400, f"body is not valid JSON ({errors[0]['msg']})", code="invalid_json"
+            ) from None
+        if any(e["type"] == "model_type" and not e["loc"] for e in errors):
+            raise ApiError(422, "body must be a JSON object") from None
+        raise ApiError(422, validation_message(list(errors))) from None

@@ -60,7 +60,7 @@ def _counts(votes: pd.DataFrame, models: Sequence[str]) -> np.ndarray:
     return c
 
 
-def _fit_counts(c: np.ndarray) -> tuple[np.ndarray, float]:
+def _fit_counts(c: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     k = c.shape[0]
     wins = c[:, :, 0]
     ties = c[:, :, 1]
@@ -90,9 +90,10 @@ def _fit_counts(c: np.ndarray) -> tuple[np.ndarray, float]:
         grad = np.concatenate([-g + _PRIOR * theta, [-g_nu]])
         return float(obj), grad
 
-    x0 = np.zeros(k + 1)
-    x0[k] = np.log(0.5)
-    res = minimize(nll, x0, jac=True, method="L-BFGS-B")
+    if start is None:
+        start = np.zeros(k + 1)
+        start[k] = np.log(0.5)
+    res = minimize(nll, start, jac=True, method="L-BFGS-B")
     theta = res.x[:k] - res.x[:k].mean()
     return theta, float(np.exp(res.x[k]))
 
@@ -124,12 +125,14 @@ def bootstrap_bt(
     cells = np.argwhere(base > 0)
     weights = base[base > 0]
     n = int(weights.sum())
+    theta, nu = _fit_counts(base)
+    start = np.append(theta, np.log(nu))  # each refit starts from the full fit: fewer iterations
     out = np.empty((resamples, len(models)))
     for r in range(resamples):
         draws = rng.multinomial(n, weights / n)
         c = np.zeros_like(base)
         c[tuple(cells.T)] = draws
-        out[r] = _fit_counts(c)[0] * ELO_PER_THETA
+        out[r] = _fit_counts(c, start)[0] * ELO_PER_THETA
     return out
 
 

@@ -209,3 +209,19 @@ def test_validate_cli_flags_a_broken_manifest(tmp_path, capsys):
     path.write_text(path.read_text().replace("minReplicas:", "minReplica:", 1))
     assert main(["k8s", "validate", str(tmp_path)]) == 1
     assert "minReplica" in capsys.readouterr().out
+
+
+def test_provider_tolerations_are_rendered_and_checked():
+    from easel.config import ConfigError
+
+    data = load_config().model_dump(mode="json")
+    data["providers"][0]["tolerations"] = [
+        {"key": "lambda.ai/gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
+    ]
+    spec = render(parse_config(data))["rayservice.yaml"]["spec"]["rayClusterConfig"]
+    tolerations = spec["workerGroupSpecs"][0]["template"]["spec"]["tolerations"]
+    assert tolerations[1] == data["providers"][0]["tolerations"][0]
+    assert len(spec["workerGroupSpecs"][1]["template"]["spec"]["tolerations"]) == 1
+    data["providers"][0]["tolerations"] = [{"key": "x", "operator": "Equal"}]
+    with pytest.raises(ConfigError, match="operator 'Equal' needs a value"):
+        parse_config(data)

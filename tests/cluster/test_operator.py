@@ -83,7 +83,7 @@ def test_queue_high_adds_at_cheapest_with_headroom_and_cooldown():
     # Nobody has headroom: a reasoned hold, no scaling.
     full = [_state(p, replicas=1, high=1, outstanding=20) for p in PRICES]
     plan = decide(full, CFG)
-    assert not _by(plan, "scale") and "no healthy provider has headroom" in plan.decisions[0].reason
+    assert not _by(plan, "scale") and "no provider has headroom" in plan.decisions[0].reason
 
 
 def test_queue_low_removes_from_most_expensive_but_keeps_last_hosts():
@@ -95,6 +95,22 @@ def test_queue_low_removes_from_most_expensive_but_keeps_last_hosts():
                      else ("m",)) for p in PRICES]  # fmt: skip
     (down,) = _by(decide(states, CFG), "scale").values()
     assert (down.provider, down.after) == ("lambda-sim", 0)
+
+
+def test_unhealthy_alone_moves_weight_not_capacity():
+    """Pods still starting (or scaled to 0) look unhealthy: no capacity is taken from them, and
+    an idle provider at 0 replicas is the first to grow when it is the cheapest."""
+    starting = _three({"azure-sim": dict(healthy=False, replicas=2)})
+    plan = decide(starting, CFG)
+    assert not _by(plan, "scale") and plan.weights["azure-sim"] == 0
+    idle = _three({"runpod-sim": dict(healthy=False, replicas=0),
+                   "lambda-sim": dict(outstanding=20)})  # fmt: skip
+    (up,) = _by(decide(idle, CFG), "scale").values()
+    assert (up.provider, up.before, up.after) == ("runpod-sim", 0, 1)
+    # A provider that is unhealthy with replicas is passed over for one that is healthy.
+    broken = _three({"runpod-sim": dict(healthy=False), "lambda-sim": dict(outstanding=20)})
+    (up,) = _by(decide(broken, CFG), "scale").values()
+    assert up.provider == "lambda-sim"
 
 
 def test_bounds_and_drained_providers():
@@ -178,3 +194,10 @@ def test_operator_cli_logs_json_decisions(world, monkeypatch, capsys):
     assert scale == [dict(scale[0], provider="runpod-sim", before=1, after=2)]
     assert _replicas(kube)["runpod-sim"] == 2
     assert main([*argv[:-2], "--iterations", "0"]) == 2
+
+
+def test_operator_config_rejects_crossed_watermarks():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="queue_low"):
+        OperatorConfig(queue_low=5, queue_high=4)

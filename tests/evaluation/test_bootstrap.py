@@ -11,7 +11,7 @@ from evaluation.fid import FeatureStats, FidBootstrap, fid_from_stats
 
 
 def _run(n_prompts: int, per_prompt: int) -> tuple[float, tuple[float, float]]:
-    ev = load_config().evaluation.model_copy(update={"bootstrap": 200})
+    ev = load_config().evaluation.model_copy(update={"bootstrap": 100})
     rng = np.random.default_rng(0)
     ref = FeatureStats(8)
     ref.update([f"r{i}" for i in range(300)], rng.normal(size=(300, 8)))
@@ -40,7 +40,7 @@ def _run(n_prompts: int, per_prompt: int) -> tuple[float, tuple[float, float]]:
         cfg=ev,
         seed=1,
     )
-    assert interval.n == 200 and interval.composite is not None
+    assert interval.n == 100 and interval.composite is not None
     return point, interval.composite
 
 

@@ -79,3 +79,13 @@ def test_easel_score_with_votes_uses_cached_references(
     assert not after["flags"].str.contains("no human votes").any()
     humans = after.xs("all", level="niche")["human_score_0_100"]
     assert humans.idxmax() == "sdxl-turbo" and humans.idxmin() == "proprietary-a"
+
+
+def test_a_run_with_no_scorable_image_writes_empty_tables(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", per_cell=1)
+    requests = pd.read_parquet(run / "requests.parquet")
+    requests["ok"] = False
+    requests.to_parquet(run / "requests.parquet", index=False)
+    result = score_run(run, progress=False)  # nothing to score: no Ray, no actors
+    assert result.scores.empty and result.meta["skipped"]["failed"] == len(requests)
+    assert pd.read_parquet(run / "scores.parquet").empty

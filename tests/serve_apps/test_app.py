@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easel.config import EaselConfig, load_config
+from easel.config import Autoscaling, EaselConfig, load_config
 from tests._util import free_port, wait_for
 
 ADMIN = {"Authorization": "Bearer app-test-admin"}
@@ -206,6 +207,15 @@ def test_app_builder_is_the_serve_config_import_path(tmp_path, cfg):
     assert opts["name"] == "flux2-dev--azure-sim"
     assert opts["ray_actor_options"]["resources"] == {"provider:azure-sim": 0.001}
     assert opts["max_queued_requests"] == 32 and opts["num_replicas"] == 1
+    assert opts["max_ongoing_requests"] == 8
+    assert opts["ray_actor_options"]["num_cpus"] == 0.1
+    scaled = cfg.model("flux2-dev").model_copy(
+        update={"autoscaling": Autoscaling(min_replicas=1, max_replicas=4, upscale_delay_s=2)}
+    )
+    opts = deployment_options(scaled, cfg.provider("azure-sim"))
+    assert "num_replicas" not in opts
+    assert opts["autoscaling_config"]["max_replicas"] == 4
+    assert opts["autoscaling_config"]["upscale_delay_s"] == 2
 
 
 @pytest.mark.slow
@@ -228,6 +238,6 @@ def test_easel_serve_cli_serves_a_png(tmp_path):
         )
         assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
     finally:
-        proc.send_signal(subprocess.signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
         log.close()

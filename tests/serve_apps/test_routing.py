@@ -11,7 +11,7 @@ import collections
 import pytest
 
 from easel.config import load_config
-from serve_apps.routing import Route, Router, RouterActor, routes_from_config
+from serve_apps.routing import Route, Router, routes_from_config
 
 
 class _Clock:
@@ -118,11 +118,16 @@ def test_drain_moves_new_traffic_and_undrain_restores():
     assert "a" in {r.choose("m") for _ in range(10)}
 
 
-def test_deployment_down_is_skipped_at_once():
+def test_deployment_down_is_skipped_at_once_unless_nothing_else_is_left():
     r, _ = _router()
     r.set_deployment_up({("m", "a"): False, ("m", "b"): False})
     assert {r.choose("m") for _ in range(3)} == {"c"}
     assert not r.is_up("m", "a")
+    assert r.should_abandon("m", "a", tried=["a"])  # c has a running replica
+    assert not r.should_abandon("m", "a", tried=["a", "c"])
+    assert not r.should_abandon("m", "c", tried=["c"])
+    # Everything else tried: wait for a replacement replica rather than fail.
+    assert r.choose("m", exclude=["c"]) in {"a", "b"}
     row = next(x for x in r.view()["providers"] if x["provider"] == "a" and x["model"] == "m")
     assert row["healthy"] is False and row["deployment_up"] is False
 
@@ -186,21 +191,6 @@ def test_routes_from_default_config_cover_every_model_provider():
     # GPU models cost the provider's hourly price, API models their price per image.
     assert by[("flux2-dev", "azure-sim")].cost > by[("flux2-dev", "lambda-sim")].cost
     assert by[("proprietary-a", "azure-sim")].cost == pytest.approx(0.04)
-
-
-async def test_router_actor_logic_in_process():
-    cfg = load_config()
-    actor = RouterActor()
-    assert await actor.configure(cfg.model_dump(mode="json"), cfg.digest(), "easel") is True
-    # Same digest: live state is kept (a second ingress replica must not reset drains).
-    await actor.update({"drain": ["lambda-sim"]})
-    assert await actor.configure(cfg.model_dump(mode="json"), cfg.digest(), "easel") is False
-    got = await actor.choose("flux2-schnell", [])
-    assert got == {"provider": "runpod-sim"}
-    assert await actor.choose("flux2-schnell", ["runpod-sim"]) == {"unavailable": 1.0}
-    assert (await actor.update({"policy": "nope"}))["error"][0] == 422
-    assert (await actor.update({"drain": ["x"], "model": "nope"}))["error"][0] == 404
-    actor._probe_task.cancel()
 
 
 # --- failover when a provider's node is lost (real multi-node Ray) ---------------------------
@@ -285,21 +275,3 @@ def test_node_removal_fails_over_with_no_failed_request():
         ray.shutdown()
         cluster.shutdown()
         os.environ.pop("EASEL_ADMIN_KEY", None)
-
-
-def test_deployment_is_down_only_after_losing_its_replicas():
-    from serve_apps.routing import _deployment_up
-
-    prev: dict[str, int] = {}
-    lost: set[str] = set()
-
-    def up(running: int, wanted: int) -> bool:
-        return _deployment_up("d", (running, wanted), prev, lost)
-
-    assert up(0, 1)  # starting: requests may queue for it
-    assert up(1, 1)
-    assert not up(0, 1)  # its node died; a replacement is pending
-    assert not up(0, 1)
-    assert up(1, 1)  # replaced
-    assert up(0, 0)  # scaled to zero: a request must reach it to scale it up
-    assert up(0, 1)  # scaling up from zero

@@ -39,7 +39,7 @@ def test_recovers_known_strengths_within_bootstrap_intervals() -> None:
     votes = _simulate(theta, nu=0.4, per_pair=400, seed=0)
     models = sorted(theta)
     fit = fit_bt(votes, models)
-    boot = bootstrap_bt(votes, models, resamples=200, seed=1)
+    boot = bootstrap_bt(votes, models, resamples=100, seed=1)
     true = np.array([theta[m] for m in models])
     true_elo = (true - true.mean()) * ELO_PER_THETA
     lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)

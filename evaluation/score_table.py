@@ -1,0 +1,237 @@
+"""Score rows from merged statistics: one per (model, niche) and one per model over all niches.
+
+Each row carries FID/KID against the niche's reference statistics (for a model's "all" row, the
+references mixed in the model's own niche proportions), CLIP means, the human score when there are
+votes, the anchored 0-100 scores, the composite with bootstrap intervals over prompts, and flags
+saying what a reader must know (small N, synthetic references, non-comparable networks, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from easel.config import EaselConfig
+from evaluation.bootstrap import bootstrap_group
+from evaluation.clip_score import ClipSpec
+from evaluation.composite import clip_to_score, combine, fid_to_score
+from evaluation.features import FeatureSpec
+from evaluation.fid import (
+    FeatureStats,
+    FidBootstrap,
+    fid_from_moments,
+    kid_from_features,
+    mixture_moments,
+)
+from evaluation.humaneval.fit import ALL, HumanEvalResult
+from evaluation.pool import GroupStats
+from evaluation.references import ReferenceSet
+
+__all__ = ["Reference", "TableContext", "empty_group", "model_row", "niche_row"]
+
+
+@dataclass
+class Reference:
+    """A niche's reference set, its cache key, its statistics (once known), and a cache hit."""
+
+    refset: ReferenceSet
+    key: str
+    stats: FeatureStats | None = None
+    cached: bool = False
+
+
+@dataclass
+class TableContext:
+    """What every row needs: the config, the networks, the references, the human fit (or None)."""
+
+    cfg: EaselConfig
+    feature: FeatureSpec
+    clip: ClipSpec
+    refs: dict[str, Reference]
+    human: HumanEvalResult | None
+
+
+def empty_group(dim: int) -> GroupStats:
+    """Statistics of a group with no decoded image."""
+    return GroupStats(FeatureStats(dim))
+
+
+def niche_row(
+    ctx: TableContext, model: str, niche: str, g: GroupStats, images: pd.DataFrame
+) -> dict:
+    """The row of one (model, niche) group; `images` is the per-image table of the run."""
+    ref = ctx.refs.get(niche)
+    ref_stats = ref.stats if ref else None
+    mine = images[(images["model"] == model) & (images["niche"] == niche)]
+    moments = ref_stats.moments() if ref_stats is not None and ref_stats.n >= 2 else None
+    ref_feats = ref_stats.features if ref_stats is not None else None
+    labels = {
+        "reference": ref.refset.label if ref else "none (niche not in config)",
+        "reference_synthetic": bool(ref.refset.synthetic) if ref else None,
+    }
+    return _assemble(
+        ctx,
+        model,
+        niche,
+        g,
+        mine,
+        moments,
+        ref_feats,
+        ref_stats.n if ref_stats else 0,
+        labels,
+        scope=niche,
+    )
+
+
+def model_row(
+    ctx: TableContext, model: str, groups: dict[tuple[str, ...], GroupStats], images: pd.DataFrame
+) -> dict:
+    """A model's row over all niches, against its niche-mix-weighted reference mixture."""
+    parts = {k[2]: g for k, g in groups.items() if k[0] == "gen" and k[1] == model}
+    merged = empty_group(ctx.feature.dim)
+    for g in parts.values():
+        merged = merged.merge(g)
+    mix = [
+        (g.features.n, ctx.refs[n].stats)
+        for n, g in parts.items()
+        if n in ctx.refs and ctx.refs[n].stats is not None and g.features.n > 0
+    ]
+    moments = mixture_moments(mix) if mix else None  # type: ignore[arg-type]
+    ref_feats = np.concatenate([s.features for _, s in mix]) if mix else None  # type: ignore[union-attr]
+    synthetic = {ctx.refs[n].refset.synthetic for n in parts if n in ctx.refs}
+    labels = {
+        "reference": "mixture of niche references weighted by the model's niche mix",
+        "reference_synthetic": True in synthetic if synthetic else None,
+    }
+    mine = images[images["model"] == model]
+    n_ref = sum(s.n for _, s in mix)  # type: ignore[union-attr]
+    return _assemble(ctx, model, ALL, merged, mine, moments, ref_feats, n_ref, labels, scope=ALL)
+
+
+def _assemble(
+    ctx: TableContext,
+    model: str,
+    niche: str,
+    g: GroupStats,
+    mine: pd.DataFrame,
+    moments: tuple[np.ndarray, np.ndarray] | None,
+    ref_feats: np.ndarray | None,
+    n_ref: int,
+    labels: dict[str, Any],
+    *,
+    scope: str,
+) -> dict:
+    ev = ctx.cfg.evaluation
+    f = g.features
+    flags: list[str] = []
+    fid = kid_mean = kid_std = None
+    fid_flag = None
+    seed = ctx.cfg.seed + int(hashlib.sha256(f"{model}/{niche}".encode()).hexdigest()[:8], 16)
+    if moments is None:
+        flags.append("no reference statistics: no FID/KID")
+    elif f.n < 2:
+        flags.append(f"N={f.n}: FID/KID need at least 2 images")
+    else:
+        fid = fid_from_moments(*f.moments(), *moments)
+        kid_mean, kid_std = kid_from_features(
+            f.features, ref_feats, subsets=ev.kid_subsets, subset_size=ev.kid_subset_size, seed=seed
+        )
+        if f.n < ev.min_fid_n:
+            fid_flag = (
+                f"N={f.n} below min_fid_n={ev.min_fid_n}: FID is biased upward at small N, "
+                "read KID beside it"
+            )
+    c = g.clip
+    clip_score = clip_to_score(c.text_mean, c.ref_mean, ev.anchors, ev.clip_ref_share)
+    fid_score = float(fid_to_score(fid, ev.anchors)) if fid is not None else None
+    human_row = _human(ctx.human, scope, model)
+    human_score = human_row["human_score_0_100"] if human_row else None
+    composite, used = combine(
+        {"fid": fid_score, "clip": clip_score, "human": human_score}, ev.weights
+    )
+    if human_row is None:
+        flags.append("no human votes: composite over " + "+".join(used) + " (weights renormalised)")
+    if c.truncated:
+        flags.append(f"{c.truncated} prompts longer than CLIP's context were truncated for CLIP")
+    n_errors = int((~mine["ok"].astype(bool)).sum())
+    if n_errors:
+        flags.append(f"{n_errors} images unreadable or corrupt: skipped")
+    if not ctx.feature.comparable:
+        flags.append("feature net not comparable to published FID")
+    if not ctx.clip.comparable:
+        flags.append("tiny random-weight CLIP: not comparable to published CLIP scores")
+    if labels.get("reference_synthetic"):
+        flags.append("synthetic reference set")
+    if fid_flag:
+        flags.append(fid_flag)
+
+    # bootstrap inputs in feature-row order (features are kept sorted by job id)
+    by_job = mine[mine["ok"].astype(bool)].set_index("job_id")
+    ids = [i for i in f.ids if i in by_job.index]
+    pos = {k: i for i, k in enumerate(f.ids)}
+    prompt_key = (by_job["niche"] + "\x1f" + by_job["prompt"]).to_dict()
+    draws = ctx.human.draws.get(scope, {}).get(model) if ctx.human and human_row else None
+    interval = bootstrap_group(
+        prompts=[prompt_key[i] for i in ids],
+        features=f.features[[pos[i] for i in ids]] if ids else None,
+        ref=FidBootstrap(*moments) if moments is not None and fid is not None else None,
+        clip_text=[_opt(by_job.at[i, "clip_text"]) for i in ids],
+        clip_ref=[_opt(by_job.at[i, "clip_ref"]) for i in ids],
+        human_draws=draws,
+        components=used,
+        point={"fid": fid_score, "clip": clip_score, "composite": composite},
+        cfg=ev,
+        seed=seed,
+    )
+    return {
+        "model": model,
+        "niche": niche,
+        "scope": "model" if scope == ALL else "niche",
+        "n": f.n,
+        "n_ref": n_ref,
+        "n_errors": n_errors,
+        "fid": fid,
+        "fid_flag": fid_flag,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "clip_text": c.text_mean,
+        "clip_text_n": c.text_n,
+        "clip_ref": c.ref_mean,
+        "clip_ref_n": c.ref_n,
+        "prompts_truncated": c.truncated,
+        "fid_score_0_100": fid_score,
+        "fid_score_lo": interval.fid_score[0] if interval.fid_score else None,
+        "fid_score_hi": interval.fid_score[1] if interval.fid_score else None,
+        "clip_score_0_100": clip_score,
+        "clip_score_lo": interval.clip_score[0] if interval.clip_score else None,
+        "clip_score_hi": interval.clip_score[1] if interval.clip_score else None,
+        "human_score_0_100": human_score,
+        "human_lo": human_row["human_lo"] if human_row else None,
+        "human_hi": human_row["human_hi"] if human_row else None,
+        "human_n_votes": human_row["n_votes"] if human_row else 0,
+        "composite": composite,
+        "composite_lo": interval.composite[0] if interval.composite else None,
+        "composite_hi": interval.composite[1] if interval.composite else None,
+        "composite_components": "+".join(used),
+        "composite_n_boot": interval.n,
+        "feature_net": ctx.feature.label,
+        "clip_model": ctx.clip.label,
+        "reference": labels["reference"],
+        "reference_synthetic": labels["reference_synthetic"],
+        "flags": "; ".join(flags),
+    }
+
+
+def _human(human: HumanEvalResult | None, scope: str, model: str) -> dict | None:
+    if human is None or human.scores.empty:
+        return None
+    hit = human.scores[(human.scores["scope"] == scope) & (human.scores["model"] == model)]
+    return hit.iloc[0].to_dict() if len(hit) else None
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
