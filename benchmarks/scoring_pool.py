@@ -15,6 +15,8 @@ reported beside it. The single-process runs are timed at 1 torch thread and at t
 do not flatter the pool. The merged pool statistics are checked against the torchmetrics state.
 
     python benchmarks/scoring_pool.py [--images 512] [--batch-size 32] [--actors 2] [--out F]
+
+writes benchmarks/results/scoring_pool.json by default.
 """
 
 from __future__ import annotations
@@ -145,7 +147,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=ev.batch_size)
     ap.add_argument("--actors", type=int, default=ev.actors)
     ap.add_argument("--size", type=int, default=64, help="image side, pixels")
-    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "scoring_pool.json",
+        help="write the results as JSON here (default: benchmarks/results/scoring_pool.json)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -199,9 +206,8 @@ def main() -> int:
     }
     text = json.dumps(result, indent=2, default=float)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
     return 0
 
 
