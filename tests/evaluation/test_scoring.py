@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +23,12 @@ COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tmp_path_factory.mktemp("run"), eval_config(actors=2))
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    # A cache of its own: the first scoring must miss the reference-stats cache even when an
+    # earlier test of the session filled the shared one.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EASEL_CACHE", str(tmp_path_factory.mktemp("scoring-cache")))
+        yield make_run(tmp_path_factory.mktemp("run"), eval_config(actors=2))
 
 
 def test_score_run_without_votes(ray_local: None, run: Path) -> None:
