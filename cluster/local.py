@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from easel.cache import cache_dir
+
 __all__ = [
     "LOCAL_PROVIDER_UNITS",
     "LocalCluster",
@@ -39,8 +41,7 @@ LOCAL_PROVIDER_UNITS = 100
 
 def default_state_path() -> Path:
     """`$EASEL_CACHE/local-cluster.json` (`~/.cache/easel` when EASEL_CACHE is unset)."""
-    base = os.environ.get("EASEL_CACHE") or str(Path.home() / ".cache" / "easel")
-    return Path(base) / "local-cluster.json"
+    return cache_dir() / "local-cluster.json"
 
 
 class LocalCluster:

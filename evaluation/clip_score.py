@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from easel.cache import cache_dir
 from easel.config import EvaluationConfig
-from evaluation._paths import cache_root, file_sha256
+from evaluation._hashing import file_sha256
 
 __all__ = [
     "TINY_CLIP_LABEL",
@@ -84,7 +85,7 @@ def resolve_clip_spec(cfg: EvaluationConfig) -> ClipSpec:
             label=f"open_clip {cfg.clip_model} from {path.name}",
             comparable=True,
         )
-    folder = _build_tiny(cache_root() / "evaluation" / "nets" / f"{_TINY_NAME}-seed{_TINY_SEED}")
+    folder = _build_tiny(cache_dir() / "evaluation" / "nets" / f"{_TINY_NAME}-seed{_TINY_SEED}")
     return ClipSpec(
         model_name=f"local-dir:{folder}",
         pretrained=None,

@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from easel.cache import cache_dir
 from easel.config import EvaluationConfig
-from evaluation._paths import cache_root, file_sha256
+from evaluation._hashing import file_sha256
 
 __all__ = [
     "TINY_FEATURE_ARCH",
@@ -128,7 +129,7 @@ def resolve_feature_spec(cfg: EvaluationConfig) -> FeatureSpec:
             comparable=True,
             image_size=cfg.image_size,
         )
-    path = _build_tiny(cache_root() / "evaluation" / "nets")
+    path = _build_tiny(cache_dir() / "evaluation" / "nets")
     return FeatureSpec(
         kind="tiny",
         path=str(path),

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from easel.cache import cache_dir
 from easel.config import EvaluationConfig, NicheConfig
-from evaluation._paths import cache_root, file_sha256
+from evaluation._hashing import file_sha256
 from evaluation.features import FeatureSpec
 from evaluation.fid import FeatureStats
 
@@ -70,7 +71,7 @@ def reference_set(niche: NicheConfig, cfg: EvaluationConfig) -> ReferenceSet:
     """
     limit = cfg.reference_images_per_niche
     if niche.reference_dir is None:
-        folder = cache_root() / "references" / niche.name
+        folder = cache_dir() / "references" / niche.name
         generate_synthetic(niche.name, folder, limit)
         synthetic = True
     else:
@@ -127,7 +128,7 @@ def reference_key(refset: ReferenceSet, feature: FeatureSpec) -> str:
 
 
 def _stats_path(niche: str, key: str) -> Path:
-    return cache_root() / "evaluation" / "ref-stats" / f"{niche}-{key}.npz"
+    return cache_dir() / "evaluation" / "ref-stats" / f"{niche}-{key}.npz"
 
 
 def load_cached_stats(niche: str, key: str) -> FeatureStats | None:

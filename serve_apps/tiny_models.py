@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from easel.cache import cache_dir
 from serve_apps.tiny_recipes import RECIPE_FORMAT, RECIPES, TinyRecipe
 
 __all__ = [
@@ -59,11 +60,6 @@ class TinyModelInfo:
     parameters: int | None
     seed: int | None
     build_s: float | None
-
-
-def cache_dir() -> Path:
-    """easel's cache folder: $EASEL_CACHE, default ~/.cache/easel."""
-    return Path(os.environ.get("EASEL_CACHE") or "~/.cache/easel").expanduser()
 
 
 def model_path(recipe: str) -> Path:

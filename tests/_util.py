@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -29,3 +31,21 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: flo
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last error: {last_exc!r})")
+
+
+@contextmanager
+def set_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for a block, then restore them.
+
+    Enter it before Ray starts: Ray workers inherit the driver's environment at `ray.init`.
+    """
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

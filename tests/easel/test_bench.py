@@ -10,7 +10,7 @@ import pytest
 
 from easel import bench
 from easel.cli import main
-from tests.easel._chromium import chromium_missing, render
+from tests._chromium import chromium_missing, render
 from tests.easel._synthetic_run import config_with, make_run
 
 RUN_FILES = (

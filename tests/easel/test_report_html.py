@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from easel.report import write_report
-from tests.easel._chromium import chromium_missing, render
+from tests._chromium import chromium_missing, render
 from tests.easel._synthetic_run import config_with, make_run
 
 

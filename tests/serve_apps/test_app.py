@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from easel.config import Autoscaling, EaselConfig, load_config
-from tests._util import free_port, wait_for
+from tests._util import free_port, set_env, wait_for
 
 ADMIN = {"Authorization": "Bearer app-test-admin"}
 _ENV = {
@@ -34,14 +34,8 @@ _ENV = {
 @pytest.fixture(scope="module")
 def _env() -> Iterator[None]:
     """Set before Ray starts, so every Ray worker inherits it."""
-    old = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(_ENV)
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with set_env(_ENV):
+        yield
 
 
 @pytest.fixture(scope="module")

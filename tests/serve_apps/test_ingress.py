@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import time
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image
 
 from easel.config import EaselConfig
-from tests._util import free_port, wait_for
+from tests._util import free_port, set_env, wait_for
 from tests.serve_apps._configs import small_config
 from tests.serve_apps.test_images import _bomb_png
 
@@ -35,14 +34,8 @@ _ENV = {
 @pytest.fixture(scope="module")
 def _env() -> Iterator[None]:
     """Keys in the environment before Ray starts, so every Ray worker inherits them."""
-    old = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(_ENV)
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with set_env(_ENV):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,9 @@ import pytest
 
 from evaluation.humaneval.page import RatingServer
 from evaluation.humaneval.pairs import make_pairs
+from tests._chromium import ARGS as CHROMIUM_ARGS
+from tests._chromium import CHROMIUM, chromium_missing
 from tests.evaluation._fixtures import eval_config, make_run
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
@@ -69,11 +60,7 @@ def test_api_serves_pairs_images_and_records_votes(server: RatingServer) -> None
     assert list(votes["rater"]) == ["alice"] and list(votes["choice"]) == ["left"]
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="/usr/bin/chromium is absent: install Debian's package (apt-get install -y chromium) "
-    "to run the browser test",
-)
+@pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 def test_browser_records_a_vote_by_keyboard_and_by_click(server: RatingServer) -> None:
     from playwright.sync_api import sync_playwright
 

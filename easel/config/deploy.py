@@ -1,0 +1,155 @@
+"""Serving, routing, tenants, Kubernetes and the operator loop."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from easel.config._base import Name, Strict
+
+__all__ = [
+    "KubernetesConfig",
+    "OperatorConfig",
+    "RoutingConfig",
+    "ServeConfig",
+    "Tenant",
+]
+
+
+class Tenant(Strict):
+    name: Name
+    api_key_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    rate_limit_per_s: float | None = Field(default=None, gt=0, le=1_000_000)
+    burst: int = Field(default=10, ge=1, le=1_000_000)
+    models: list[Name] | None = Field(default=None, description="Models it may use; None = all.")
+
+
+class RoutingConfig(Strict):
+    policy: Literal["weighted", "least_outstanding", "cheapest_healthy"] = "least_outstanding"
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="Per-provider weight for 'weighted'; missing = 1."
+    )
+    unhealthy_after_errors: int = Field(default=3, ge=1, le=1_000)
+    recheck_after_s: float = Field(default=5.0, gt=0, le=3_600)
+    request_timeout_s: float = Field(default=120, gt=0, le=3_600)
+
+
+class ServeConfig(Strict):
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8000, ge=1, le=65_535)
+    admin_key_env: str | None = Field(default="EASEL_ADMIN_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1_024, le=1 << 31)
+    max_reference_pixels: int = Field(default=4096 * 4096, ge=64, le=1 << 31)
+    tenants: list[Tenant] = Field(default_factory=list)
+    ingress_replicas: int = Field(
+        default=1, ge=1, le=1_000, description="Replicas of the HTTP ingress deployment."
+    )
+    ingress_num_cpus: float = Field(
+        default=0.5, ge=0, le=64, description="CPUs reserved per ingress replica."
+    )
+    ingress_max_in_flight: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000_000,
+        description="Requests one ingress replica holds at once; beyond, 503 with Retry-After "
+        "at once (the model deployments' own queues are bounded by max_queued_requests).",
+    )
+
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class KubernetesConfig(Strict):
+    """How `easel k8s render` deploys this config on KubeRay, and what `easel scale` patches."""
+
+    namespace: str = Field(
+        default="easel", pattern=_DNS_LABEL, description="Namespace of every rendered object."
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=_DNS_LABEL,
+        max_length=40,
+        description="Name of the RayService (the RayJob adds '-bench'). None: the config's name.",
+    )
+    image: str | None = Field(
+        default=None,
+        description="Container image with easel installed (k8s/Dockerfile builds it). None: "
+        "'easel:<easel version>-ray<installed Ray version>'.",
+    )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    head_cpus: float = Field(default=4, gt=0, le=1_024, description="Head pod CPU request.")
+    head_memory_gb: float = Field(default=16, gt=0, le=16_384, description="Head pod memory, GB.")
+    worker_cpus_per_gpu: float = Field(
+        default=8, gt=0, le=1_024, description="Worker pod CPUs per GPU it holds."
+    )
+    worker_memory_gb_per_gpu: float = Field(
+        default=64, gt=0, le=16_384, description="Worker pod memory per GPU it holds, GB."
+    )
+    redis_address: str = Field(
+        default="redis:6379",
+        pattern=r"^[^\s:]+:[0-9]{1,5}$",
+        description="Redis for GCS fault tolerance, host:port.",
+    )
+    redis_password_secret: str = Field(
+        default="easel-redis", pattern=_DNS_LABEL, description="Secret holding the Redis password."
+    )
+    redis_password_key: str = Field(
+        default="password", pattern=r"^[-._a-zA-Z0-9]+$", description="Key in that Secret."
+    )
+    secret_name: str = Field(
+        default="easel-secrets",
+        pattern=_DNS_LABEL,
+        description="Secret whose keys are the env variables the config names (admin key, vendor "
+        "and tenant API keys); each is passed to the pods through a secretKeyRef.",
+    )
+
+
+class OperatorConfig(Strict):
+    """The `easel operator` loop: when it moves routing weight and capacity between providers."""
+
+    interval_s: float = Field(default=15, gt=0, le=3_600, description="Seconds between decisions.")
+    queue_high: float = Field(
+        default=4,
+        gt=0,
+        le=10_000,
+        description="Outstanding requests per worker replica above which capacity grows.",
+    )
+    queue_low: float = Field(
+        default=0.5,
+        ge=0,
+        le=10_000,
+        description="Outstanding requests per worker replica below which capacity shrinks.",
+    )
+    max_error_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="A provider whose share of failed requests in one interval exceeds this gets "
+        "weight 0 and gives its capacity to the others.",
+    )
+    min_requests: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Requests an interval needs before its error rate is judged.",
+    )
+    price_exponent: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="Weights scale with replicas × (cheapest price / price) ** this; 0 ignores "
+        "price.",
+    )
+    scale_step: int = Field(default=1, ge=1, le=1_000, description="Replicas added or removed.")
+    cooldown_s: float = Field(
+        default=60, ge=0, le=86_400, description="Least time between two scalings of a provider."
+    )
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> Self:
+        if self.queue_low >= self.queue_high:
+            raise ValueError(
+                f"queue_low ({self.queue_low}) must be below queue_high ({self.queue_high})"
+            )
+        return self

@@ -1,0 +1,84 @@
+"""GPU types and providers: where replicas run and what a GPU-hour costs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from easel.config._base import Name, Strict
+
+__all__ = [
+    "GpuType",
+    "ProviderConfig",
+    "Toleration",
+]
+
+
+class GpuType(Strict):
+    """A GPU model as the physical-floor and cost computations see it."""
+
+    name: str = Field(min_length=1, description="GPU model, e.g. 'A100-80GB'.")
+    peak_tflops: float = Field(gt=0, le=100_000, description="Dense bf16 peak, TFLOP/s.")
+    memory_gb: float = Field(gt=0, le=10_000, description="Device memory, GB.")
+
+
+class Toleration(Strict):
+    """A Kubernetes toleration (the fields of core/v1 Toleration that GPU node pools use)."""
+
+    key: str = Field(min_length=1, max_length=316, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] = Field(default="Exists")
+    value: str | None = Field(default=None, max_length=63, description="For operator 'Equal'.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; None tolerates every effect."
+    )
+
+    @model_validator(mode="after")
+    def _value(self) -> Self:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator 'Exists' takes no value")
+        if self.operator == "Equal" and self.value is None:
+            raise ValueError("a toleration with operator 'Equal' needs a value")
+        return self
+
+
+class ProviderConfig(Strict):
+    """One place that runs replicas: a cloud region with a GPU type and a dated price."""
+
+    name: Name
+    cloud: str = Field(min_length=1, description="Cloud or GPU cloud, e.g. 'aws', 'lambda'.")
+    region: str = Field(min_length=1, description="Region or datacenter.")
+    gpu: str = Field(min_length=1, description="Key into `gpus`.")
+    gpus_per_replica: int = Field(default=1, ge=1, le=16, description="GPUs one replica holds.")
+    price_per_gpu_hour: float = Field(gt=0, le=1_000, description="USD per GPU-hour.")
+    price_date: dt.date = Field(description="When the price was read (ISO date).")
+    price_source: str = Field(default="", description="Where the price was read.")
+    capacity: int = Field(ge=0, le=100_000, description="Most GPUs this provider may hold.")
+    simulated: bool = Field(
+        description="True when this provider is simulated on the local machine (a Ray custom "
+        "resource on a local node), not a real cloud."
+    )
+    min_replicas: int = Field(default=0, ge=0, le=10_000, description="Operator lower bound.")
+    max_replicas: int = Field(default=8, ge=0, le=10_000, description="Operator upper bound.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Kubernetes node labels for this provider's GPU nodes."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Kubernetes tolerations for this provider's GPU nodes, beyond the "
+        "nvidia.com/gpu taint every GPU worker tolerates.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+    @property
+    def resource(self) -> str:
+        """The Ray custom resource that pins work to this provider's nodes."""
+        return f"provider:{self.name}"
