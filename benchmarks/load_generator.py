@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from easel.cli_types import positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,7 +49,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rates", type=float, nargs="+", default=[50, 200, 500])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per rate (bounded)")
-    p.add_argument("--dispatchers", type=int, default=None, help="default: config (2)")
+    p.add_argument("--dispatchers", type=positive_int, default=None, help="default: config (2)")
     p.add_argument("--service-ms", type=float, default=0.0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load_generator.json"))
     args = p.parse_args()

@@ -118,13 +118,12 @@ def _pool(items: list[ImageItem], spec: ScorerSpec, batch: int, actors: int) -> 
     init_s = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()
-        pool = ScorerPool(spec, actors=actors, num_cpus=1)
-        start_s = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        pool.score(items, batch_size=batch)
-        run_s = time.perf_counter() - t2
-        state = pool.state()
-        pool.close()
+        with ScorerPool(spec, actors=actors, num_cpus=1) as pool:
+            start_s = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            pool.score(items, batch_size=batch)
+            run_s = time.perf_counter() - t2
+            state = pool.state()
     finally:
         ray.shutdown()
     sums = sum(g.features.sum for g in state.groups.values())

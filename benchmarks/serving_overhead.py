@@ -92,7 +92,6 @@ class Direct:
         t0 = time.perf_counter()
         (img,) = generate(
             self.pipe,
-            m,
             [_PROMPT],
             width=m.resolution.default,
             height=m.resolution.default,

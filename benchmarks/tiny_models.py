@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
                 def call(batch: int = batch, pipe=pipe, model=model) -> None:
                     pipelines.generate(
                         pipe,
-                        model,
                         ["a product photo of a ceramic mug"] * batch,
                         width=args.size,
                         height=args.size,

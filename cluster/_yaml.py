@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["dump_yaml", "load_yaml"]
+__all__ = ["dump_yaml", "load_yaml", "write_yaml_files"]
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -33,3 +34,18 @@ def dump_yaml(obj: Any) -> str:
 def load_yaml(text: str) -> Any:
     """Every document of `text` parsed (the C loader when available: CRDs are megabytes)."""
     return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+
+
+def write_yaml_files(objs: dict[str, Any], out_dir: str | Path, header: str) -> list[Path]:
+    """Write each object as `header` + YAML under its file name in `out_dir` (created if needed).
+
+    Returns the files written, in `objs` order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, obj in objs.items():
+        path = out / filename
+        path.write_text(header + dump_yaml(obj))
+        written.append(path)
+    return written

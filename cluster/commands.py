@@ -28,6 +28,10 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default: the embedded default config)")
 
 
+def _state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", help="state file (default: $EASEL_CACHE/local-cluster.json)")
+
+
 def _fail(command: str, message: str, status: int = 1) -> int:
     print(f"easel {command}: {message}", file=sys.stderr)
     return status
@@ -57,17 +61,17 @@ def _register_cluster(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--local", action="store_true", required=True, help="on this machine (the only mode)"
     )
-    up.add_argument("--state", help="state file (default: $EASEL_CACHE/local-cluster.json)")
+    _state_arg(up)
     up.add_argument("--node-cpus", type=float, default=2, help="logical CPUs per provider node")
     up.add_argument("--head-cpus", type=float, default=1, help="logical CPUs of the head")
     up.set_defaults(func=_cluster_up)
 
     down = actions.add_parser("down", help="stop the local cluster `up --local` started")
-    down.add_argument("--state", help="state file (default: $EASEL_CACHE/local-cluster.json)")
+    _state_arg(down)
     down.set_defaults(func=_cluster_down)
 
     status = actions.add_parser("status", help="is the local cluster up, and where")
-    status.add_argument("--state", help="state file (default: $EASEL_CACHE/local-cluster.json)")
+    _state_arg(status)
     status.set_defaults(func=_cluster_status)
 
     launcher = actions.add_parser("launcher", help="write Ray cluster-launcher configs")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 import easel
-from cluster._yaml import dump_yaml
+from cluster._yaml import write_yaml_files
 from cluster.providers import replica_bounds
 from easel.config import EaselConfig, ProviderConfig
 
@@ -148,14 +148,7 @@ def render(cfg: EaselConfig, image: str | None = None) -> dict[str, dict[str, An
 
 def write_manifests(cfg: EaselConfig, out_dir: str | Path, image: str | None = None) -> list[Path]:
     """Render `cfg` into `out_dir` (created if needed); returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, obj in render(cfg, image).items():
-        path = out / filename
-        path.write_text(_HEADER + dump_yaml(obj))
-        written.append(path)
-    return written
+    return write_yaml_files(render(cfg, image), out_dir, _HEADER)
 
 
 _HEADER = (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster._yaml import dump_yaml
+from cluster._yaml import write_yaml_files
 from cluster.kuberay import PROVIDER_RESOURCE_UNITS, ManifestError, default_image
 from cluster.providers import replica_bounds
 from easel.config import EaselConfig, ProviderConfig
@@ -71,14 +71,7 @@ def render_launchers(cfg: EaselConfig, image: str | None = None) -> dict[str, di
 
 def write_launchers(cfg: EaselConfig, out_dir: str | Path, image: str | None = None) -> list[Path]:
     """Render the launcher configs into `out_dir`; returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, obj in render_launchers(cfg, image).items():
-        path = out / filename
-        path.write_text(_HEADER + dump_yaml(obj))
-        written.append(path)
-    return written
+    return write_yaml_files(render_launchers(cfg, image), out_dir, _HEADER)
 
 
 _HEADER = "# Rendered by `easel cluster launcher` from the easel config; re-render, do not edit.\n"

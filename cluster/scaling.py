@@ -19,10 +19,7 @@ GROUP, VERSION = "ray.io", "v1"
 # Where the RayCluster spec sits in each kind.
 _CLUSTER_SPEC = {
     "rayservice": ("rayservices", "/spec/rayClusterConfig"),
-    "raycluster": (
-        "rayclusters",
-        "/spec",
-    ),
+    "raycluster": ("rayclusters", "/spec"),
 }
 _JSON_PATCH = "application/json-patch+json"
 

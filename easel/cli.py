@@ -27,6 +27,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `easel` parser with every package's subcommands registered."""
     parser = argparse.ArgumentParser(
         prog="easel",
         description="Serve, load-test, score and price text-to-image models on Ray.",

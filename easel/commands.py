@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from easel.cli_types import positive_int
+
 __all__ = ["register"]
 
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--out", help="run folder to create (new or empty; default runs/<config>-<timestamp>)"
     )
-    bench.add_argument("--jobs", type=_positive_int, help="jobs in the manifest (traffic.jobs)")
+    bench.add_argument("--jobs", type=positive_int, help="jobs in the manifest (traffic.jobs)")
     bench.add_argument("--manifest", help="replay this manifest instead of generating one")
     bench.add_argument(
         "--address",
@@ -49,16 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     report.add_argument("run_dir", metavar="DIR", help="the run folder")
     report.set_defaults(func=_report)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from easel.config import EaselConfig
 
 __all__ = ["register"]
 
@@ -45,16 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pf.set_defaults(func=_fit)
 
 
-def _config(args: argparse.Namespace):  # returns EaselConfig (imported lazily)
+def _config(args: argparse.Namespace) -> EaselConfig:
     from easel.config import load_config
+    from evaluation.run_folder import load_run_config
 
-    return load_config(args.config) if args.config else load_config(args.run / "config.yaml")
+    return load_config(args.config) if args.config else load_run_config(args.run)
 
 
 def _score(args: argparse.Namespace) -> int:
+    from evaluation.score_table import split_flags
     from evaluation.scoring import score_run
 
-    result = score_run(args.run, _config(args), progress=not args.quiet, address=args.address)
+    cfg = _config(args)
+    result = score_run(args.run, cfg, progress=not args.quiet, address=args.address)
     cols = [
         "model",
         "niche",
@@ -76,12 +83,12 @@ def _score(args: argparse.Namespace) -> int:
         print(scores[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         small = int(scores["fid_flag"].notna().sum())
         if small:
-            min_n = _config(args).evaluation.min_fid_n
+            min_n = cfg.evaluation.min_fid_n
             print(
                 f"note: {small} rows have N below min_fid_n={min_n}: FID is biased upward "
                 "there, read KID beside it"
             )
-        for flag in sorted({f for fl in scores["flags"] for f in fl.split("; ") if f}):
+        for flag in sorted({f for fl in scores["flags"] for f in split_flags(fl)}):
             if not flag.startswith("N="):
                 print(f"note: {flag}")
     print(f"wrote {result.path}")

@@ -265,21 +265,18 @@ class ScorerPool:
         # the actor never idles on the driver's round trip.
         pool = ActorPool(self._actors * 2)
         records: list[dict[str, Any]] = []
-        done = 0
+
+        def collect() -> None:
+            records.extend(pool.get_next_unordered())
+            if progress:
+                progress(len(records))
+
         for batch in _chunks(items, batch_size):
             while not pool.has_free():
-                got = pool.get_next_unordered()
-                records.extend(got)
-                done += len(got)
-                if progress:
-                    progress(done)
+                collect()
             pool.submit(lambda a, b: a.score_batch.remote(b), batch)
         while pool.has_next():
-            got = pool.get_next_unordered()
-            records.extend(got)
-            done += len(got)
-            if progress:
-                progress(done)
+            collect()
         return records
 
     def states(self) -> list[ScorerState]:

@@ -31,7 +31,19 @@ from evaluation.humaneval.fit import ALL, HumanEvalResult
 from evaluation.pool import GroupStats
 from evaluation.references import ReferenceSet
 
-__all__ = ["Reference", "TableContext", "empty_group", "model_row", "niche_row"]
+__all__ = [
+    "FLAG_SEP",
+    "Reference",
+    "TableContext",
+    "empty_group",
+    "model_row",
+    "niche_row",
+    "split_flags",
+]
+
+# scores.parquet keeps a row's flags as one string joined with FLAG_SEP; readers split on it, so
+# no flag may hold it (`_join_flags` makes sure).
+FLAG_SEP = "; "
 
 
 @dataclass
@@ -222,8 +234,18 @@ def _assemble(
         "clip_model": ctx.clip.label,
         "reference": labels["reference"],
         "reference_synthetic": labels["reference_synthetic"],
-        "flags": "; ".join(flags),
+        "flags": _join_flags(flags),
     }
+
+
+def split_flags(text: str | None) -> list[str]:
+    """The flags of a scores.parquet `flags` cell, in order."""
+    return [f for f in (text or "").split(FLAG_SEP) if f]
+
+
+def _join_flags(flags: list[str]) -> str:
+    # A separator inside a flag would split it in two for every reader: soften it to a comma.
+    return FLAG_SEP.join(f.replace(FLAG_SEP, ", ") for f in flags)
 
 
 def _human(human: HumanEvalResult | None, scope: str, model: str) -> dict | None:

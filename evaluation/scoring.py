@@ -242,34 +242,23 @@ def _items(
         )
 
 
+# What the pool records per image, as image_scores.parquet keeps it.
+_RECORD_COLUMNS = (
+    "ok",
+    "error",
+    "clip_text",
+    "clip_ref",
+    "prompt_tokens",
+    "prompt_truncated",
+)
+
+
 def _image_table(
     rows: pd.DataFrame, records: list[dict[str, Any]], read_errors: list[dict[str, Any]]
 ) -> pd.DataFrame:
     rec = pd.DataFrame([r for r in records if r["group"][0] == "gen"])
-    cols = [
-        "job_id",
-        "model",
-        "niche",
-        "prompt",
-        "ok",
-        "error",
-        "clip_text",
-        "clip_ref",
-        "prompt_tokens",
-        "prompt_truncated",
-    ]
     if rec.empty:
-        rec = pd.DataFrame(
-            columns=[
-                "item_id",
-                "ok",
-                "error",
-                "clip_text",
-                "clip_ref",
-                "prompt_tokens",
-                "prompt_truncated",
-            ]
-        )
+        rec = pd.DataFrame(columns=["item_id", *_RECORD_COLUMNS])
     rec = rec.rename(columns={"item_id": "job_id"}).drop(columns=["group"], errors="ignore")
     base = rows[["job_id", "model", "niche", "prompt"]]
     out = base.merge(rec, on="job_id", how="left")
@@ -280,7 +269,7 @@ def _image_table(
         "; ".join(x for x in (err, read.get(j)) if isinstance(x, str)) or None
         for j, err in zip(out["job_id"], out["error"], strict=True)
     ]
-    return out[cols]
+    return out[["job_id", "model", "niche", "prompt", *_RECORD_COLUMNS]]
 
 
 def _ensure_ray(address: str | None) -> bool:

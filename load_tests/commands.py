@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from easel.cli_types import non_negative_int, positive_int
+
 __all__ = ["register"]
 
 _PATTERNS = ("poisson", "gamma", "diurnal", "burst", "ramp", "replay")
@@ -21,9 +23,11 @@ def register(subparsers: Any) -> None:
     )
     m.add_argument("--config", help="config YAML (default: the embedded default config)")
     m.add_argument("--pattern", choices=_PATTERNS, help="arrival pattern (default: config)")
-    m.add_argument("--jobs", type=int, help="requests (replay: at most this many log rows)")
+    m.add_argument(
+        "--jobs", type=positive_int, help="requests (replay: at most this many log rows)"
+    )
     m.add_argument("--rate", type=float, help="mean req/s (burst: base rate; ramp: start rate)")
-    m.add_argument("--seed", type=int)
+    m.add_argument("--seed", type=non_negative_int)
     m.add_argument("--burstiness", type=float, help="gamma shape; 1 = Poisson, < 1 burstier")
     m.add_argument("--peak-ratio", type=float, help="diurnal peak/trough; burst rate/base")
     m.add_argument("--burst-every-s", type=float)
@@ -60,10 +64,12 @@ def register(subparsers: Any) -> None:
     ld.add_argument("--out", required=True, help="run folder")
     ld.add_argument("--api", choices=("easel", "openai"), default="easel")
     ld.add_argument("--api-key-env", help="environment variable holding a bearer token")
-    ld.add_argument("--max-in-flight", type=int, help="client bound (default: config)")
-    ld.add_argument("--dispatchers", type=int, help="dispatcher actors (default: config)")
+    ld.add_argument("--max-in-flight", type=positive_int, help="client bound (default: config)")
+    ld.add_argument("--dispatchers", type=positive_int, help="dispatcher actors (default: config)")
     ld.add_argument("--timeout", type=float, help="per-request timeout, s (default: config)")
-    ld.add_argument("--warmup", type=int, help="warm-up requests per model (default: config)")
+    ld.add_argument(
+        "--warmup", type=non_negative_int, help="warm-up requests per model (default: config)"
+    )
     ld.add_argument("--no-images", action="store_true", help="keep only each image's sha256")
     ld.add_argument("--no-progress", action="store_true", help="no live progress line")
     ld.add_argument("--address", help="Ray cluster to join (default: start a local one)")
@@ -71,7 +77,7 @@ def register(subparsers: Any) -> None:
     ld.add_argument("--start-rate", type=float, help="sweep: first rate (default: config rate)")
     ld.add_argument("--factor", type=float, default=1.5, help="sweep: rate multiplier per step")
     ld.add_argument("--step-s", type=float, default=10.0, help="sweep: seconds per step")
-    ld.add_argument("--max-steps", type=int, default=8, help="sweep: most steps")
+    ld.add_argument("--max-steps", type=positive_int, default=8, help="sweep: most steps")
     ld.add_argument("--max-rate", type=float, help="sweep: highest rate to try")
     ld.set_defaults(func=_load)
 

@@ -139,7 +139,7 @@ def _positive(**values: float) -> None:
 # --- the manifest -----------------------------------------------------------------------------
 
 
-def _shares(names: list[str], weights: list[float], what: str) -> np.ndarray:
+def _shares(weights: list[float], what: str) -> np.ndarray:
     w = np.asarray(weights, dtype=float)
     if w.sum() <= 0:
         raise ValueError(f"{what}: shares sum to 0; at least one must be > 0")
@@ -163,12 +163,12 @@ def _mix_columns(cfg: EaselConfig, n: int, rng: np.random.Generator) -> dict[str
     """Model, niche and prompt per row from the config's mix, and each model's defaults."""
     if cfg.traffic.model_mix:
         names = list(cfg.traffic.model_mix)
-        p_model = _shares(names, [cfg.traffic.model_mix[m] for m in names], "traffic.model_mix")
+        p_model = _shares([cfg.traffic.model_mix[m] for m in names], "traffic.model_mix")
     else:
         names = [m.name for m in cfg.models]
         p_model = np.full(len(names), 1.0 / len(names))
     niches = cfg.niches
-    p_niche = _shares([x.name for x in niches], [x.weight for x in niches], "niches[*].weight")
+    p_niche = _shares([x.weight for x in niches], "niches[*].weight")
     model_idx = rng.choice(len(names), size=n, p=p_model)
     niche_idx = rng.choice(len(niches), size=n, p=p_niche)
     prompt_u = rng.random(n)

@@ -184,9 +184,10 @@ def run_load(
 
     t = cfg.traffic
     full_url = endpoint_url(url, api)
-    max_in_flight = max_in_flight or t.max_in_flight
-    n_disp = dispatchers or t.dispatchers
-    timeout_s = timeout_s or t.request_timeout_s
+    # `is None`, not `or`: an explicit 0 is a bad option to reject, not "use the default".
+    max_in_flight = t.max_in_flight if max_in_flight is None else max_in_flight
+    n_disp = t.dispatchers if dispatchers is None else dispatchers
+    timeout_s = t.request_timeout_s if timeout_s is None else timeout_s
     warm_n = t.warmup_requests if warmup_requests is None else warmup_requests
     if max_in_flight < 1 or n_disp < 1 or timeout_s <= 0 or warm_n < 0:
         raise ValueError("max_in_flight and dispatchers must be >= 1, timeout_s > 0, warmup >= 0")

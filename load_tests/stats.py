@@ -29,6 +29,7 @@ __all__ = [
     "RATE_WARN_RATIO",
     "LoadSummary",
     "format_summary",
+    "json_safe",
     "summarize",
 ]
 
@@ -187,7 +188,7 @@ class LoadSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN and infinities become None)."""
-        return _clean(
+        return json_safe(
             {
                 "overall": self.overall,
                 "by_model": self.by_model,
@@ -197,14 +198,17 @@ class LoadSummary:
         )
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
+def json_safe(v: Any) -> Any:
+    """JSON-safe values: NaN and infinities become None, numpy numbers and arrays Python ones."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
         return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
+    if isinstance(v, list | tuple | np.ndarray):
+        return [json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    return v
 
 
 def _batches(source: str | Path | pa.Table) -> Iterator[pa.RecordBatch]:

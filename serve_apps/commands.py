@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from easel.cli_types import non_negative_int
 from serve_apps.tiny_models import DEFAULT_SEED, RECIPES
 
 __all__ = ["register"]
@@ -79,7 +80,10 @@ def _register_models(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--only", choices=list(RECIPES), help="build just this recipe")
     build.add_argument("--force", action="store_true", help="rebuild even if already built")
     build.add_argument(
-        "--seed", type=_seed, default=DEFAULT_SEED, help=f"weights seed (default {DEFAULT_SEED})"
+        "--seed",
+        type=non_negative_int,
+        default=DEFAULT_SEED,
+        help=f"weights seed (default {DEFAULT_SEED})",
     )
     build.set_defaults(func=_models_build)
 
@@ -88,16 +92,6 @@ def _register_models(subparsers: argparse._SubParsersAction) -> None:
         "--config", help="config whose models are shown per recipe (default: embedded default)"
     )
     show.set_defaults(func=_models_list)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _models_build(args: argparse.Namespace) -> int:

@@ -119,7 +119,9 @@ class _ReplicaBase:
                 except Exception:
                     _log.debug("heartbeat failed", exc_info=True)
 
-    def _record(self, busy_s: float, images: int, queue_ms: list[float], batch: int, cold: bool):
+    def _record(self, busy_s: float, queue_ms: list[float], cold: bool) -> None:
+        """Usage and metrics for one forward pass (or vendor call): one `queue_ms` per image."""
+        images = len(queue_ms)
         if self._ledger is not None:
             try:
                 self._ledger.report_batch.remote(self.replica, busy_s, images)
@@ -129,9 +131,9 @@ class _ReplicaBase:
         for q in queue_ms:
             m["queue"].observe(q, tags=self._tags)
         m["inference"].observe(busy_s * 1000, tags=self._tags)
-        m["batch_size"].observe(batch, tags=self._tags)
+        m["batch_size"].observe(images, tags=self._tags)
         if cold:
-            m["cold_starts"].inc(len(queue_ms), tags=self._tags)
+            m["cold_starts"].inc(images, tags=self._tags)
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: tell the ledger the replica is gone.
@@ -190,8 +192,6 @@ class DiffusersModel(_ReplicaBase):
                     )
                 continue
             n_images = sum(1 for o in out if isinstance(o, bytes))
-            if n_images:
-                self._batches += 1
             queue_ms = []
             for i, o in zip(idxs, out, strict=True):
                 if isinstance(o, bytes):
@@ -210,7 +210,8 @@ class DiffusersModel(_ReplicaBase):
                 else:
                     results[i] = o
             if n_images:
-                self._record(infer_s, n_images, queue_ms, n_images, cold)
+                self._batches += 1
+                self._record(infer_s, queue_ms, cold)
         return results  # type: ignore[return-value]
 
     def _infer(self, reqs: list[dict[str, Any]]) -> tuple[list[bytes | dict], float]:
@@ -243,7 +244,6 @@ class DiffusersModel(_ReplicaBase):
             t0 = time.perf_counter()
             images = generate(
                 self.pipe,
-                self.cfg,
                 [reqs[i]["prompt"] for i in run],
                 width=first["width"],
                 height=first["height"],
@@ -309,7 +309,7 @@ class HttpApiModel(_ReplicaBase):
         wall_ms = (time.perf_counter() - t0) * 1000
         vendor_ms = float(getattr(img, "vendor_ms", wall_ms) or 0.0)
         queue_ms = max(0.0, wall_ms - vendor_ms)
-        self._record(vendor_ms / 1000, 1, [queue_ms], 1, cold)
+        self._record(vendor_ms / 1000, [queue_ms], cold)
         return {
             "ok": True,
             "png": img.png,

@@ -15,29 +15,37 @@ __all__ = ["ingress_metrics", "replica_metrics"]
 
 _MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
 _BATCH_BOUNDARIES = [1, 2, 3, 4, 6, 8, 12, 16, 32, 64]
+_TAGS = ("model", "provider")
+
+
+def _counter(name: str, description: str, tag_keys: tuple[str, ...] = _TAGS) -> Any:
+    from ray.serve import metrics
+
+    return metrics.Counter(name, description=description, tag_keys=tag_keys)
+
+
+def _histogram(name: str, description: str, boundaries: list[float] = _MS_BOUNDARIES) -> Any:
+    from ray.serve import metrics
+
+    return metrics.Histogram(name, description=description, boundaries=boundaries, tag_keys=_TAGS)
 
 
 @cache
 def ingress_metrics() -> dict[str, Any]:
     """Request counts and end-to-end latency, by model, provider and HTTP status."""
-    from ray.serve import metrics
-
     return {
-        "requests": metrics.Counter(
+        "requests": _counter(
             "easel_requests_total",
-            description="Requests answered by the easel ingress, by model, provider and status.",
-            tag_keys=("model", "provider", "status"),
+            "Requests answered by the easel ingress, by model, provider and status.",
+            (*_TAGS, "status"),
         ),
-        "latency": metrics.Histogram(
-            "easel_request_latency_ms",
-            description="End-to-end latency inside the ingress, in milliseconds.",
-            boundaries=_MS_BOUNDARIES,
-            tag_keys=("model", "provider"),
+        "latency": _histogram(
+            "easel_request_latency_ms", "End-to-end latency inside the ingress, in milliseconds."
         ),
-        "failovers": metrics.Counter(
+        "failovers": _counter(
             "easel_failovers_total",
-            description="Attempts moved to another provider, by model and the provider left.",
-            tag_keys=("model", "provider", "reason"),
+            "Attempts moved to another provider, by model and the provider left.",
+            (*_TAGS, "reason"),
         ),
     }
 
@@ -45,30 +53,17 @@ def ingress_metrics() -> dict[str, Any]:
 @cache
 def replica_metrics() -> dict[str, Any]:
     """Queue and inference time, batch size and cold starts of a model replica."""
-    from ray.serve import metrics
-
     return {
-        "queue": metrics.Histogram(
+        "queue": _histogram(
             "easel_queue_ms",
-            description="Time a request waited in the model replica before its batch started.",
-            boundaries=_MS_BOUNDARIES,
-            tag_keys=("model", "provider"),
+            "Time a request waited in the model replica before its batch started.",
         ),
-        "inference": metrics.Histogram(
-            "easel_inference_ms",
-            description="Forward-pass (or vendor) time per batch.",
-            boundaries=_MS_BOUNDARIES,
-            tag_keys=("model", "provider"),
+        "inference": _histogram("easel_inference_ms", "Forward-pass (or vendor) time per batch."),
+        "batch_size": _histogram(
+            "easel_batch_size", "Images per forward pass.", boundaries=_BATCH_BOUNDARIES
         ),
-        "batch_size": metrics.Histogram(
-            "easel_batch_size",
-            description="Images per forward pass.",
-            boundaries=_BATCH_BOUNDARIES,
-            tag_keys=("model", "provider"),
-        ),
-        "cold_starts": metrics.Counter(
+        "cold_starts": _counter(
             "easel_cold_starts_total",
-            description="Requests served by a replica's first batch (the cold start).",
-            tag_keys=("model", "provider"),
+            "Requests served by a replica's first batch (the cold start).",
         ),
     }

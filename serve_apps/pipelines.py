@@ -168,7 +168,6 @@ def _load_unet(spec: str, base: str, dtype: Any) -> Any:
 
 def generate(
     pipe: DiffusionPipeline,
-    model: ModelConfig,
     prompts: Sequence[str],
     *,
     width: int,

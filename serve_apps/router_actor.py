@@ -86,9 +86,6 @@ class RouterActor:
     ) -> None:
         self._need().finish(model, provider, outcome, latency_ms)
 
-    async def is_up(self, model: str, provider: str) -> bool:
-        return self._need().is_up(model, provider)
-
     async def should_abandon(self, model: str, provider: str, tried: list[str]) -> bool:
         return self._need().should_abandon(model, provider, tried)
 

@@ -166,21 +166,15 @@ def resolve_generate(
                 code="invalid_resolution",
             )
     s = model.steps.default if steps is None else steps
-    if not model.steps.min <= s <= model.steps.max:
-        raise ApiError(
-            422,
-            f"steps: {s} is not allowed for model {model.name!r} (allowed: "
-            f"{model.steps.min}..{model.steps.max})",
-            code="invalid_steps",
-        )
     g = model.guidance.default if guidance is None else guidance
-    if not model.guidance.min <= g <= model.guidance.max:
-        raise ApiError(
-            422,
-            f"guidance: {g} is not allowed for model {model.name!r} (allowed: "
-            f"{model.guidance.min}..{model.guidance.max})",
-            code="invalid_guidance",
-        )
+    for name, value, allowed in (("steps", s, model.steps), ("guidance", g, model.guidance)):
+        if not allowed.min <= value <= allowed.max:
+            raise ApiError(
+                422,
+                f"{name}: {value} is not allowed for model {model.name!r} (allowed: "
+                f"{allowed.min}..{allowed.max})",
+                code=f"invalid_{name}",
+            )
     caps = model_capabilities(model)
     if negative_prompt is not None and not caps["negative_prompt"]:
         raise ApiError(
@@ -217,10 +211,8 @@ def resolve_generate(
     )
 
 
-class RoutingUpdate(BaseModel):
+class RoutingUpdate(_Body):
     """Body of `PUT /v1/admin/routing`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     policy: str | None = Field(default=None, description="weighted | least_outstanding | ...")
     weights: dict[str, float] | None = Field(default=None, description="Provider -> weight >= 0.")
@@ -241,15 +233,14 @@ async def read_json_body(request: Request, schema: type[BaseModel], max_bytes: i
             415,
             f"Content-Type {ctype!r} is not accepted; send 'Content-Type: application/json'",
         )
-    limit = max_bytes
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, f"body of {length} bytes is over the limit of {max_bytes} bytes")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes")
+        if len(raw) > max_bytes:
+            raise ApiError(413, f"body is over the limit of {max_bytes} bytes")
     if not raw:
         raise ApiError(400, "empty body: send a JSON object", code="invalid_json")
     try:

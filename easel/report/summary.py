@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from easel.config import EaselConfig
 from easel.cost import COST_FORMULA, deployment_costs, model_costs, niche_costs, spent_usd
 from easel.report.floor import FLOOR_FORMULA, floor_rows
+from load_tests.stats import json_safe
 
 __all__ = ["SCHEMA_VERSION", "SWEEP_PATTERNS", "build_summary", "disclosures", "read_table"]
 
@@ -38,21 +38,8 @@ def read_table(run_dir: Path, name: str) -> pa.Table | None:
     return pq.read_table(path) if path.is_file() else None
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe scalars: NaN becomes None, numpy numbers become Python numbers."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_clean(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 def _records(table: pa.Table) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in row.items()} for row in table.to_pylist()]
+    return [{k: json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def _latency_stats(d: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -80,12 +80,16 @@ def _names(s: Summary) -> dict[str, str]:
     return {m["name"]: m["display_name"] for m in s.get("models", [])}
 
 
-def _model_order(s: Summary) -> dict[str, int]:
-    return {m["name"]: i for i, m in enumerate(s.get("models", []))}
-
-
 def _flags(row: Mapping[str, Any]) -> str:
-    return "; ".join(row.get("flags") or []) or ""
+    return "; ".join(row.get("flags") or [])
+
+
+def _floor_flag(t: Table, i: int, below: list[str] | None) -> str:
+    """The flag cell of row `i`, marking the row when a figure is below the physical floor."""
+    if not below:
+        return ""
+    t.flagged.add(i)
+    return f"{BELOW_FLOOR} ({', '.join(below)})"
 
 
 # --- the post's tables ------------------------------------------------------------------------
@@ -281,9 +285,7 @@ def latency_table(s: Summary) -> Table:
         ],
     )
     for i, r in enumerate(s.get("latency") or []):
-        flag = f"{BELOW_FLOOR} ({', '.join(r['below_floor'])})" if r.get("below_floor") else ""
-        if flag:
-            t.flagged.add(i)
+        flag = _floor_flag(t, i, r.get("below_floor"))
         t.rows.append(
             [
                 names.get(r["model"], r["model"]),
@@ -379,9 +381,7 @@ def floor_table(s: Summary) -> Table:
         ],
     )
     for i, r in enumerate(f.get("rows", [])):
-        flag = f"{BELOW_FLOOR} ({', '.join(r['below'])})" if r.get("below") else ""
-        if flag:
-            t.flagged.add(i)
+        flag = _floor_flag(t, i, r.get("below"))
         tf = r.get("tflop_per_step")
         t.rows.append(
             [

@@ -74,7 +74,7 @@ def test_merge_patch_and_unsupported_type(api):
         assert r.status_code == 415
 
 
-def test_schema_checked_patches(tmp_path):
+def test_schema_checked_patches():
     from cluster.k8s_schema import default_crd_dir, load_schemas
 
     if not default_crd_dir().is_dir():

@@ -12,6 +12,7 @@ import pytest
 from easel.cli import main
 from evaluation import score_run
 from evaluation.humaneval.pairs import make_pairs
+from evaluation.score_table import split_flags
 from tests.evaluation._fixtures import MODELS, NICHES, eval_config, make_run
 from tests.evaluation.humaneval.test_fit import cast_votes
 
@@ -43,6 +44,9 @@ def test_score_run_without_votes(ray_local: None, run: Path) -> None:
     assert (cell.xs("all", level="niche")["n"] == 12).all()
     assert (scores["n_ref"] > 0).all() and scores["fid"].notna().all()
     assert scores["fid_flag"].str.contains("below min_fid_n").all()  # N=6 < 2000
+    # readers split the flags cell on FLAG_SEP: the FID flag must come back whole
+    for fid_flag, flags in zip(scores["fid_flag"], scores["flags"], strict=True):
+        assert fid_flag in split_flags(flags)
     assert scores["kid_mean"].notna().all() and scores["human_score_0_100"].isna().all()
     for flags in scores["flags"]:
         assert "no human votes" in flags and "synthetic reference set" in flags

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 
 from easel.cli import main
 
@@ -73,3 +74,12 @@ def test_load_command_reports_bad_input_without_starting_anything(tmp_path, caps
     assert code == 2 and "not a Parquet file" in capsys.readouterr().err
     code = main(["load", "--manifest", str(bad), "--url", "ftp://x", "--out", str(tmp_path / "r")])
     assert code == 2 and "http://" in capsys.readouterr().err
+
+
+def test_counts_below_their_minimum_fail_at_parse_time(tmp_path, capsys):
+    base = ["load", "--url", "http://127.0.0.1:1", "--out", str(tmp_path)]
+    for flag, value in [("--max-in-flight", "0"), ("--dispatchers", "0"), ("--warmup", "-1")]:
+        with pytest.raises(SystemExit) as exc:
+            main([*base, flag, value])
+        assert exc.value.code == 2 and f"{flag}: must be >= " in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

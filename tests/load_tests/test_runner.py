@@ -163,3 +163,10 @@ def test_cli_replays_a_log_and_counts_cold_starts_apart(tmp_path):
     assert not (run / "warmup.parquet").exists()
     assert all(r["image_path"] is None and r["image_sha256"] for r in recs)
     assert not any(run.glob("images/*"))
+
+
+@pytest.mark.parametrize("option", ["max_in_flight", "dispatchers", "timeout_s"])
+def test_an_explicit_zero_is_rejected_not_replaced_by_the_default(cfg, tmp_path, option):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        run_load(tmp_path / "m.parquet", "http://127.0.0.1:1", tmp_path / "r", cfg, **{option: 0})
+    assert not (tmp_path / "r").exists()

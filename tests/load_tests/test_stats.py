@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from load_tests.records import REQUEST_SCHEMA, new_record, rejected_record
-from load_tests.stats import LAG_WARN_MS, format_summary, summarize
+from load_tests.stats import LAG_WARN_MS, format_summary, json_safe, summarize
 
 
 def _ok(model, niche, latency_ms, *, scheduled=0.0, lag_ms=0.5, cold=False, provider="p1"):
@@ -149,3 +149,11 @@ def test_fast_percentile_walk_agrees_with_hdrhistogram():
         h.record_ms(float(x))
     for p in (0, 1, 50, 95, 99.9, 100):
         assert h.pct(p) == h.h.get_value_at_percentile(p) / 1000.0
+
+
+def test_json_safe_turns_nan_and_numpy_values_into_json():
+    value = {"a": np.float32("nan"), "b": (1.0, np.int64(3)), "c": np.array([1.5, np.inf])}
+    out = json_safe(value)
+    assert out == {"a": None, "b": [1.0, 3], "c": [1.5, None]}
+    assert type(out["b"][1]) is int
+    json.dumps(out, allow_nan=False)  # raises on any NaN, infinity or numpy value left

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from easel.config import EaselConfig
-from tests._util import free_port, set_env, wait_for
+from tests._util import wait_for
 from tests.serve_apps._configs import small_config
 from tests.serve_apps.test_images import _bomb_png
 
@@ -32,26 +32,13 @@ _ENV = {
 
 
 @pytest.fixture(scope="module")
-def _env() -> Iterator[None]:
-    """Keys in the environment before Ray starts, so every Ray worker inherits them."""
-    with set_env(_ENV):
-        yield
+def serve_env() -> dict[str, str]:
+    return _ENV
 
 
 @pytest.fixture(scope="module")
 def cfg() -> EaselConfig:
     return small_config()
-
-
-@pytest.fixture(scope="module")
-def url(_env, ray_local, cfg) -> Iterator[str]:
-    from ray import serve
-
-    from serve_apps.app import run_app
-
-    base = run_app(cfg, host="127.0.0.1", port=free_port())
-    yield base
-    serve.shutdown()
 
 
 @pytest.fixture

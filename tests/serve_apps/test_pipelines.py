@@ -32,7 +32,6 @@ def _gen(
 ) -> list[np.ndarray]:
     images = pipelines.generate(
         pipe,
-        model,
         prompts,
         width=width,
         height=height,
@@ -119,7 +118,6 @@ def test_generate_requested_sizes(pipes: dict[str, Any], name: str) -> None:
     for width, height in [(64, 64), (64, 32), (48, 64)]:
         (image,) = pipelines.generate(
             pipe,
-            model,
             ["a red bicycle"],
             width=width,
             height=height,
@@ -178,7 +176,7 @@ def test_generate_rejects_bad_input(pipes: dict[str, Any]) -> None:
         args = {"width": 64, "height": 64, "steps": 1, "guidance": 0.0, "seeds": [1]}
         args.update(kw)
         prompts = args.pop("prompts", ["x"])
-        pipelines.generate(pipes[name], MODELS[name], prompts, **args)
+        pipelines.generate(pipes[name], prompts, **args)
 
     with pytest.raises(ValueError, match="multiples of 16, got 40x64"):
         call(flux.name, width=40)
@@ -195,11 +193,11 @@ def test_generate_rejects_bad_input(pipes: dict[str, Any]) -> None:
 
 
 def test_sdxl_negative_prompt_is_used(pipes: dict[str, Any]) -> None:
-    pipe, model = pipes["sdxl-lightning"], MODELS["sdxl-lightning"]
+    pipe = pipes["sdxl-lightning"]
     args = {"width": 64, "height": 64, "steps": 2, "guidance": 2.0, "seeds": [4]}
-    plain = pipelines.generate(pipe, model, ["a cat"], **args)[0]
-    same = pipelines.generate(pipe, model, ["a cat"], negative_prompts=[None], **args)[0]
-    negative = pipelines.generate(pipe, model, ["a cat"], negative_prompts=["zebra"], **args)[0]
+    plain = pipelines.generate(pipe, ["a cat"], **args)[0]
+    same = pipelines.generate(pipe, ["a cat"], negative_prompts=[None], **args)[0]
+    negative = pipelines.generate(pipe, ["a cat"], negative_prompts=["zebra"], **args)[0]
     assert np.array_equal(np.asarray(plain), np.asarray(same))
     assert not np.array_equal(np.asarray(plain), np.asarray(negative))
 
