@@ -216,6 +216,9 @@ def ensure_simulated_vendor(model: ModelConfig) -> str:
         namespace=ACTOR_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
+        # On the head, like the router and the usage ledger: a vendor is outside every
+        # provider, so losing a provider's node must not take the vendor with it.
+        resources={"node:__internal_head__": 0.001},
     ).remote(settings)
     return ray.get(actor.get_url.remote(), timeout=120)
 
