@@ -11,8 +11,9 @@ tests drive the real client against (`SimulatedKubeApi`, simulated_k8s).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from easel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cluster.kuberay import write_manifests
@@ -47,7 +48,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'cluster' has no attribute {name!r}")
+__getattr__ = lazy_exports("cluster", _HOME)

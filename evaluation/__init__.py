@@ -8,8 +8,9 @@ human A/B functions (`make_pairs`, `fit_human`). Names are imported on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from easel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evaluation.composite import composite_scores, weight_sensitivity
@@ -41,7 +42,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
+__getattr__ = lazy_exports("evaluation", _HOME)

@@ -6,8 +6,7 @@ The public surface is imported lazily so that `easel --help` (which imports
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from easel.lazy import lazy_exports
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -40,10 +39,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'load_tests' has no attribute {name!r}")
+__getattr__ = lazy_exports("load_tests", _WHERE)
 
 
 def __dir__() -> list[str]:

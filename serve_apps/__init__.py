@@ -11,8 +11,7 @@ clients (`http_api`, `simulated_vendor`).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from easel.lazy import lazy_exports
 
 __all__ = ["app_builder", "build_app", "read_usage", "run_app"]
 
@@ -24,7 +23,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'serve_apps' has no attribute {name!r}")
+__getattr__ = lazy_exports("serve_apps", _LAZY)
