@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from easel.cli_types import positive_int
+from config.cli_types import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def main() -> int:
 
     import ray
 
-    from easel.config import load_config
+    from config import load_config
     from load_tests import generate_manifest, run_load, write_manifest
 
     cfg = load_config()

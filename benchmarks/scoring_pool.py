@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from easel.config import load_config
+from config import load_config
 from evaluation.clip_score import ClipModel, resolve_clip_spec
 from evaluation.features import load_feature_net, resolve_feature_spec, to_feature_batch
 from evaluation.pool import ImageItem, Scorer, ScorerPool, ScorerSpec

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from easel.config import EaselConfig, ModelConfig, load_config, parse_config
+from config import EaselConfig, ModelConfig, load_config, parse_config
 
 _PROMPT = "studio photo of a ceramic mug on a wooden table"
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["EASEL_CACHE"] = cache
         import torch
 
-        from easel.config import load_config
+        from config import load_config
         from serve_apps import pipelines, tiny_models
 
         results: dict[str, dict] = {"recipes": {}, "models": {}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from easel.lazy import lazy_exports
+from config.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cluster.kuberay import write_manifests

@@ -17,10 +17,9 @@ from typing import Any
 
 import yaml
 
-import easel
 from cluster._yaml import write_yaml_files
 from cluster.providers import replica_bounds
-from easel.config import EaselConfig, ProviderConfig
+from config import EaselConfig, ProviderConfig
 
 __all__ = [
     "CONFIG_PATH",
@@ -59,7 +58,7 @@ def ray_version() -> str:
 
 def default_image() -> str:
     """The image k8s/Dockerfile builds: easel on the Ray image of the installed version."""
-    return f"easel:{easel.__version__}-ray{ray_version()}"
+    return f"easel:{importlib.metadata.version('easel')}-ray{ray_version()}"
 
 
 def resource_name(cfg: EaselConfig) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from cluster._yaml import write_yaml_files
 from cluster.kuberay import PROVIDER_RESOURCE_UNITS, ManifestError, default_image
 from cluster.providers import replica_bounds
-from easel.config import EaselConfig, ProviderConfig
+from config import EaselConfig, ProviderConfig
 
 __all__ = ["INSTANCE_TYPES", "LAUNCHER_CLOUDS", "render_launchers", "write_launchers"]
 

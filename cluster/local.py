@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from easel.cache import cache_dir
+from config.cache import cache_dir
 
 __all__ = [
     "LOCAL_PROVIDER_UNITS",

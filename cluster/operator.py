@@ -33,7 +33,7 @@ from typing import Literal
 from cluster.providers import replica_bounds
 from cluster.routing_client import RoutingClient, RoutingView
 from cluster.scaling import GroupScale, Scaler
-from easel.config import EaselConfig, OperatorConfig
+from config import EaselConfig, OperatorConfig
 
 __all__ = ["Decision", "Operator", "Plan", "ProviderState", "decide"]
 

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cluster._table import format_table
-from easel.config import EaselConfig, ProviderConfig
+from config import EaselConfig, ProviderConfig
 
 __all__ = ["ProviderEntry", "catalogue", "format_catalogue", "replica_bounds"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cluster.kuberay import write_manifests
 from cluster.launcher import write_launchers
-from easel.config import DEFAULT_CONFIG, PRODUCTION_EXAMPLE, load_config, shipped_config_path
+from config import DEFAULT_CONFIG, PRODUCTION_EXAMPLE, load_config, shipped_config_path
 
 __all__ = ["SHIPPED", "default_k8s_dir", "render_shipped"]
 

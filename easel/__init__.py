@@ -1,6 +1,8 @@
-"""easel: serve, load-test, score and price text-to-image models on Ray."""
+"""easel: the top floor. The CLI, the `bench` pipeline, cost and the report.
 
-from easel.config import ConfigError, EaselConfig, load_config
+This is the one package that may import every stage (config → cluster → serve_apps →
+load_tests → evaluation); no stage imports it. The config chain every stage reads lives on the
+ground floor, in the `config` package.
+"""
 
-__all__ = ["ConfigError", "EaselConfig", "load_config"]
 __version__ = "0.1.0"

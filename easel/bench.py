@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from easel.config import EaselConfig, load_config, parse_config
+from config import EaselConfig, load_config, parse_config
 
 __all__ = ["STAGES", "BenchError", "BenchOptions", "BenchResult", "resolve_config", "run_bench"]
 

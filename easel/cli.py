@@ -1,6 +1,6 @@
 """The `easel` command line.
 
-Each stage owns its subcommands in a small `commands.py` module with a `register(subparsers)`
+Each stage's subcommands live in one module of `easel.commands` with a `register(subparsers)`
 function; those modules import only argparse-level things at the top, so `easel --help` stays
 fast and heavy imports (torch, ray) happen inside the command that needs them.
 """
@@ -12,18 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from easel.config import ConfigError
+from config import ConfigError
+from easel.commands import COMMAND_MODULES
 
 __all__ = ["main"]
-
-# Order is the order shown in `easel --help`.
-COMMAND_MODULES = (
-    "easel.commands",
-    "serve_apps.commands",
-    "load_tests.commands",
-    "evaluation.commands",
-    "cluster.commands",
-)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from easel.config import EaselConfig
+from config import EaselConfig
 
 __all__ = [
     "COST_FORMULA",

@@ -3,14 +3,14 @@
 The public surface: `score_run` (score a run folder through the Ray actor pool and write
 scores.parquet), `composite_scores` / `weight_sensitivity` (the anchored composite), and the
 human A/B functions (`make_pairs`, `fit_human`). Names are imported on first use, so that
-`import evaluation.commands` (what `easel --help` does) does not pull in torch.
+`import evaluation` (as `easel --help` does through `easel.commands.score`) loads no torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from easel.lazy import lazy_exports
+from config.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evaluation.composite import composite_scores, weight_sensitivity

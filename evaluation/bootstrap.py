@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from easel.config import EvaluationConfig
+from config import EvaluationConfig
 from evaluation.composite import clip_to_score, combine, fid_to_score
 from evaluation.fid import FidBootstrap
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from easel.config import CompositeAnchors
+from config import CompositeAnchors
 
 __all__ = [
     "COMPONENTS",

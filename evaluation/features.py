@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from easel.cache import cache_dir
-from easel.config import EvaluationConfig
+from config import EvaluationConfig
+from config.cache import cache_dir
 from evaluation._hashing import file_sha256
 
 __all__ = [

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from easel.cache import cache_dir
-from easel.config import EvaluationConfig, NicheConfig
+from config import EvaluationConfig, NicheConfig
+from config.cache import cache_dir
 from evaluation._hashing import file_sha256
 from evaluation.features import FeatureSpec
 from evaluation.fid import FeatureStats

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig, load_config
+from config import EaselConfig, load_config
 
 __all__ = ["RunImages", "load_run_config", "load_run_images"]
 

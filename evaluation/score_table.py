@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from evaluation.bootstrap import bootstrap_group
 from evaluation.clip_score import ClipSpec
 from evaluation.composite import clip_to_score, combine, fid_to_score

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from evaluation.clip_score import resolve_clip_spec
 from evaluation.composite import weight_sensitivity
 from evaluation.features import resolve_feature_spec

@@ -1,12 +1,12 @@
 """load_tests: manifests, an open-loop Ray Data load runner, and latency under load.
 
 The public surface is imported lazily so that `easel --help` (which imports
-`load_tests.commands`) does not pay for pyarrow, aiohttp or Ray.
+`easel.commands.load`) does not pay for pyarrow, aiohttp or Ray.
 """
 
 from __future__ import annotations
 
-from easel.lazy import lazy_exports
+from config.lazy import lazy_exports
 
 __all__ = [
     "MANIFEST_SCHEMA",

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from easel.config import EaselConfig, TrafficConfig
+from config import EaselConfig, TrafficConfig
 from load_tests.manifest import MANIFEST_SCHEMA
 
 __all__ = [

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig
+from config import EaselConfig
 
 __all__ = [
     "JOB_ID_PATTERN",

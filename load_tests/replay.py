@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig, TrafficConfig
+from config import EaselConfig, TrafficConfig
 from load_tests.generators import build_table
 
 __all__ = ["MAPPABLE_FIELDS", "read_log", "replay_arrivals", "replay_manifest"]

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from load_tests.client import endpoint_url
 from load_tests.manifest import ManifestScan, scan_manifest, validate_batch
 from load_tests.progress import ProgressLine

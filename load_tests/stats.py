@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hdrh.histogram import HdrHistogram
 
-from easel.config import EaselConfig
+from config import EaselConfig
 
 __all__ = [
     "LAG_WARN_MS",

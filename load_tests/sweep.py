@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from load_tests.generators import generate_manifest
 from load_tests.manifest import write_manifest
 from load_tests.stats import LAG_WARN_MS, RATE_WARN_RATIO, LoadSummary

@@ -11,7 +11,7 @@ clients (`http_api`, `simulated_vendor`).
 
 from __future__ import annotations
 
-from easel.lazy import lazy_exports
+from config.lazy import lazy_exports
 
 __all__ = ["app_builder", "build_app", "read_usage", "run_app"]
 

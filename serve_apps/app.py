@@ -24,7 +24,7 @@ from typing import Any
 
 from ray import serve
 
-from easel.config import EaselConfig, ModelConfig, ProviderConfig, load_config
+from config import EaselConfig, ModelConfig, ProviderConfig, load_config
 from serve_apps.deployments import DiffusersModel, HttpApiModel
 from serve_apps.ingress import EaselIngress
 from serve_apps.routing import deployment_name

@@ -25,7 +25,7 @@ from typing import Any
 
 from ray import serve
 
-from easel.config import ModelConfig, ProviderConfig
+from config import ModelConfig, ProviderConfig
 from serve_apps.metrics import replica_metrics
 from serve_apps.usage import HEARTBEAT_S, get_ledger, replica_gpus
 

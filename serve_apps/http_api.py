@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from easel.config import ApiConfig, ModelConfig
+from config import ApiConfig, ModelConfig
 
 __all__ = [
     "ImageApiClient",

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from ray import serve
 
-from easel.config import EaselConfig, ModelConfig
+from config import EaselConfig, ModelConfig
 from serve_apps.errors import ApiError, error_response, install_error_handlers
 from serve_apps.images import decode_reference_image, encode_png
 from serve_apps.metrics import ingress_metrics

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from easel.config import ModelConfig
+from config import ModelConfig
 from serve_apps import tiny_models
 
 if TYPE_CHECKING:

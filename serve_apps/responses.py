@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Request
 
-from easel.config import ModelConfig
+from config import ModelConfig
 from serve_apps.schemas import model_capabilities
 
 __all__ = ["header_request_id", "model_card", "result_headers", "wants_json"]

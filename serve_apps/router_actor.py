@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from serve_apps.routing import Outcome, Router, deployment_name, routes_from_config
 from serve_apps.tenants import RateLimiter
 

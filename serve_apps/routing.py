@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from easel.config import EaselConfig
+from config import EaselConfig
 
 __all__ = [
     "POLICIES",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from easel.config import ModelConfig
+from config import ModelConfig
 from serve_apps.errors import ApiError, validation_message
 
 __all__ = [

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from easel.config import LatencyDistribution, ModelConfig
+from config import LatencyDistribution, ModelConfig
 from serve_apps.simulated_vendor_app import VendorSettings, build_app
 
 __all__ = [
@@ -278,7 +278,7 @@ def _settings_from_args(args: argparse.Namespace) -> VendorSettings:
     if args.settings_json:
         return VendorSettings.model_validate_json(args.settings_json)
     if args.model:
-        from easel.config import load_config
+        from config import load_config
 
         return VendorSettings.from_model(load_config(args.config).model(args.model))
     return VendorSettings(

@@ -39,7 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from easel.config import LatencyDistribution, ModelConfig
+from config import LatencyDistribution, ModelConfig
 from serve_apps.errors import validation_message
 
 __all__ = ["VendorSettings", "build_app", "render_png"]

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from easel.config import Tenant
+from config import Tenant
 from serve_apps.errors import ApiError
 
 __all__ = ["RateLimiter", "TenantAuth", "bearer_token"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from easel.cache import cache_dir
+from config.cache import cache_dir
 from serve_apps.tiny_recipes import RECIPE_FORMAT, RECIPES, TinyRecipe
 
 __all__ = [

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from easel.config import EaselConfig, ModelConfig
+from config import EaselConfig, ModelConfig
 
 __all__ = ["FLOOR_FORMULA", "FloorRow", "floor_rows", "floor_seconds"]
 

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from easel.config import EaselConfig
+from config import EaselConfig
 
 __all__ = ["PACKAGES", "collect_repro"]
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from easel.cost import COST_FORMULA, deployment_costs, model_costs, niche_costs, spent_usd
 from easel.report.floor import FLOOR_FORMULA, floor_rows
 from load_tests.stats import json_safe

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from easel.config import EaselConfig, load_config
+from config import EaselConfig, load_config
 from easel.report.html import render_html
 from easel.report.markdown import render_markdown, table_markdown
 from easel.report.plots import (

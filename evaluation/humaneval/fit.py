@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from evaluation.humaneval.bradley_terry import bootstrap_bt, fit_bt, human_score, win_rate_matrix
 from evaluation.humaneval.pairs import load_pairs
 from evaluation.humaneval.store import VoteStore

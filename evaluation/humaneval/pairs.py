@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from evaluation.run_folder import load_run_images
 
 __all__ = ["PAIRS_FILE", "PairsResult", "load_pairs", "make_pairs"]

@@ -8,7 +8,7 @@ import pytest
 
 from cluster.k8s_schema import SchemaSet, default_crd_dir, load_schemas, validate_files
 from cluster.kuberay import render
-from easel.config import load_config
+from config import load_config
 
 CRDS = default_crd_dir()
 pytestmark = pytest.mark.skipif(

@@ -20,7 +20,7 @@ from cluster.kuberay import (
     write_manifests,
 )
 from cluster.shipped import SHIPPED, default_k8s_dir, render_shipped
-from easel.config import load_config, parse_config, shipped_config_path
+from config import load_config, parse_config, shipped_config_path
 
 CRDS = default_crd_dir()
 needs_crds = pytest.mark.skipif(
@@ -212,7 +212,7 @@ def test_validate_cli_flags_a_broken_manifest(tmp_path, capsys):
 
 
 def test_provider_tolerations_are_rendered_and_checked():
-    from easel.config import ConfigError
+    from config import ConfigError
 
     data = load_config().model_dump(mode="json")
     data["providers"][0]["tolerations"] = [

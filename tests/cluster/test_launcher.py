@@ -8,7 +8,7 @@ import pytest
 
 from cluster.kuberay import ManifestError
 from cluster.launcher import INSTANCE_TYPES, LAUNCHER_CLOUDS, instance_for, render_launchers
-from easel.config import load_config, parse_config, shipped_config_path
+from config import load_config, parse_config, shipped_config_path
 
 
 def _three_clouds(**updates: object):

@@ -20,7 +20,7 @@ import pytest
 
 from cluster.local import LocalCluster
 from cluster.routing_client import RoutingClient
-from easel.config import load_config, parse_config
+from config import load_config, parse_config
 from tests._util import free_port, wait_for
 
 PROVIDERS = ["lambda-sim", "runpod-sim", "azure-sim"]

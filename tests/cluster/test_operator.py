@@ -12,7 +12,7 @@ from cluster.operator import Operator, ProviderState, decide
 from cluster.routing_client import RoutingClient
 from cluster.scaling import Scaler, custom_objects_api
 from cluster.simulated_k8s import SimulatedKubeApi
-from easel.config import OperatorConfig, load_config
+from config import OperatorConfig, load_config
 from tests.cluster.fake_admin import KEY, FakeAdmin
 
 CFG = OperatorConfig(queue_high=4, queue_low=0.5, max_error_rate=0.05, min_requests=10,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cluster.providers import catalogue, format_catalogue, replica_bounds
-from easel.config import load_config, parse_config
+from config import load_config, parse_config
 
 
 def _cfg_with(**provider_updates: object):

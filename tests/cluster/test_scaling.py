@@ -8,7 +8,7 @@ import pytest
 from cluster.kuberay import render
 from cluster.scaling import ScaleError, Scaler, custom_objects_api
 from cluster.simulated_k8s import JSON_PATCH, SimulatedKubeApi
-from easel.config import load_config
+from config import load_config
 
 NAME, NS = "easel-default", "easel"
 

@@ -7,7 +7,7 @@ import pytest
 
 from cluster.kuberay import render
 from cluster.simulated_k8s import JSON_PATCH, MERGE_PATCH, SimulatedKubeApi
-from easel.config import load_config
+from config import load_config
 
 PATH = "/apis/ray.io/v1/namespaces/easel/rayservices/easel-default"
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from easel.config import EaselConfig, load_config, parse_config
+from config import EaselConfig, load_config, parse_config
 
 
 def config_with(**model_updates: dict[str, Any]) -> EaselConfig:

@@ -118,7 +118,7 @@ def test_images_override_and_provider_gpus_per_replica() -> None:
     for p in data["providers"]:
         if p["name"] == "runpod-sim":
             p["gpus_per_replica"] = 4
-    from easel.config import parse_config
+    from config import parse_config
 
     cfg = parse_config(data)
     usage = [_usage("sdxl-turbo", "runpod-sim", gpus=None, last_seen_s=36, images=99)]

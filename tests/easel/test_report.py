@@ -139,7 +139,7 @@ def test_sweep_pattern_plots_latency_against_load(tmp_path: Path) -> None:
     data = config_with().model_dump(mode="json")
     data["traffic"]["pattern"] = "ramp"
     data["traffic"]["ramp_to"] = 20.0
-    from easel.config import parse_config
+    from config import parse_config
 
     cfg = parse_config(data)
     run = make_run(tmp_path, cfg, jobs_per_pair=12)

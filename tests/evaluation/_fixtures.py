@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from easel.config import EaselConfig, load_config
+from config import EaselConfig, load_config
 
 MODELS = ("flux2-dev", "sdxl-turbo", "proprietary-a")
 NICHES = ("corporate-headshots", "ecommerce-products")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from easel.config import load_config
+from config import load_config
 from evaluation.bootstrap import bootstrap_group
 from evaluation.composite import clip_to_score, combine, fid_to_score
 from evaluation.fid import FeatureStats, FidBootstrap, fid_from_stats

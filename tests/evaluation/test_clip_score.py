@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easel.config import load_config
+from config import load_config
 from evaluation.clip_score import TINY_CLIP_LABEL, ClipModel, ClipStats, resolve_clip_spec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from easel.config import CompositeAnchors, load_config
+from config import CompositeAnchors, load_config
 from evaluation.composite import (
     clip_to_score,
     combine,
@@ -76,7 +76,7 @@ def test_sensitivity_skips_components_nobody_has() -> None:
 
 
 def test_config_rejects_unordered_anchors() -> None:
-    from easel.config import ConfigError, parse_config
+    from config import ConfigError, parse_config
 
     data = load_config().model_dump(mode="json")
     data["evaluation"]["anchors"]["clip_ref_best"] = 0.1

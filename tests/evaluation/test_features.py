@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from easel.config import load_config
+from config import load_config
 from evaluation.features import (
     TINY_FEATURE_DIM,
     TinyConvNet,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easel.config import NicheConfig, load_config
+from config import NicheConfig, load_config
 from evaluation.features import resolve_feature_spec
 from evaluation.fid import FeatureStats
 from evaluation.references import (

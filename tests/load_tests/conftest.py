@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from easel.config import EaselConfig, load_config, parse_config
+from config import EaselConfig, load_config, parse_config
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def cfg() -> EaselConfig:
 @pytest.fixture(scope="session")
 def make_cfg() -> Callable[..., EaselConfig]:
     """The default config with changes: `traffic={...}`, `slo_ms=...` for every model, ..."""
-    base = yaml.safe_load(resources.files("easel.configs").joinpath("default.yaml").read_text())
+    base = yaml.safe_load(resources.files("config.shipped").joinpath("default.yaml").read_text())
 
     def make(*, traffic: dict[str, Any] | None = None, slo_ms: float | None = None, **top: Any):
         data = copy.deepcopy(base)

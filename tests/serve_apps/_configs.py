@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from easel.config import EaselConfig, load_config, parse_config
+from config import EaselConfig, load_config, parse_config
 
 
 def api_model(name: str, p50: float, p95: float, **kw) -> dict:

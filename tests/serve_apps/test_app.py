@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easel.config import Autoscaling, EaselConfig, load_config
+from config import Autoscaling, EaselConfig, load_config
 from tests._util import free_port, wait_for
 
 ADMIN = {"Authorization": "Bearer app-test-admin"}

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from easel.config import LatencyDistribution, ModelConfig
+from config import LatencyDistribution, ModelConfig
 from serve_apps.http_api import (
     OpenAIImagesClient,
     QueueApiClient,

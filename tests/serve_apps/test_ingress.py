@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from easel.config import EaselConfig
+from config import EaselConfig
 from tests._util import wait_for
 from tests.serve_apps._configs import small_config
 from tests.serve_apps.test_images import _bomb_png

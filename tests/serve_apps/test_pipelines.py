@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from easel.config import ModelConfig, load_config
+from config import ModelConfig, load_config
 from serve_apps import pipelines, tiny_models
 
 MODELS = {m.name: m for m in load_config().models if m.backend == "diffusers"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from easel.config import load_config
+from config import load_config
 from serve_apps.router_actor import RouterActor, _deployment_up
 
 

@@ -10,7 +10,7 @@ import collections
 
 import pytest
 
-from easel.config import load_config
+from config import load_config
 from serve_apps.routing import Route, Router, routes_from_config
 
 
@@ -207,7 +207,7 @@ def test_node_removal_fails_over_with_no_failed_request():
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from easel.config import parse_config
+    from config import parse_config
     from serve_apps.app import run_app
     from serve_apps.simulated_vendor import ensure_simulated_vendor
     from tests._util import free_port, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from easel.config import load_config
+from config import load_config
 from serve_apps.errors import ApiError
 from serve_apps.schemas import (
     GenerateRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from easel.config import load_config
+from config import load_config
 from serve_apps.simulated_vendor import (
     ACTOR_NAMESPACE,
     VendorSettings,

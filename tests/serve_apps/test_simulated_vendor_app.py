@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from easel.config import LatencyDistribution, load_config
+from config import LatencyDistribution, load_config
 from serve_apps.simulated_vendor import (
     VendorSettings,
     sim_configure,

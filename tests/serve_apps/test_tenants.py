@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from easel.config import Tenant
+from config import Tenant
 from serve_apps.errors import ApiError
 from serve_apps.tenants import RateLimiter, TenantAuth, bearer_token
 

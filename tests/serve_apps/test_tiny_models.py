@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from config import load_config
 from easel.cli import main as easel_main
-from easel.config import load_config
 from serve_apps import tiny_models
 
 RECIPES = list(tiny_models.RECIPES)

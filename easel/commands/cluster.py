@@ -85,7 +85,7 @@ def _cluster_providers(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from cluster.providers import catalogue, format_catalogue
-    from easel.config import load_config
+    from config import load_config
 
     entries = catalogue(load_config(args.config))
     if args.json:
@@ -105,7 +105,7 @@ def _state(args: argparse.Namespace) -> Any:
 
 def _cluster_up(args: argparse.Namespace) -> int:
     from cluster.local import start_detached
-    from easel.config import load_config
+    from config import load_config
 
     cfg = load_config(args.config)
     providers = [p.name for p in cfg.providers]
@@ -150,7 +150,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
 def _cluster_launcher(args: argparse.Namespace) -> int:
     from cluster.kuberay import ManifestError
     from cluster.launcher import LAUNCHER_CLOUDS, write_launchers
-    from easel.config import load_config
+    from config import load_config
 
     cfg = load_config(args.config)
     try:
@@ -197,7 +197,7 @@ def _register_k8s(subparsers: argparse._SubParsersAction) -> None:
 def _k8s_render(args: argparse.Namespace) -> int:
     from cluster.kuberay import ManifestError, write_manifests
     from cluster.shipped import render_shipped
-    from easel.config import load_config
+    from config import load_config
 
     if args.shipped == bool(args.out or args.config or args.image):
         return _fail("k8s render", "give either --out (with --config/--image) or --shipped", 2)
@@ -286,7 +286,7 @@ def _scale(args: argparse.Namespace) -> int:
     from cluster.kuberay import ManifestError
     from cluster.providers import replica_bounds
     from cluster.scaling import ScaleError
-    from easel.config import load_config
+    from config import load_config
 
     cfg = load_config(args.config)
     try:
@@ -343,7 +343,7 @@ def _operator(args: argparse.Namespace) -> int:
     from cluster.operator import Operator
     from cluster.routing_client import RoutingError
     from cluster.scaling import ScaleError
-    from easel.config import load_config
+    from config import load_config
 
     cfg = load_config(args.config)
     if args.interval is not None:
@@ -425,7 +425,7 @@ def _route_call(args: argparse.Namespace, action: Any) -> int:
     from dataclasses import asdict
 
     from cluster.routing_client import RoutingError, format_view
-    from easel.config import load_config
+    from config import load_config
 
     try:
         with _routing(args, load_config(args.config)) as client:

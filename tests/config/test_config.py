@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from easel.config import (
+from config import (
     DEFAULT_CONFIG,
     PRODUCTION_EXAMPLE,
     ConfigError,

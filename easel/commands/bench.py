@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easel.cli_types import positive_int
+from config.cli_types import positive_int
 
 __all__ = ["register"]
 

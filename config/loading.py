@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from easel.config._base import ConfigError
-from easel.config.root import EaselConfig
+from config._base import ConfigError
+from config.root import EaselConfig
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -41,7 +41,7 @@ def parse_config(data: Any, source: str = "<config>") -> EaselConfig:
 def load_config(path: str | Path | None = None) -> EaselConfig:
     """Load a config file; None loads the embedded default config (tiny models, local CPU)."""
     if path is None:
-        text = resources.files("easel.configs").joinpath(DEFAULT_CONFIG).read_text()
+        text = resources.files("config.shipped").joinpath(DEFAULT_CONFIG).read_text()
         source = f"<embedded {DEFAULT_CONFIG}>"
     else:
         p = Path(path)
@@ -58,7 +58,7 @@ def load_config(path: str | Path | None = None) -> EaselConfig:
 
 def shipped_config_path(name: str) -> Path:
     """Path of a config shipped inside the package (default.yaml, production.example.yaml)."""
-    return Path(str(resources.files("easel.configs").joinpath(name)))
+    return Path(str(resources.files("config.shipped").joinpath(name)))
 
 
 def _key_path(data: Any, loc: tuple[Any, ...]) -> str:

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from easel.config._base import Name, Strict
+from config._base import Name, Strict
 
 __all__ = [
     "KubernetesConfig",

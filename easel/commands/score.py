@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from easel.config import EaselConfig
+    from config import EaselConfig
 
 __all__ = ["register"]
 
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> EaselConfig:
-    from easel.config import load_config
+    from config import load_config
     from evaluation.run_folder import load_run_config
 
     return load_config(args.config) if args.config else load_run_config(args.run)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from easel.cli_types import non_negative_int
+from config.cli_types import non_negative_int
 from serve_apps.tiny_models import DEFAULT_SEED, RECIPES
 
 __all__ = ["register"]
@@ -40,7 +40,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from easel.config import load_config
+    from config import load_config
     from serve_apps.app import ensure_ray, run_app, wait_until_interrupted
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -115,7 +115,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from easel.config import load_config
+    from config import load_config
     from serve_apps import tiny_models
 
     config = load_config(args.config)

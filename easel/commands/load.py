@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from easel.cli_types import non_negative_int, positive_int
+from config.cli_types import non_negative_int, positive_int
 
 __all__ = ["register"]
 
@@ -107,7 +107,7 @@ def _mapping(items: list[str]) -> dict[str, str] | None:
 def _manifest(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from easel.config import load_config
+    from config import load_config
     from load_tests.generators import generate_manifest
     from load_tests.manifest import write_manifest
 
@@ -145,7 +145,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from easel.config import load_config
+    from config import load_config
     from load_tests.manifest import ManifestError
 
     cfg = load_config(args.config)

@@ -10,12 +10,12 @@ from typing import Self
 import yaml
 from pydantic import Field, model_validator
 
-from easel.config._base import Name, Strict
-from easel.config.deploy import KubernetesConfig, OperatorConfig, RoutingConfig, ServeConfig
-from easel.config.models import ModelConfig
-from easel.config.providers import GpuType, ProviderConfig
-from easel.config.scoring import CostConfig, EvaluationConfig
-from easel.config.workload import NicheConfig, SloConfig, TrafficConfig
+from config._base import Name, Strict
+from config.deploy import KubernetesConfig, OperatorConfig, RoutingConfig, ServeConfig
+from config.models import ModelConfig
+from config.providers import GpuType, ProviderConfig
+from config.scoring import CostConfig, EvaluationConfig
+from config.workload import NicheConfig, SloConfig, TrafficConfig
 
 __all__ = ["EaselConfig"]
 

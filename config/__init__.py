@@ -1,4 +1,8 @@
-"""The one config chain: a YAML file parsed into pydantic models.
+"""The ground floor: the one config chain (a YAML file parsed into pydantic models).
+
+Every stage imports this package; it imports no stage. Besides the schema it holds the few
+helpers every stage shares: `cache` (the cache folder), `lazy` (lazy package exports),
+`cli_types` (argparse types) and `shipped/` (the configs easel ships).
 
 Every later stage (serving, load tests, evaluation, cost, manifests for KubeRay) reads these
 objects; nothing downstream re-reads YAML. Unknown keys are errors (``extra="forbid"``), every
@@ -10,22 +14,22 @@ One module per part of the file: `providers`, `models`, `workload` (niches, traf
 whole file and its cross-section checks) and `loading` (YAML in, errors out).
 """
 
-from easel.config._base import ConfigError, Name, Strict
-from easel.config.deploy import (
+from config._base import ConfigError, Name, Strict
+from config.deploy import (
     KubernetesConfig,
     OperatorConfig,
     RoutingConfig,
     ServeConfig,
     Tenant,
 )
-from easel.config.loading import (
+from config.loading import (
     DEFAULT_CONFIG,
     PRODUCTION_EXAMPLE,
     load_config,
     parse_config,
     shipped_config_path,
 )
-from easel.config.models import (
+from config.models import (
     DIFFUSERS_PIPELINES,
     ApiConfig,
     Autoscaling,
@@ -37,10 +41,10 @@ from easel.config.models import (
     Resolution,
     SimulatedVendor,
 )
-from easel.config.providers import GpuType, ProviderConfig, Toleration
-from easel.config.root import EaselConfig
-from easel.config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
-from easel.config.workload import NicheConfig, SloConfig, TrafficConfig
+from config.providers import GpuType, ProviderConfig, Toleration
+from config.root import EaselConfig
+from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
+from config.workload import NicheConfig, SloConfig, TrafficConfig
 
 __all__ = [
     "DEFAULT_CONFIG",

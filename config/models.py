@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from easel.config._base import Name, Strict, check_ordered
+from config._base import Name, Strict, check_ordered
 
 __all__ = [
     "DIFFUSERS_PIPELINES",

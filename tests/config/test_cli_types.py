@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from easel.cli_types import non_negative_int, positive_int
+from config.cli_types import non_negative_int, positive_int
 
 
 def test_counts_accept_their_minimum_and_above() -> None:

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from easel.config._base import Strict
+from config._base import Strict
 
 __all__ = [
     "CompositeAnchors",
