@@ -10,11 +10,12 @@ number has bounds, and cross-field checks run at load time, so a typo fails here
 the key path and what is allowed.
 
 One module per part of the file: `providers`, `models`, `workload` (niches, traffic, SLOs),
-`scoring` (evaluation and cost), `deploy` (serving, routing, Kubernetes, operator), `root` (the
+`scoring` (evaluation and cost), `compare` (regression-gate tolerances), `deploy` (serving, routing, Kubernetes, operator), `root` (the
 whole file and its cross-section checks) and `loading` (YAML in, errors out).
 """
 
 from config._base import ConfigError, Name, Strict
+from config.compare import CompareConfig
 from config.deploy import (
     KubernetesConfig,
     OperatorConfig,
@@ -44,15 +45,25 @@ from config.models import (
 from config.providers import GpuType, ProviderConfig, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
-from config.workload import NicheConfig, SloConfig, TrafficConfig
+from config.workload import (
+    QUALITY_METRICS,
+    REPLAY_FILLABLE,
+    NicheConfig,
+    QualityMetric,
+    SloConfig,
+    TrafficConfig,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
     "DIFFUSERS_PIPELINES",
     "PRODUCTION_EXAMPLE",
+    "QUALITY_METRICS",
+    "REPLAY_FILLABLE",
     "ApiConfig",
     "Autoscaling",
     "Batching",
+    "CompareConfig",
     "CompositeAnchors",
     "ConfigError",
     "CostConfig",
@@ -68,6 +79,7 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "QualityMetric",
     "Resolution",
     "RoutingConfig",
     "ServeConfig",

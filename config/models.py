@@ -171,6 +171,13 @@ class ModelConfig(Strict):
 
     name: Name = Field(description="Id used in the HTTP API and manifests.")
     display_name: str = Field(min_length=1, description="Name shown in reports.")
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Version shown in the report's Models table (e.g. 'v2.0.1', '4-step'). "
+        "Left out: the weights id (open models) or the vendor's model name (APIs).",
+    )
     backend: Literal["diffusers", "http_api"]
     kind: Literal["open", "closed"] = Field(
         default="open", description="Open weights (self-hosted) or a closed API."

@@ -1,0 +1,44 @@
+"""`easel compare`: how far a metric may move between two runs before it is a regression."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from config._base import Strict
+
+__all__ = ["CompareConfig"]
+
+
+class CompareConfig(Strict):
+    """Tolerances of the regression gate; a metric regresses when it moves the wrong way by more
+    than its tolerance and the interval of the difference excludes zero."""
+
+    latency_rel: float = Field(
+        default=0.25,
+        ge=0,
+        le=100,
+        description="Relative rise of a latency percentile (p50, p95, p99 over all requests) "
+        "tolerated, e.g. 0.25 = +25 %.",
+    )
+    goodput_abs: float = Field(
+        default=0.05, ge=0, le=1, description="Drop in the share of requests within the SLO."
+    )
+    error_rate_abs: float = Field(
+        default=0.02, ge=0, le=1, description="Rise in the share of failed requests."
+    )
+    cost_rel: float = Field(
+        default=0.15, ge=0, le=100, description="Relative rise of the cost per image (all held)."
+    )
+    composite_abs: float = Field(
+        default=3.0, ge=0, le=100, description="Drop of the composite quality score, in points."
+    )
+    bootstrap: int = Field(
+        default=400,
+        ge=50,
+        le=100_000,
+        description="Resamples of the requests of each run for the latency, goodput and error "
+        "rate intervals.",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Confidence of the difference intervals."
+    )
