@@ -10,8 +10,9 @@ number has bounds, and cross-field checks run at load time, so a typo fails here
 the key path and what is allowed.
 
 One module per part of the file: `providers`, `models`, `workload` (niches, traffic, SLOs),
-`scoring` (evaluation and cost), `compare` (regression-gate tolerances), `deploy` (serving, routing, Kubernetes, operator), `root` (the
-whole file and its cross-section checks) and `loading` (YAML in, errors out).
+`scoring` (evaluation and cost), `compare` (regression-gate tolerances), `deploy` (serving,
+routing, Kubernetes, operator), `root` (the whole file and its cross-section checks) and
+`loading` (YAML in, errors out).
 """
 
 from config._base import ConfigError, Name, Strict

@@ -75,7 +75,8 @@ class EaselConfig(Strict):
             bad = {k: v for k, v in aliases.items() if v not in known}
             if bad:
                 raise ValueError(
-                    f"traffic.{kind}_aliases map to unknown {kind}s {bad} (allowed: {sorted(known)})"
+                    f"traffic.{kind}_aliases map to unknown {kind}s {bad} "
+                    f"(allowed: {sorted(known)})"
                 )
         anchor = self.evaluation.anchors.human_anchor_model
         if anchor is not None and anchor not in models:
