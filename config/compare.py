@@ -32,13 +32,6 @@ class CompareConfig(Strict):
     composite_abs: float = Field(
         default=3.0, ge=0, le=100, description="Drop of the composite quality score, in points."
     )
-    bootstrap: int = Field(
-        default=400,
-        ge=50,
-        le=100_000,
-        description="Resamples of the requests of each run for the latency, goodput and error "
-        "rate intervals.",
-    )
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="Confidence of the difference intervals."
     )

@@ -63,18 +63,23 @@ def _floor_misses(floor: dict[str, float], image: dict[str, Any] | None) -> list
     return misses
 
 
-def _row(n: int, good: int, outcome: Counter[str], below: Counter[str], conf: float) -> dict:
-    ci = wilson_interval(good, n, conf)
+def _row(outcome: Counter[str], below: Counter[str], conf: float, scored: bool) -> dict:
+    n, good = outcome["n"], outcome["good"]
+    fast = n - outcome["failed"] - outcome["late"]
+    ci, fast_ci = wilson_interval(good, n, conf), wilson_interval(fast, n, conf)
     return {
         "n": n,
-        "good": good,
-        "share": good / n if n else None,
-        "ci": list(ci) if ci else [None, None],
+        "latency_good": fast,
+        "latency_share": fast / n if n else None,
+        "latency_ci": list(fast_ci) if fast_ci else [None, None],
+        "good": good if scored else None,
+        "share": good / n if n and scored else None,
+        "ci": list(ci) if ci and scored else [None, None],
         "failed": outcome["failed"],
         "late": outcome["late"],
-        "below_floor": outcome["below_floor"],
+        "below_floor": outcome["below_floor"] if scored else None,
         "below_floor_by_metric": dict(sorted(below.items())),
-        "unscored": outcome["unscored"],
+        "unscored": outcome["unscored"] if scored else None,
     }
 
 
@@ -90,14 +95,15 @@ def quality_goodput(
         cfg: SLOs per model, quality floors per niche, `slo.confidence` for the intervals.
 
     Returns:
-        {"rows": [{model, niche ('all' for a model's row), n, good, share, ci, failed, late,
-        below_floor, below_floor_by_metric, unscored, floor}], "floors": {niche: floor},
-        "note": text or None}. Empty rows, with a note, when the run has no image scores and
-        some niche sets a floor.
+        {"rows": [{model, niche ('all' for a model's row), n, latency_good, latency_share,
+        latency_ci (plain goodput: within the SLO), good, share, ci (quality-aware), failed,
+        late, below_floor, below_floor_by_metric, unscored, floor}], "floors": {niche: floor},
+        "note": text or None}. Without image scores (and some floor set) the quality-aware
+        fields are None and the note says why.
     """
     floors = {n.name: dict(n.quality_floor) for n in cfg.niches}
-    if images is None and any(floors.values()):
-        return {"rows": [], "floors": floors, "note": "no image scores: quality unknown"}
+    scored = images is not None or not any(floors.values())
+    note = None if scored else "no image scores (the run was not scored): quality unknown"
     slo = {m.name: m.slo_ms for m in cfg.models}
     by_job: dict[str, dict[str, Any]] = {}
     if images is not None and not images.empty:
@@ -130,7 +136,7 @@ def quality_goodput(
                 "model": model,
                 "niche": niche,
                 "floor": floors.get(niche, {}),
-                **_row(outcome["n"], outcome["good"], outcome, below, conf),
+                **_row(outcome, below, conf, scored),
             }
         )
         total_o, total_b = per_model.setdefault(model, (Counter(), Counter()))
@@ -142,7 +148,7 @@ def quality_goodput(
                 "model": model,
                 "niche": "all",
                 "floor": None,
-                **_row(outcome["n"], outcome["good"], outcome, below, conf),
+                **_row(outcome, below, conf, scored),
             }
         )
-    return {"rows": rows, "floors": floors, "note": None}
+    return {"rows": rows, "floors": floors, "note": note}

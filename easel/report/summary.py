@@ -8,28 +8,35 @@ leave their sections empty and say so; they never stop the summary from being wr
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
-from easel.cost import COST_FORMULA, deployment_costs, model_costs, niche_costs, spent_usd
+from easel.cost import (
+    COST_FORMULA,
+    deployment_costs,
+    model_busy_costs,
+    model_costs,
+    niche_costs,
+    spent_usd,
+)
+from easel.report.curves import SWEEP_PATTERNS, sweep_curve, window_curve
 from easel.report.floor import FLOOR_FORMULA, floor_rows
+from easel.report.goodput import goodput_section
+from easel.report.models_table import model_listing
+from easel.report.traffic import traffic_section
 from load_tests.stats import json_safe
 
 __all__ = ["SCHEMA_VERSION", "SWEEP_PATTERNS", "build_summary", "disclosures", "read_table"]
 
-SCHEMA_VERSION = 1
-_REQUEST_COLUMNS = ["model", "niche", "provider", "ok", "scheduled_s", "latency_ms"]
-# Patterns whose offered load changes over the run: their latency-against-load curve is plotted.
-SWEEP_PATTERNS = ("ramp", "diurnal", "burst")
+SCHEMA_VERSION = 2
+_REQUEST_COLUMNS = ["model", "niche", "provider", "ok", "error_class", "scheduled_s", "latency_ms"]
 
 
 def read_table(run_dir: Path, name: str) -> pa.Table | None:
@@ -52,6 +59,16 @@ def _latency_stats(d: Mapping[str, Any] | None) -> dict[str, Any]:
         "errors": n - ok,
         "errors_by_class": d.get("errors") or {},
         "error_rate": d.get("error_rate"),
+        "success_rate": d.get("success_rate"),
+        "success_rate_ci": d.get("success_rate_ci"),
+        # All attempted requests, failures ranked beyond the deadline (None + _beyond).
+        **{
+            f"all_p{p}_{k}": d.get(f"latency_all_p{p}_{key}")
+            for p in (50, 95, 99)
+            for k, key in (("ms", "ms"), ("beyond", "beyond"), ("ci_ms", "ci_ms"))
+        },
+        "all_p95_ci_beyond": d.get("latency_all_p95_ci_beyond"),
+        # Successful requests only: shown beside the all-requests figures, never alone.
         "p50_ms": d.get("latency_p50_ms"),
         "p95_ms": d.get("latency_p95_ms"),
         "p99_ms": d.get("latency_p99_ms"),
@@ -60,6 +77,7 @@ def _latency_stats(d: Mapping[str, Any] | None) -> dict[str, Any]:
         "cold_starts": d.get("cold_starts") or 0,
         "cold_start_share": (d.get("cold_starts") or 0) / ok if ok else None,
         "within_slo_share": d.get("goodput"),
+        "within_slo_ci": d.get("goodput_ci"),
         "meets_slo": d.get("meets_slo"),
     }
 
@@ -120,12 +138,29 @@ def disclosures(cfg: EaselConfig, scores: list[dict[str, Any]] | None = None) ->
             "FID/KID use a small local feature network, not Inception-v3: not comparable to "
             "published FID."
         )
+    elif cfg.evaluation.image_size != 299:
+        out.append(
+            f"FID uses Inception-v3 at image_size {cfg.evaluation.image_size}: not comparable to "
+            "published FID, which needs 299 px with clean-fid's resize."
+        )
     if cfg.evaluation.clip_weights is None:
         out.append("CLIP scores use a small local CLIP, not a pretrained one.")
     if scores is not None:
         if scores and all(r.get("human_score") is None for r in scores):
             out.append(
-                "No human votes: the composite is computed over FID and CLIP only and flagged."
+                "No human votes: the composite is computed over FID and CLIP only (CLIP alone "
+                "where FID is n/a) and flagged."
+            )
+        if any(r.get("fid_na") for r in scores):
+            out.append(
+                "FID is n/a where the images or the references do not outnumber the feature "
+                "network's dimensions (their covariance would be rank-deficient and FID mostly "
+                "bias); KID is shown there instead, and the composite leaves FID out."
+            )
+        if any(r.get("human_score") is not None and not r.get("human_anchored") for r in scores):
+            out.append(
+                "Some human scores are relative to this run's mean model (no anchor model with "
+                "votes): they are reported but left out of the composite."
             )
         if any(r.get("fid_flag") for r in scores):
             out.append(
@@ -154,6 +189,7 @@ def _model_meta(cfg: EaselConfig) -> list[dict[str, Any]]:
             "slo_ms": m.slo_ms,
             "tflop_per_step": m.tflop_per_step,
             "price_per_image": m.price_per_image,
+            **model_listing(cfg, m),
         }
         for m in cfg.models
     ]
@@ -177,9 +213,12 @@ def _score_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "n_ref": r.get("n_ref"),
         "fid": r.get("fid"),
         "fid_flag": r.get("fid_flag"),
+        "fid_na": r.get("fid_na"),
         "kid_mean": r.get("kid_mean"),
         "kid_std": r.get("kid_std"),
+        "kid_subset_size": r.get("kid_subset_size"),
         "clip_text": r.get("clip_text"),
+        "clipscore": r.get("clipscore"),
         "clip_ref": r.get("clip_ref"),
         "fid_score": r.get("fid_score_0_100"),
         "fid_score_lo": r.get("fid_score_lo"),
@@ -191,6 +230,7 @@ def _score_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "human_lo": r.get("human_lo"),
         "human_hi": r.get("human_hi"),
         "human_n": r.get("human_n_votes") or 0,
+        "human_anchored": bool(r.get("human_anchored")),
         "composite": r.get("composite"),
         "composite_lo": r.get("composite_lo"),
         "composite_hi": r.get("composite_hi"),
@@ -238,8 +278,11 @@ def _quality(cfg: EaselConfig, scores: list[dict[str, Any]] | None) -> dict[str,
         "score over the components that exist (weights renormalised; a row says which it used). "
         f"Anchored 0-100 mappings: FID {a.fid_best:g} → 100 and {a.fid_worst:g} → 0; CLIP cosine "
         f"{a.clip_worst:g} → 0 and {a.clip_best:g} → 100; human: Bradley-Terry strength, "
-        f"{a.human_elo_span:g} Elo across 0-100. Intervals: bootstrap over prompts "
-        f"({cfg.evaluation.bootstrap} resamples). N images: images scored; KID beside FID."
+        f"{a.human_elo_span:g} Elo across 0-100, 50 at the anchor model "
+        f"({a.human_anchor_model or 'none set: human scores stay out of the composite'}). "
+        f"Intervals: bootstrap over prompts and reference images ({cfg.evaluation.bootstrap} "
+        "resamples; all-niche rows resample within each niche); human intervals resample "
+        "raters. N images: images scored; KID beside FID."
     )
     return {
         "models": per_model,
@@ -256,6 +299,7 @@ def _cost(
         return {}
     deps = deployment_costs(cfg, usage)
     per_model = model_costs(deps)
+    busy = model_busy_costs(deps)
     niche_images: dict[tuple[str, str, str], int] = {}
     for r in req or []:
         if r.get("ok"):
@@ -296,6 +340,7 @@ def _cost(
                 "images": images[m.name],
                 "spent_usd": spent[m.name],
                 "cost_per_image": per_model.get(m.name),
+                **busy.get(m.name, {"busy_cost_per_image": None, "idle_share": None}),
             }
             for m in cfg.models
         ],
@@ -303,55 +348,11 @@ def _cost(
         "by_niche": [c.to_dict() for c in niche_costs(deps, niche_images)],
         "notes": [
             "A model's cost per image is everything its deployments cost (idle ones included) "
-            "over every image they made.",
+            "over every image they made: what this run paid. Busy-only counts only the GPU time "
+            "spent making images: what the model costs on replicas kept busy, without this "
+            "run's standby and idle capacity (the idle share says how much of the bill that was).",
             "Images (N) are the images the replicas made, warm-up requests included.",
         ],
-    }
-
-
-def _sweep_curve(run_dir: Path) -> dict[str, Any] | None:
-    """Latency at the SLO percentile against offered rate, from a saturation sweep's sweep.json."""
-    for path in (run_dir / "sweep" / "sweep.json", run_dir / "sweep.json"):
-        if path.is_file():
-            steps = json.loads(path.read_text()).get("steps", [])
-            curves: dict[str, list[list[float]]] = {}
-            for st in steps:
-                for model, ms in (st.get("latency_at_slo_percentile_ms") or {}).items():
-                    if ms is not None:
-                        curves.setdefault(model, []).append([float(st["rate"]), float(ms)])
-            return {"source": f"saturation sweep ({path.relative_to(run_dir)})", "curves": curves}
-    return None
-
-
-def _window_curve(cfg: EaselConfig, req: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """p95 per model against offered load in time windows, for patterns that vary the load."""
-    if cfg.traffic.pattern not in SWEEP_PATTERNS or not req:
-        return None
-    sched = np.asarray([r["scheduled_s"] for r in req if r.get("scheduled_s") is not None], float)
-    if len(sched) < 20:
-        return None
-    span = float(sched.max() - sched.min()) or 1.0
-    width = max(span / 12.0, 1.0)
-    start = float(sched.min())
-    offered = np.bincount(((sched - start) // width).astype(int)) / width
-    per_bin: dict[str, dict[int, list[float]]] = {}
-    for r in req:
-        if r.get("ok") and r.get("scheduled_s") is not None:
-            b = int((r["scheduled_s"] - start) // width)
-            per_bin.setdefault(r["model"], {}).setdefault(b, []).append(r["latency_ms"])
-    curves = {}
-    for model, bins in per_bin.items():
-        # Exact order statistics of the few requests in each window (no histogram needed).
-        pts = [
-            [float(offered[b]), float(np.percentile(v, 95))]
-            for b, v in sorted(bins.items())
-            if len(v) >= 3
-        ]
-        if len(pts) >= 2:
-            curves[model] = pts
-    return {
-        "source": f"{width:.0f}-s windows of this run's {cfg.traffic.pattern} arrivals",
-        "curves": curves,
     }
 
 
@@ -469,6 +470,9 @@ def build_summary(
                     "composite_hi": s.get("composite_hi"),
                     "flags": s.get("flags") or [],
                     "requests": lat.get("n", 0),
+                    "success_rate": lat.get("success_rate"),
+                    "all_p95_ms": lat.get("all_p95_ms"),
+                    "all_p95_beyond": lat.get("all_p95_beyond"),
                     "p95_ms": lat.get("p95_ms"),
                     # GPU time is amortised evenly over a model's images, whatever the niche.
                     "cost_per_image": model_unit.get(m.name),
@@ -507,6 +511,8 @@ def build_summary(
         "per_niche": per_niche,
         "floor": {"formula": FLOOR_FORMULA, "rows": [f.to_dict() for f in floors]},
         "load": _load_section(cfg, manifest, overall),
-        "load_curve": _sweep_curve(run_dir) or _window_curve(cfg, req or []) or {},
+        "goodput": goodput_section(run_dir, cfg, req_t),
+        "traffic": traffic_section(run_dir, req_t),
+        "load_curve": sweep_curve(run_dir) or window_curve(cfg, req or []) or {},
         "repro": dict(repro or {}),
     }
