@@ -27,7 +27,19 @@ class CompareConfig(Strict):
         default=0.02, ge=0, le=1, description="Rise in the share of failed requests."
     )
     cost_rel: float = Field(
-        default=0.15, ge=0, le=100, description="Relative rise of the cost per image (all held)."
+        default=0.25,
+        ge=0,
+        le=100,
+        description="Relative rise of the busy-only cost per image (GPU time spent making "
+        "images) tolerated.",
+    )
+    cost_held_rel: float = Field(
+        default=0.5,
+        ge=0,
+        le=100,
+        description="Relative rise of the all-held cost per image tolerated; looser, because "
+        "it also counts start-up and idle time, which move with a run's length and the "
+        "machine's load.",
     )
     composite_abs: float = Field(
         default=3.0, ge=0, le=100, description="Drop of the composite quality score, in points."

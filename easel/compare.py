@@ -11,7 +11,9 @@ with its difference (B − A) and an interval:
   and at small N, where no bootstrap of a tail percentile can be trusted, simply wide;
 - goodput and error rate: Newcombe's interval of a difference of two proportions;
 - composite: from each run's own bootstrap interval (normal approximation of the difference);
-- cost per image: computed from GPU time, not sampled, so its interval is the point itself.
+- cost per image, all held and busy-only: computed from GPU time, not sampled, so its interval
+  is the point itself; busy-only is judged at `cost_rel`, all-held (which also moves with the
+  run's start-up and idle time) at the looser `cost_held_rel`.
 
 A metric regresses when it moves the wrong way by more than its tolerance (`compare` section of
 run A's config: the baseline decides) and the interval of the difference excludes zero: noise
@@ -37,7 +39,7 @@ import pyarrow.parquet as pq
 from scipy.stats import norm
 
 from config import CompareConfig, EaselConfig, load_config
-from easel.cost import deployment_costs, model_costs
+from easel.cost import deployment_costs, model_busy_costs, model_costs
 from load_tests.intervals import nearest_rank, quantile_rank_interval, wilson_interval
 from load_tests.stats import json_safe
 
@@ -420,37 +422,47 @@ def _composite_row(
 
 
 def _cost_rows(a: _Run, b: _Run, t: CompareConfig) -> list[MetricRow]:
+    """Cost per image, all held and busy-only, per model. Computed from GPU time, not sampled:
+    the interval is the point. Busy-only is judged tightly (it moves with the model's speed);
+    all-held loosely (it also moves with start-up and idle time, i.e. the run's length)."""
     if a.usage is None or b.usage is None:
         return []
-    ca, cb = (
-        model_costs(deployment_costs(a.cfg, a.usage)),
-        model_costs(deployment_costs(b.cfg, b.usage)),
-    )
+    da, db = deployment_costs(a.cfg, a.usage), deployment_costs(b.cfg, b.usage)
+    held_a, held_b = model_costs(da), model_costs(db)
+    busy_a, busy_b = model_busy_costs(da), model_busy_costs(db)
     rows = []
     for model in [m.name for m in a.cfg.models]:
-        va, vb = ca.get(model), cb.get(model)
-        if va is None or vb is None or va <= 0:
-            continue
-        rel = (vb - va) / va
-        rows.append(
-            MetricRow(
-                model,
-                ALL,
-                "cost_per_image",
-                va,
-                vb,
-                0,
-                0,
-                vb - va,
-                rel,
-                [rel, rel],
-                "rel",
+        for metric, va, vb, tol in (
+            ("cost_per_image", held_a.get(model), held_b.get(model), t.cost_held_rel),
+            (
+                "busy_cost_per_image",
+                busy_a.get(model, {}).get("busy_cost_per_image"),
+                busy_b.get(model, {}).get("busy_cost_per_image"),
                 t.cost_rel,
-                "higher",
-                _verdict(rel, [rel, rel], t.cost_rel, "higher"),
-                "computed from GPU time, not sampled: no interval",
+            ),
+        ):
+            if va is None or vb is None or va <= 0:
+                continue
+            rel = (vb - va) / va
+            rows.append(
+                MetricRow(
+                    model,
+                    ALL,
+                    metric,
+                    va,
+                    vb,
+                    0,
+                    0,
+                    vb - va,
+                    rel,
+                    [rel, rel],
+                    "rel",
+                    tol,
+                    "higher",
+                    _verdict(rel, [rel, rel], tol, "higher"),
+                    "computed from GPU time, not sampled: no interval",
+                )
             )
-        )
     return rows
 
 
@@ -501,7 +513,7 @@ def _fmt(r: MetricRow, v: float | None) -> str:
         return f"{v:,.0f} ms"
     if r.metric in ("goodput", "error_rate"):
         return f"{100 * v:.1f} %"
-    if r.metric == "cost_per_image":
+    if r.metric.endswith("cost_per_image"):
         return f"${v:.6f}"
     return f"{v:.1f}"
 
@@ -558,7 +570,7 @@ def comparison_markdown(c: Comparison) -> str:
         "beyond the deadline), change relative to A, interval from both runs' distribution-free "
         "percentile intervals. Goodput (within A's SLO) and error rate: change in percentage "
         "points, Newcombe interval. Composite: change in points, interval from both runs' own "
-        "bootstrap intervals. Cost per image: computed, not sampled.",
+        "bootstrap intervals. Cost per image (all held, and busy-only): computed, not sampled.",
         "",
         "## Config differences",
         "",

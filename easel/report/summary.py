@@ -8,7 +8,6 @@ leave their sections empty and say so; they never stop the summary from being wr
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
-from easel.cost import (
-    COST_FORMULA,
-    deployment_costs,
-    model_busy_costs,
-    model_costs,
-    niche_costs,
-    spent_usd,
-)
+from easel.report.cost_section import cost_section
 from easel.report.curves import SWEEP_PATTERNS, sweep_curve, window_curve
+from easel.report.disclosures import disclosures
 from easel.report.floor import FLOOR_FORMULA, floor_rows
 from easel.report.goodput import goodput_section
 from easel.report.models_table import model_listing
@@ -89,85 +82,6 @@ def _by_model(table: pa.Table, cfg: EaselConfig, column: str | None = None, valu
     if column is not None:
         table = table.filter(pc.equal(table.column(column), value))
     return summarize(table, cfg).by_model if table.num_rows else {}
-
-
-# --- what was simulated or tiny ---------------------------------------------------------------
-
-
-def disclosures(cfg: EaselConfig, scores: list[dict[str, Any]] | None = None) -> list[str]:
-    """Plain statements, for the top of the report, of everything simulated, tiny or flagged."""
-    out: list[str] = []
-    sim = [p.name for p in cfg.providers if p.simulated]
-    if sim:
-        every = "All" if len(sim) == len(cfg.providers) else f"{len(sim)} of {len(cfg.providers)}"
-        out.append(
-            f"{every} providers are SIMULATED ({', '.join(sim)}): Ray resources on the machine "
-            "that ran the benchmark, not cloud GPUs. Their prices are the configured per-GPU-hour "
-            "list prices (dated below), applied to the local replicas' wall time."
-        )
-    tiny = [m for m in cfg.models if m.tiny_recipe is not None]
-    if tiny:
-        out.append(
-            f"{len(tiny)} open model(s) are TINY random-weight builds of the real diffusers "
-            f"pipeline classes ({', '.join(m.display_name for m in tiny)}): their images are "
-            "noise, so their quality scores say nothing about the real models, and their latency "
-            "and cost are those of the tiny builds, not comparable to published figures."
-        )
-    cpu = [m for m in cfg.models if m.backend == "diffusers" and m.num_gpus == 0]
-    if cpu:
-        out.append(
-            f"{len(cpu)} self-hosted model(s) ran on CPU (num_gpus = 0) and are priced as if each "
-            "replica held its provider's GPUs for the same wall time."
-        )
-    api = [m for m in cfg.models if m.api is not None and m.api.simulated is not None]
-    if api:
-        out.append(
-            f"{len(api)} closed model(s) are SIMULATED vendor APIs "
-            f"({', '.join(m.display_name for m in api)}): local HTTP servers with configured "
-            "latency and failure rates; the real client code calls them. Their cost is the "
-            "configured price per image."
-        )
-    synth = [n.display_name for n in cfg.niches if n.reference_dir is None]
-    if synth:
-        out.append(
-            f"Reference images are SYNTHETIC for {len(synth)} niche(s) ({', '.join(synth)}): "
-            "generated locally, not curated photographs."
-        )
-    if cfg.evaluation.feature_weights is None:
-        out.append(
-            "FID/KID use a small local feature network, not Inception-v3: not comparable to "
-            "published FID."
-        )
-    elif cfg.evaluation.image_size != 299:
-        out.append(
-            f"FID uses Inception-v3 at image_size {cfg.evaluation.image_size}: not comparable to "
-            "published FID, which needs 299 px with clean-fid's resize."
-        )
-    if cfg.evaluation.clip_weights is None:
-        out.append("CLIP scores use a small local CLIP, not a pretrained one.")
-    if scores is not None:
-        if scores and all(r.get("human_score") is None for r in scores):
-            out.append(
-                "No human votes: the composite is computed over FID and CLIP only (CLIP alone "
-                "where FID is n/a) and flagged."
-            )
-        if any(r.get("fid_na") for r in scores):
-            out.append(
-                "FID is n/a where the images or the references do not outnumber the feature "
-                "network's dimensions (their covariance would be rank-deficient and FID mostly "
-                "bias); KID is shown there instead, and the composite leaves FID out."
-            )
-        if any(r.get("human_score") is not None and not r.get("human_anchored") for r in scores):
-            out.append(
-                "Some human scores are relative to this run's mean model (no anchor model with "
-                "votes): they are reported but left out of the composite."
-            )
-        if any(r.get("fid_flag") for r in scores):
-            out.append(
-                f"FID at N < {cfg.evaluation.min_fid_n} images is biased upwards; KID is shown "
-                "beside it and such figures are flagged."
-            )
-    return out
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -292,70 +206,6 @@ def _quality(cfg: EaselConfig, scores: list[dict[str, Any]] | None) -> dict[str,
     }
 
 
-def _cost(
-    cfg: EaselConfig, usage: list[dict[str, Any]] | None, req: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    if usage is None:
-        return {}
-    deps = deployment_costs(cfg, usage)
-    per_model = model_costs(deps)
-    busy = model_busy_costs(deps)
-    niche_images: dict[tuple[str, str, str], int] = {}
-    for r in req or []:
-        if r.get("ok"):
-            key = (r["model"], r["niche"], r.get("provider") or "")
-            niche_images[key] = niche_images.get(key, 0) + 1
-    images: dict[str, int] = defaultdict(int)
-    spent: dict[str, float] = defaultdict(float)
-    for d in deps:
-        images[d.model] += d.images
-        spent[d.model] += spent_usd(d)
-    return {
-        "formula": COST_FORMULA,
-        "overhead_per_image": cfg.cost.orchestration_overhead_per_image,
-        "platform_fee_pct": cfg.cost.platform_fee_pct,
-        "prices": [
-            {
-                "provider": p.name,
-                "cloud": p.cloud,
-                "region": p.region,
-                "gpu": p.gpu,
-                "gpus_per_replica": p.gpus_per_replica,
-                "price_per_gpu_hour": p.price_per_gpu_hour,
-                "price_date": p.price_date.isoformat(),
-                "price_source": p.price_source,
-                "simulated": p.simulated,
-            }
-            for p in cfg.providers
-        ],
-        "api_prices": [
-            {"model": m.name, "display_name": m.display_name, "price_per_image": m.price_per_image}
-            for m in cfg.models
-            if m.backend == "http_api"
-        ],
-        "models": [
-            {
-                "model": m.name,
-                "pricing": "api" if m.backend == "http_api" else "gpu",
-                "images": images[m.name],
-                "spent_usd": spent[m.name],
-                "cost_per_image": per_model.get(m.name),
-                **busy.get(m.name, {"busy_cost_per_image": None, "idle_share": None}),
-            }
-            for m in cfg.models
-        ],
-        "deployments": [{**d.to_dict(), "spent_usd": spent_usd(d)} for d in deps],
-        "by_niche": [c.to_dict() for c in niche_costs(deps, niche_images)],
-        "notes": [
-            "A model's cost per image is everything its deployments cost (idle ones included) "
-            "over every image they made: what this run paid. Busy-only counts only the GPU time "
-            "spent making images: what the model costs on replicas kept busy, without this "
-            "run's standby and idle capacity (the idle share says how much of the bill that was).",
-            "Images (N) are the images the replicas made, warm-up requests included.",
-        ],
-    }
-
-
 def _load_section(
     cfg: EaselConfig, manifest: pa.Table | None, overall: Any | None
 ) -> dict[str, Any]:
@@ -443,7 +293,7 @@ def build_summary(
                 }
             )
 
-    cost = _cost(cfg, usage, req)
+    cost = cost_section(cfg, usage, req)
     model_unit = {r["model"]: r["cost_per_image"] for r in cost.get("models", [])}
     quality = _quality(cfg, scores)
 

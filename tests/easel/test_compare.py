@@ -30,7 +30,7 @@ def test_two_runs_of_one_config_pass(baseline: Path, tmp_path: Path, capsys) -> 
     metrics = {r["metric"] for r in report["rows"]}
     assert metrics == {
         "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "goodput", "error_rate",
-        "composite", "cost_per_image",
+        "composite", "cost_per_image", "busy_cost_per_image",
     }  # fmt: skip
     assert {r["niche"] for r in report["rows"]} == {"all", *(n.name for n in config_with().niches)}
     assert "Verdict: no regression" in (b / "compare.md").read_text()
@@ -124,3 +124,41 @@ def test_the_latency_interval_is_distribution_free_and_honest_at_small_n(tmp_pat
     assert point == 19 and lo > 0 and math.isinf(hi)
     assert _ratio(math.inf, 10.0) == math.inf and _ratio(10.0, math.inf) == -1.0
     assert _ratio(math.inf, math.inf) == 0.0 and _ratio(30.0, 10.0) == pytest.approx(2.0)
+
+
+def _small_config(tmp_path: Path, name: str, vendor_slowdown: float = 1.0) -> Path:
+    """Two models (tiny SDXL Turbo, simulated Proprietary A), two niches, 60 jobs: a real bench
+    that takes about a minute; `vendor_slowdown` multiplies the simulated vendor's latency."""
+    import yaml
+
+    data = config_with().model_dump(mode="json")
+    data["models"] = [m for m in data["models"] if m["name"] in ("sdxl-turbo", "proprietary-a")]
+    for m in data["models"]:
+        if m["name"] == "sdxl-turbo":
+            m["providers"] = ["lambda-sim"]
+        else:
+            lat = m["api"]["simulated"]["latency"]
+            lat["p50_ms"] *= vendor_slowdown
+            lat["p95_ms"] *= vendor_slowdown
+    data["niches"] = data["niches"][:2]
+    data["traffic"].update(jobs=60, rate=4.0)
+    data["evaluation"].update(bootstrap=20, reference_images_per_niche=160)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_compare_two_real_runs_of_one_config_and_a_slowed_vendor(tmp_path: Path, capsys) -> None:
+    runs = {}
+    for name, slow in (("a", 1.0), ("b", 1.0), ("c", 3.0)):
+        cfg = _small_config(tmp_path, name, slow)
+        runs[name] = tmp_path / name
+        assert main(["bench", "--config", str(cfg), "--out", str(runs[name]), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(runs["a"]), str(runs["b"])]) == 0, runs["b"] / "compare.md"
+    assert main(["compare", str(runs["a"]), str(runs["c"])]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION proprietary-a / all: latency_p50_ms" in out
+    report = json.loads((runs["c"] / "compare.json").read_text())
+    assert {r["model"] for r in report["regressions"]} == {"proprietary-a"}
