@@ -96,8 +96,8 @@ def test_rater_clusters_widen_the_interval_when_raters_disagree() -> None:
             outcome = "tie" if u < 0.2 else ("a" if (u < 0.9) == (fav == "m0") else "b")
             rows.append(("m0", "m1", outcome, f"rater{r}"))
     votes = pd.DataFrame(rows, columns=["model_a", "model_b", "outcome", "rater"])
-    by_vote = bootstrap_bt(votes, ["m0", "m1"], resamples=200, seed=1)
-    by_rater = bootstrap_bt(votes, ["m0", "m1"], resamples=200, seed=1, cluster="rater")
+    by_vote = bootstrap_bt(votes, ["m0", "m1"], resamples=100, seed=1)
+    by_rater = bootstrap_bt(votes, ["m0", "m1"], resamples=100, seed=1, cluster="rater")
 
     def width(draws: np.ndarray) -> float:
         gap = draws[:, 1] - draws[:, 0]
