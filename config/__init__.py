@@ -14,8 +14,9 @@ One module per part of the file: `providers`, `models`, `workload` (niches, traf
 whole file and its cross-section checks) and `loading` (YAML in, errors out).
 """
 
-from config._base import ConfigError, Name, Strict
+from config._base import DNS_LABEL, ConfigError, Name, Strict
 from config.deploy import (
+    GatewayDeployment,
     KubernetesConfig,
     OperatorConfig,
     RoutingConfig,
@@ -40,14 +41,16 @@ from config.models import (
     ModelConfig,
     Resolution,
     SimulatedVendor,
+    is_hub_id,
 )
-from config.providers import GpuType, ProviderConfig, Toleration
+from config.providers import GpuType, ProviderConfig, ProviderKubernetes, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
 from config.workload import NicheConfig, SloConfig, TrafficConfig
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DNS_LABEL",
     "DIFFUSERS_PIPELINES",
     "PRODUCTION_EXAMPLE",
     "ApiConfig",
@@ -59,6 +62,7 @@ __all__ = [
     "EaselConfig",
     "EvaluationConfig",
     "FloatRange",
+    "GatewayDeployment",
     "GpuType",
     "IntRange",
     "KubernetesConfig",
@@ -68,6 +72,7 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "ProviderKubernetes",
     "Resolution",
     "RoutingConfig",
     "ServeConfig",
@@ -77,6 +82,7 @@ __all__ = [
     "Tenant",
     "Toleration",
     "TrafficConfig",
+    "is_hub_id",
     "load_config",
     "parse_config",
     "shipped_config_path",
