@@ -185,8 +185,9 @@ def plan_provider(
             high = group_max[group]
             limit = f"the live worker group's maxReplicas {high}"
         if fill_max > high:
-            raise CapacityError(_shortfall(provider, group, pod, at_max[group], fill_max, high,
-                                           limit))  # fmt: skip
+            raise CapacityError(
+                _shortfall(provider, group, pod, at_max[group], fill_max, high, limit)
+            )
         plans.append(GroupPlan(group, pod, min(low, high), high, fill_min, fill_max, limit))
     return plans
 

@@ -59,7 +59,11 @@ def _pvc(cfg: EaselConfig, name: str, gb: int, mode: str, component: str) -> dic
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace_of(cfg), "labels": labels(cfg, component)},
+        "metadata": {
+            "name": name,
+            "namespace": namespace_of(cfg),
+            "labels": labels(cfg, component),
+        },
         "spec": spec,
     }
 
@@ -116,19 +120,39 @@ def bench_manifests(cfg: EaselConfig, image: str) -> dict[str, dict[str, Any]]:
     if ev.num_gpus == 0:
         cpu_needs.append(ReplicaNeed("scorer", 0, ev.actor_num_cpus, ev.actors))
     groups = [
-        _group(cfg, "cpu", image, env, volumes, mounts, gpus=0, cpus=k8s.cpu_worker_cpus,
-               memory_gb=k8s.cpu_worker_memory_gb, low=1, high=_pods(cpu_needs, 0,
-                                                                       k8s.cpu_worker_cpus)),
-    ]  # fmt: skip
+        _group(
+            cfg,
+            "cpu",
+            image,
+            env,
+            volumes,
+            mounts,
+            gpus=0,
+            cpus=k8s.cpu_worker_cpus,
+            memory_gb=k8s.cpu_worker_memory_gb,
+            low=1,
+            high=_pods(cpu_needs, 0, k8s.cpu_worker_cpus),
+        ),
+    ]
     if ev.num_gpus > 0:
         gpus = math.ceil(ev.num_gpus)
         cpus = k8s.worker_cpus_per_gpu * gpus
         need = [ReplicaNeed("scorer", ev.num_gpus, ev.actor_num_cpus, ev.actors)]
         groups.append(
-            _group(cfg, "gpu", image, env, volumes, mounts, gpus=gpus, cpus=cpus,
-                   memory_gb=k8s.worker_memory_gb_per_gpu * gpus, low=0,
-                   high=_pods(need, gpus, cpus))
-        )  # fmt: skip
+            _group(
+                cfg,
+                "gpu",
+                image,
+                env,
+                volumes,
+                mounts,
+                gpus=gpus,
+                cpus=cpus,
+                memory_gb=k8s.worker_memory_gb_per_gpu * gpus,
+                low=0,
+                high=_pods(need, gpus, cpus),
+            )
+        )
     job = {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -158,8 +182,11 @@ def bench_manifests(cfg: EaselConfig, image: str) -> dict[str, dict[str, Any]]:
     loader = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"{name}-data-loader", "namespace": ns,
-                     "labels": labels(cfg, "bench-data-loader")},  # fmt: skip
+        "metadata": {
+            "name": f"{name}-data-loader",
+            "namespace": ns,
+            "labels": labels(cfg, "bench-data-loader"),
+        },
         "spec": {
             "restartPolicy": "Never",
             "containers": [
@@ -169,8 +196,10 @@ def bench_manifests(cfg: EaselConfig, image: str) -> dict[str, dict[str, Any]]:
                     "imagePullPolicy": k8s.image_pull_policy,
                     # Idles while `kubectl cp` fills the volume; delete the pod when done.
                     "command": ["sleep", "86400"],
-                    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                  "limits": {"cpu": "1", "memory": "1Gi"}},  # fmt: skip
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "256Mi"},
+                        "limits": {"cpu": "1", "memory": "1Gi"},
+                    },
                     "volumeMounts": [{"name": "data", "mountPath": "/volume"}],
                 }
             ],

@@ -23,6 +23,7 @@ __all__ = [
     "CONFIG_PATH",
     "PROVIDER_RESOURCE_UNITS",
     "ManifestError",
+    "base_name",
     "bench_name",
     "config_map",
     "context_of",
@@ -41,7 +42,6 @@ __all__ = [
     "rayservice_name",
     "secret_env",
     "serve_service_url",
-    "base_name",
 ]
 
 CONFIG_DIR = "/etc/easel"
@@ -57,9 +57,15 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Fields no pod reads: changing them must not roll a cluster (see the module docstring).
 _NOT_RUN = ("description", "traffic", "slo", "evaluation", "cost", "operator")
 _PROVIDER_NOT_RUN = (
-    "price_per_gpu_hour", "price_date", "price_source", "capacity", "min_replicas",
-    "max_replicas", "project_id", "kubernetes",
-)  # fmt: skip
+    "price_per_gpu_hour",
+    "price_date",
+    "price_source",
+    "capacity",
+    "min_replicas",
+    "max_replicas",
+    "project_id",
+    "kubernetes",
+)
 # Per model: autoscaling is applied in place through serveConfigV2; the rest is report-only.
 _MODEL_NOT_RUN = ("autoscaling", "slo_ms", "tflop_per_step")
 
@@ -179,8 +185,14 @@ def namespace_manifest(cfg: EaselConfig, namespace: str) -> dict[str, Any]:
     }
 
 
-def config_map(cfg: EaselConfig, name: str, namespace: str, text: str, component: str,
-               provider: str | None = None) -> dict[str, Any]:  # fmt: skip
+def config_map(
+    cfg: EaselConfig,
+    name: str,
+    namespace: str,
+    text: str,
+    component: str,
+    provider: str | None = None,
+) -> dict[str, Any]:
     """A ConfigMap holding one config file (`config.yaml`)."""
     return {
         "apiVersion": "v1",
@@ -219,7 +231,8 @@ def provider_digest(cfg: EaselConfig, provider: ProviderConfig) -> str:
         "provider": _without(provider.model_dump(mode="json"), _PROVIDER_NOT_RUN),
         "gpu": cfg.gpu(provider.gpu).model_dump(mode="json"),
         "models": [
-            _without(m.model_dump(mode="json"), _MODEL_NOT_RUN) for m in hosted_models(cfg, provider)
+            _without(m.model_dump(mode="json"), _MODEL_NOT_RUN)
+            for m in hosted_models(cfg, provider)
         ],
         "serve": _without(cfg.serve.model_dump(mode="json"), ("ingress_replicas",)),
     }

@@ -114,9 +114,16 @@ def weights_job(
                             "image": image,
                             "imagePullPolicy": k8s.image_pull_policy,
                             "command": [
-                                "easel", "k8s", "weights", "--config", CONFIG_PATH,
-                                "--provider", provider.name, "--cache", MODELS_DIR,
-                            ],  # fmt: skip
+                                "easel",
+                                "k8s",
+                                "weights",
+                                "--config",
+                                CONFIG_PATH,
+                                "--provider",
+                                provider.name,
+                                "--cache",
+                                MODELS_DIR,
+                            ],
                             "env": [*cache_env(offline=False), token],
                             "resources": {"requests": resources, "limits": resources},
                             "volumeMounts": [

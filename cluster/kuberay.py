@@ -24,6 +24,7 @@ import yaml
 
 from cluster._yaml import write_yaml_files
 from cluster.capacity import GPU_GROUP, CapacityError, GroupPlan, hosted_models, plan_provider
+from cluster.k8s_bench import bench_manifests
 from cluster.k8s_common import (
     CONFIG_DIR,
     CONFIG_PATH,
@@ -42,7 +43,6 @@ from cluster.k8s_common import (
     rayservice_name,
     secret_env,
 )
-from cluster.k8s_bench import bench_manifests
 from cluster.k8s_gateway import gateway_manifests
 from cluster.k8s_weights import MODELS_DIR, cache_env, model_cache_pvc, weights_job
 from config import EaselConfig, ProviderConfig
@@ -356,4 +356,3 @@ def _node_selector(cfg: EaselConfig, provider: ProviderConfig) -> dict[str, str]
             f"for gpu {provider.gpu!r} (known: {known}); set node_selector"
         )
     return {"nvidia.com/gpu.product": label}
-

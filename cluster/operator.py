@@ -138,8 +138,9 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
                 scale(s, low, f"below its floor ({low}: Serve min_replicas, at least 1)")
             elif not fits(s.provider, provider_ceilings(s.provider)):
                 to = ceilings[(model, s.provider)]
-                while to > low and not fits(s.provider, provider_ceilings(s.provider,
-                                                                          **{model: to})):  # fmt: skip
+                while to > low and not fits(
+                    s.provider, provider_ceilings(s.provider, **{model: to})
+                ):
                     to -= 1
                 if to != ceilings[(model, s.provider)]:
                     scale(s, to, "its replicas no longer fit the provider's worker groups")
@@ -150,18 +151,22 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
             if not s.drained and s.window_requests >= cfg.min_requests:
                 rate = s.window_errors / s.window_requests
                 if rate > cfg.max_error_rate:
-                    erroring[s.provider] = (f"error rate {rate:.0%} ({s.window_errors}/"
-                                            f"{s.window_requests}) > {cfg.max_error_rate:.0%}")  # fmt: skip
+                    erroring[s.provider] = (
+                        f"error rate {rate:.0%} ({s.window_errors}/"
+                        f"{s.window_requests}) > {cfg.max_error_rate:.0%}"
+                    )
         bad = dict(erroring)
-        bad |= {s.provider: "unhealthy" for s in routes
-                if not s.drained and not s.healthy and s.provider not in erroring}  # fmt: skip
+        bad |= {
+            s.provider: "unhealthy"
+            for s in routes
+            if not s.drained and not s.healthy and s.provider not in erroring
+        }
         good = [s for s in routes if not s.drained and s.provider not in bad]
 
         def cheapest_with_headroom(
             exclude: str | None = None, routes: list[RouteState] = routes, good: list = good
         ) -> RouteState | None:
-            room = [s for s in good if s.provider != exclude and can_scale(s)
-                    and headroom(s, 1)]  # fmt: skip
+            room = [s for s in good if s.provider != exclude and can_scale(s) and headroom(s, 1)]
             return min(room, key=lambda s: (s.price_per_gpu_hour, s.provider), default=None)
 
         for s in routes:
@@ -178,8 +183,11 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
                 if target is not None:
                     add = headroom(target, moved)
                     tkey = (model, target.provider)
-                    scale(target, ceilings[tkey] + add,
-                          f"taking capacity from {s.provider} ({erroring[s.provider]})")  # fmt: skip
+                    scale(
+                        target,
+                        ceilings[tkey] + add,
+                        f"taking capacity from {s.provider} ({erroring[s.provider]})",
+                    )
 
         # 3. queue depth over the model's healthy capacity
         capacity_now = sum(ceilings[(model, s.provider)] for s in good)
@@ -188,15 +196,20 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
         if good and queue > cfg.queue_high:
             target = cheapest_with_headroom()
             if target is None:
-                why = (f"queue {queue:.1f}/replica > {cfg.queue_high:g} but no healthy provider "
-                       "has headroom now")  # fmt: skip
+                why = (
+                    f"queue {queue:.1f}/replica > {cfg.queue_high:g} but no healthy provider "
+                    "has headroom now"
+                )
                 decisions.append(Decision("hold", model, "*", capacity_now, capacity_now, why))
             else:
                 key = (model, target.provider)
                 add = headroom(target, cfg.scale_step)
-                scale(target, ceilings[key] + add,
-                      f"queue {queue:.1f}/replica > {cfg.queue_high:g}; cheapest provider with "
-                      f"headroom (${target.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
+                scale(
+                    target,
+                    ceilings[key] + add,
+                    f"queue {queue:.1f}/replica > {cfg.queue_high:g}; cheapest provider with "
+                    f"headroom (${target.price_per_gpu_hour:g}/GPU-h)",
+                )
         elif good and queue < cfg.queue_low:
             for s in sorted(good, key=lambda s: (-s.price_per_gpu_hour, s.provider)):
                 key = (model, s.provider)
@@ -204,18 +217,29 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
                 if ceilings[key] <= low or not can_scale(s):
                     continue
                 to = max(low, ceilings[key] - cfg.scale_step)
-                scale(s, to, f"queue {queue:.1f}/replica < {cfg.queue_low:g}; most expensive "
-                             f"healthy provider above its floor "
-                             f"(${s.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
+                scale(
+                    s,
+                    to,
+                    f"queue {queue:.1f}/replica < {cfg.queue_low:g}; most expensive "
+                    f"healthy provider above its floor "
+                    f"(${s.price_per_gpu_hour:g}/GPU-h)",
+                )
                 break
 
         # 4. weights
         new = _weights(routes, good, bad, ceilings, cfg)
         if new is None:
             if good or bad:
-                decisions.append(Decision("hold", model, "*", 0, 0,
-                                          "no healthy provider has capacity; weights left as "
-                                          "they are"))  # fmt: skip
+                decisions.append(
+                    Decision(
+                        "hold",
+                        model,
+                        "*",
+                        0,
+                        0,
+                        "no healthy provider has capacity; weights left as they are",
+                    )
+                )
             continue
         changed, lines = _weight_changes(routes, new, bad, ceilings)
         decisions += lines
@@ -262,10 +286,13 @@ def _weight_changes(
         if s.provider in bad:
             reason = f"{bad[s.provider]}: no new traffic"
         else:
-            reason = (f"ceiling {ceilings[(s.model, s.provider)]} replica(s) at "
-                      f"${s.price_per_gpu_hour:g}/GPU-h (cheapest healthy ${cheapest:g})")  # fmt: skip
-        lines.append(Decision("weight", s.model, s.provider, round(old, 3), new[s.provider],
-                              reason))  # fmt: skip
+            reason = (
+                f"ceiling {ceilings[(s.model, s.provider)]} replica(s) at "
+                f"${s.price_per_gpu_hour:g}/GPU-h (cheapest healthy ${cheapest:g})"
+            )
+        lines.append(
+            Decision("weight", s.model, s.provider, round(old, 3), new[s.provider], reason)
+        )
     return changed, lines
 
 
@@ -422,8 +449,11 @@ class Operator:
             self._last_scaled[(d.model, d.provider)] = now
 
     def _scale_in(self, d: Decision, states: list[RouteState], now: float) -> list[Decision]:
-        others = [s for s in states if s.model == d.model and s.provider != d.provider
-                  and s.healthy and not s.drained]  # fmt: skip
+        others = [
+            s
+            for s in states
+            if s.model == d.model and s.provider != d.provider and s.healthy and not s.drained
+        ]
         if not others:
             # Draining the model's only route would turn its traffic into 503s; Serve drains
             # the replica it removes (graceful shutdown) instead.
@@ -437,21 +467,24 @@ class Operator:
         finally:
             self.routing.update(undrain=[d.provider], model=d.model)
         if not drained:
-            why = (f"drain of {d.provider} for {d.model} did not finish within "
-                   f"{self.cfg.operator.drain_timeout_s:g}s; not scaling in ({d.reason})")  # fmt: skip
+            why = (
+                f"drain of {d.provider} for {d.model} did not finish within "
+                f"{self.cfg.operator.drain_timeout_s:g}s; not scaling in ({d.reason})"
+            )
             return [Decision("hold", d.model, d.provider, d.before, d.before, why)]
-        return [Decision("scale", d.model, d.provider, d.before, d.after,
-                         f"{d.reason} (drained first)")]  # fmt: skip
+        return [
+            Decision("scale", d.model, d.provider, d.before, d.after, f"{d.reason} (drained first)")
+        ]
 
     def _wait_drained(self, model: str, provider: str) -> bool:
         deadline = self.clock() + self.cfg.operator.drain_timeout_s
         while True:
             view = self.routing.show()
-            left = [r.outstanding for r in view.routes
-                    if r.model == model and r.provider == provider]  # fmt: skip
+            left = [
+                r.outstanding for r in view.routes if r.model == model and r.provider == provider
+            ]
             if not left or left[0] == 0:
                 return True
             if self.clock() >= deadline:
                 return False
             self.sleep(0.25)
-

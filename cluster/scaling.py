@@ -87,8 +87,13 @@ class Patch:
     why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "namespace": self.namespace, "name": self.name,
-                "why": self.why, "patch": self.ops}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "why": self.why,
+            "patch": self.ops,
+        }
 
 
 @dataclass(frozen=True)
@@ -201,9 +206,14 @@ class ProviderCluster:
                     GROUP, VERSION, self.namespace, _PLURAL[kind], name
                 )
             return self.api.patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, _PLURAL[kind], name, body,
+                GROUP,
+                VERSION,
+                self.namespace,
+                _PLURAL[kind],
+                name,
+                body,
                 _content_type=_JSON_PATCH,
-            )  # fmt: skip
+            )
         except ApiException as exc:
             if verb == "patch" and exc.status == 422:
                 raise _Conflict(_message(exc)) from None
@@ -245,8 +255,7 @@ def scale_provider(
     for model in serve:
         if model not in hosted:
             raise ScaleError(
-                f"provider {provider.name!r} serves no model {model!r} (it serves "
-                f"{sorted(hosted)})"
+                f"provider {provider.name!r} serves no model {model!r} (it serves {sorted(hosted)})"
             )
 
     def compute(state: ClusterState) -> list[Patch]:
@@ -263,8 +272,10 @@ def scale_provider(
                     f"{sorted(bounds)}); re-render and apply the provider's manifests"
                 )
             low, high = serve.get(m, (None, None))
-            new_bounds[m] = (now.min_replicas if low is None else low,
-                             now.max_replicas if high is None else high)  # fmt: skip
+            new_bounds[m] = (
+                now.min_replicas if low is None else low,
+                now.max_replicas if high is None else high,
+            )
             _check_serve(m, *new_bounds[m])
         # Worker groups: what their maxReplicas become.
         for g in workers:
@@ -276,13 +287,16 @@ def scale_provider(
         new_groups = {}
         for g, scale in live.items():
             low, high = workers.get(g, (None, None))
-            new_groups[g] = (scale.min_replicas if low is None else low,
-                             scale.max_replicas if high is None else high)  # fmt: skip
+            new_groups[g] = (
+                scale.min_replicas if low is None else low,
+                scale.max_replicas if high is None else high,
+            )
             if g in workers:
                 _check_group(provider, g, *new_groups[g])
         try:
-            plan_provider(cfg, provider, bounds=new_bounds,
-                          group_max={g: b[1] for g, b in new_groups.items()})  # fmt: skip
+            plan_provider(
+                cfg, provider, bounds=new_bounds, group_max={g: b[1] for g, b in new_groups.items()}
+            )
         except CapacityError as exc:
             raise ScaleError(str(exc)) from None
         patches = []
@@ -297,8 +311,9 @@ def scale_provider(
 
 def _check_serve(model: str, low: int, high: int) -> None:
     if low < 0 or high < 1:
-        raise ScaleError(f"{model}: Serve needs min_replicas >= 0 and max_replicas >= 1, "
-                         f"got {low}..{high}")  # fmt: skip
+        raise ScaleError(
+            f"{model}: Serve needs min_replicas >= 0 and max_replicas >= 1, got {low}..{high}"
+        )
     if low > high:
         raise ScaleError(f"{model}: min_replicas {low} exceeds max_replicas {high}")
 
@@ -329,8 +344,10 @@ def _serve_patch(
                 continue
             low, high = by_name[d["name"]]
             auto = dict(d.get("autoscaling_config") or {})
-            old = (auto.get("min_replicas", d.get("num_replicas")),
-                   auto.get("max_replicas", d.get("num_replicas")))  # fmt: skip
+            old = (
+                auto.get("min_replicas", d.get("num_replicas")),
+                auto.get("max_replicas", d.get("num_replicas")),
+            )
             d.pop("num_replicas", None)
             auto["min_replicas"], auto["max_replicas"] = low, high
             if "initial_replicas" in auto:
@@ -357,8 +374,14 @@ def _group_patches(state: ClusterState, group: str, low: int, high: int) -> list
     targets = []
     if state.cluster is not None:
         targets.append(("RayCluster", state.cluster, "/spec", "the live cluster"))
-    targets.append(("RayService", state.rayservice, "/spec/rayClusterConfig",
-                    "for the next cluster an upgrade brings up"))  # fmt: skip
+    targets.append(
+        (
+            "RayService",
+            state.rayservice,
+            "/spec/rayClusterConfig",
+            "for the next cluster an upgrade brings up",
+        )
+    )
     for kind, obj, base, why in targets:
         spec = obj["spec"] if kind == "RayCluster" else obj["spec"]["rayClusterConfig"]
         groups = spec.get("workerGroupSpecs", [])
@@ -377,9 +400,14 @@ def _group_patches(state: ClusterState, group: str, low: int, high: int) -> list
             ops.append({"op": "add", "path": f"{path}/replicas", "value": fit})
         meta = obj["metadata"]
         patches.append(
-            Patch(kind, meta["namespace"], meta["name"], ops,
-                  f"worker group {group!r} {now.min_replicas}..{now.max_replicas} -> "
-                  f"{low}..{high} ({why})")  # fmt: skip
+            Patch(
+                kind,
+                meta["namespace"],
+                meta["name"],
+                ops,
+                f"worker group {group!r} {now.min_replicas}..{now.max_replicas} -> "
+                f"{low}..{high} ({why})",
+            )
         )
     return patches
 
@@ -404,4 +432,3 @@ def _message(exc: Any) -> str:
     message = str(body.get("message") or exc.reason)
     causes = [c.get("message") for c in (body.get("details") or {}).get("causes", [])]
     return message + "".join(f" ({c})" for c in causes if c)
-

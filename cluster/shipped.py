@@ -1,8 +1,9 @@
 """The manifests of the configs easel ships, as committed under `k8s/`.
 
 `k8s/<name>/` holds the manifests of a shipped config (one folder per provider, `gateway/`,
-`bench/`) and `k8s/<name>/launcher/` its Ray cluster-launcher configs; a test renders them afresh and compares, so they never drift from
-the configs. Re-render with `easel k8s render --shipped`.
+`bench/`) and `k8s/<name>/launcher/` its Ray cluster-launcher configs; a test renders them
+afresh and compares, so they never drift from the configs. Re-render with
+`easel k8s render --shipped`.
 """
 
 from __future__ import annotations

@@ -25,8 +25,16 @@ __all__ = ["WeightItem", "WeightsError", "fetch", "plan", "unpinned"]
 # root-level single-file checkpoints (e.g. FLUX.2-dev's 64 GB original-format file) and other
 # frameworks' exports are never read, so they are not fetched.
 _SNAPSHOT_ALLOW = ["model_index.json", "*/*"]
-_SNAPSHOT_IGNORE = ["*.onnx", "*.onnx_data", "*.msgpack", "*.bin", "*.ckpt", "*.pb", "*.h5",
-                    "*openvino*"]  # fmt: skip
+_SNAPSHOT_IGNORE = [
+    "*.onnx",
+    "*.onnx_data",
+    "*.msgpack",
+    "*.bin",
+    "*.ckpt",
+    "*.pb",
+    "*.h5",
+    "*openvino*",
+]
 
 
 class WeightsError(RuntimeError):

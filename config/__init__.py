@@ -50,8 +50,8 @@ from config.workload import NicheConfig, SloConfig, TrafficConfig
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "DNS_LABEL",
     "DIFFUSERS_PIPELINES",
+    "DNS_LABEL",
     "PRODUCTION_EXAMPLE",
     "ApiConfig",
     "Autoscaling",

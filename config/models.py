@@ -195,8 +195,8 @@ class ModelConfig(Strict):
     revision: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{40}$",
-        description="Commit of the hub checkpoint `weights` names (40 hex digits): the weight-fetch "
-        "Job downloads exactly it, and replicas load it from the cache offline.",
+        description="Commit of the hub checkpoint `weights` names (40 hex digits): the "
+        "weight-fetch Job downloads exactly it, and replicas load it from the cache offline.",
     )
     unet: str | None = Field(
         default=None,

@@ -3,8 +3,8 @@
 `load_pipeline` turns a `ModelConfig` into a ready pipeline: `tiny://<recipe>` resolves to the
 local tiny build (built on first use), anything else goes straight to
 `<PipelineClass>.from_pretrained` as a hub id (at its pinned revision) or local path; a model with
-more than one GPU is spread over them as `serve_apps.placement` plans. `generate` runs one batched call in
-which every prompt keeps its own seed, hiding each class's calling convention.
+more than one GPU is spread over them as `serve_apps.placement` plans. `generate` runs one batched
+call in which every prompt keeps its own seed, hiding each class's calling convention.
 `count_prompt_tokens` and `prompt_token_limit` let the server reject an over-long prompt instead
 of letting the pipeline truncate it silently.
 """
@@ -108,7 +108,9 @@ def load_pipeline(model: ModelConfig, device: str | None = None) -> DiffusionPip
         kwargs.update(placement.from_pretrained_kwargs())
     with tiny_models.no_progress_bars():
         if model.unet:
-            kwargs["unet"] = _load_unet(model.unet, path, dtype, model.revision, model.unet_revision)
+            kwargs["unet"] = _load_unet(
+                model.unet, path, dtype, model.revision, model.unet_revision
+            )
         pipe = cls.from_pretrained(path, **kwargs)
     if model.scheduler != "default":
         name, overrides = _SCHEDULERS[model.scheduler]

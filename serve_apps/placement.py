@@ -38,9 +38,22 @@ __all__ = [
 ACTIVATION_RESERVE = 0.15
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 _DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-    "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
-}  # fmt: skip
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 class PlacementError(ValueError):
@@ -90,8 +103,8 @@ def plan_placement(
     cycle = order + order[::-1]
     free = dict(budget)
     device_map: dict[str, int] = {}
-    turn = 0
-    for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+    # The turn passes only when a component lands (here: always, or the plan is refused).
+    for turn, (name, size) in enumerate(sorted(sizes.items(), key=lambda kv: -kv[1])):
         gpu = cycle[turn % len(cycle)]
         if size > free[gpu]:
             raise PlacementError(
@@ -103,7 +116,6 @@ def plan_placement(
             )
         device_map[name] = gpu
         free[gpu] -= size
-        turn += 1
     return Placement(device_map, budget, dict(sizes))
 
 

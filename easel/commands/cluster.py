@@ -185,9 +185,10 @@ def _register_k8s(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--out", help="folder for the manifests (one subfolder per part)")
     render.add_argument("--image", help="container image (default: kubernetes.image)")
     render.add_argument(
-        "--shipped", action="store_true",
+        "--shipped",
+        action="store_true",
         help="re-render the shipped configs into the repository's k8s/ (with launcher configs)",
-    )  # fmt: skip
+    )
     render.set_defaults(func=_k8s_render)
 
     validate = actions.add_parser("validate", help="validate manifests offline")
@@ -201,9 +202,10 @@ def _register_k8s(subparsers: argparse._SubParsersAction) -> None:
     _config_arg(weights)
     weights.add_argument("--provider", required=True, help="whose models to fetch")
     weights.add_argument(
-        "--cache", required=True,
+        "--cache",
+        required=True,
         help="the model cache folder (hub files go to CACHE/hf/hub, tiny builds to CACHE/easel)",
-    )  # fmt: skip
+    )
     weights.add_argument("--dry-run", action="store_true", help="print the plan, fetch nothing")
     weights.set_defaults(func=_k8s_weights)
 
@@ -272,8 +274,11 @@ def _k8s_weights(args: argparse.Namespace) -> int:
         return 0
     missing = [i for i in items if i.kind == "local" and not Path(i.source).exists()]
     if missing:
-        return _fail("k8s weights", "local weights not on the volume: "
-                     + "; ".join(i.describe() for i in missing), 1)  # fmt: skip
+        return _fail(
+            "k8s weights",
+            "local weights not on the volume: " + "; ".join(i.describe() for i in missing),
+            1,
+        )
     try:
         paths = fetch(items, cache / "hf" / "hub", token=os.environ.get("HF_TOKEN") or None)
     except WeightsError as exc:
@@ -331,17 +336,26 @@ def _register_scale(subparsers: argparse._SubParsersAction) -> None:
     _config_arg(scale)
     scale.add_argument("--provider", required=True, help="provider to scale")
     scale.add_argument(
-        "--model", action="append", default=[],
+        "--model",
+        action="append",
+        default=[],
         help="model whose deployment's bounds change (repeat; default: every model it serves)",
-    )  # fmt: skip
+    )
     scale.add_argument("--min", dest="min_replicas", type=int, help="Serve min_replicas")
     scale.add_argument("--max", dest="max_replicas", type=int, help="Serve max_replicas")
-    scale.add_argument("--group", choices=("gpu", "cpu"), default="gpu",
-                       help="worker group for --workers-min/--workers-max (default: gpu)")  # fmt: skip
+    scale.add_argument(
+        "--group",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="worker group for --workers-min/--workers-max (default: gpu)",
+    )
     scale.add_argument("--workers-min", type=int, help="the group's minReplicas (pods)")
     scale.add_argument("--workers-max", type=int, help="the group's maxReplicas (pods)")
-    scale.add_argument("--dry-run", action="store_true",
-                       help="print the JSON patches it would send; change nothing")  # fmt: skip
+    scale.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the JSON patches it would send; change nothing",
+    )
     _k8s_target_args(scale)
     scale.set_defaults(func=_scale)
 
@@ -362,15 +376,17 @@ def _scale(args: argparse.Namespace) -> int:
     if args.model and not serve_given:
         return _fail("scale", "--model needs --min and/or --max", 2)
     if not serve_given and not workers_given:
-        return _fail("scale", "nothing to change: give --min/--max and/or "
-                     "--workers-min/--workers-max", 2)  # fmt: skip
+        return _fail(
+            "scale", "nothing to change: give --min/--max and/or --workers-min/--workers-max", 2
+        )
     models = args.model or [m.name for m in hosted_models(cfg, provider)]
     serve = {m: (args.min_replicas, args.max_replicas) for m in models} if serve_given else {}
     workers = {args.group: (args.workers_min, args.workers_max)} if workers_given else {}
     try:
         cluster = _provider_cluster(args, cfg, provider)
-        patches = scale_provider(cfg, provider, cluster, serve=serve, workers=workers,
-                                 dry_run=args.dry_run)  # fmt: skip
+        patches = scale_provider(
+            cfg, provider, cluster, serve=serve, workers=workers, dry_run=args.dry_run
+        )
     except ManifestError as exc:
         return _fail("scale", str(exc), 2)
     except ScaleApiError as exc:
@@ -441,9 +457,12 @@ def _operator(args: argparse.Namespace) -> int:
                 )
         with _routing(args, cfg) as routing:
             operator = Operator(
-                cfg, routing, clusters, dry_run=args.dry_run,
+                cfg,
+                routing,
+                clusters,
+                dry_run=args.dry_run,
                 emit=lambda d: print(d.to_json(), flush=True),
-            )  # fmt: skip
+            )
             operator.run(iterations=args.iterations)
     except (ManifestError, ScaleError, RoutingError) as exc:
         return _fail("operator", str(exc))

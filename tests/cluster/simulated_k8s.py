@@ -259,21 +259,29 @@ class SimulatedKubeApi:
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError:
-                return self._fail(method, path, content_type, raw.decode(errors="replace"),
-                                  _Reject(400, "the request body is not JSON", "BadRequest"))  # fmt: skip
+                return self._fail(
+                    method,
+                    path,
+                    content_type,
+                    raw.decode(errors="replace"),
+                    _Reject(400, "the request body is not JSON", "BadRequest"),
+                )
         if headers.get("Authorization") != f"Bearer {self.token}":
-            return self._fail(method, path, content_type, body, _Reject(401, "Unauthorized",
-                                                                        "Unauthorized"))  # fmt: skip
+            return self._fail(
+                method, path, content_type, body, _Reject(401, "Unauthorized", "Unauthorized")
+            )
         m = _PATH.match(path.split("?", 1)[0])
         if m is None:
-            reject = _Reject(404, f"the server could not find the requested resource ({path})",
-                             "NotFound")  # fmt: skip
+            reject = _Reject(
+                404, f"the server could not find the requested resource ({path})", "NotFound"
+            )
             return self._fail(method, path, content_type, body, reject)
         api_version = "v1" if m["core"] else f"{m['group']}/{m['version']}"
         plural, ns, name, status = m["plural"], m["ns"], m["name"], bool(m["status"])
         try:
-            result, event = self._serve(method, api_version, plural, ns, name, status,
-                                        content_type, body)  # fmt: skip
+            result, event = self._serve(
+                method, api_version, plural, ns, name, status, content_type, body
+            )
         except _Reject as exc:
             return self._fail(method, path, content_type, body, exc)
         self.calls.append(ApiCall(method, path, content_type, body, 200))
@@ -294,16 +302,21 @@ class SimulatedKubeApi:
     ) -> tuple[Any, str | None]:
         kinds = [k for (v, k), p in _PLURALS.items() if p == plural and v == api_version]
         if not kinds:
-            raise _Reject(404, f"the server could not find the requested resource ({plural})",
-                          "NotFound")  # fmt: skip
+            raise _Reject(
+                404, f"the server could not find the requested resource ({plural})", "NotFound"
+            )
         kind = kinds[0]
         resource = f"{plural}.{api_version.split('/')[0]}" if "/" in api_version else plural
         with self._lock:
             if name is None:
                 if method == "GET":
                     items = self.list(plural, ns)
-                    return {"apiVersion": api_version, "kind": f"{kind}List", "items": items,
-                            "metadata": {"resourceVersion": str(self._version)}}, None  # fmt: skip
+                    return {
+                        "apiVersion": api_version,
+                        "kind": f"{kind}List",
+                        "items": items,
+                        "metadata": {"resourceVersion": str(self._version)},
+                    }, None
                 if method == "POST":
                     return self._create(api_version, kind, plural, ns, body, resource), "ADDED"
                 raise _Reject(405, f"{method} is not allowed on a list", "MethodNotAllowed")
@@ -336,8 +349,9 @@ class SimulatedKubeApi:
             self._write(key, new, old)
             return copy.deepcopy(new), "MODIFIED"
 
-    def _create(self, api_version: str, kind: str, plural: str, ns: str, body: Any,
-                resource: str) -> dict[str, Any]:  # fmt: skip
+    def _create(
+        self, api_version: str, kind: str, plural: str, ns: str, body: Any, resource: str
+    ) -> dict[str, Any]:
         obj = copy.deepcopy(body or {})
         meta = obj.setdefault("metadata", {})
         meta["namespace"] = ns
@@ -364,23 +378,31 @@ class SimulatedKubeApi:
             out["status"] = new.get("status", {})
             return out
         new["status"] = copy.deepcopy(old.get("status", {}))
-        new["metadata"] = {**new.get("metadata", {}), "name": old["metadata"]["name"],
-                           "namespace": old["metadata"]["namespace"]}  # fmt: skip
+        new["metadata"] = {
+            **new.get("metadata", {}),
+            "name": old["metadata"]["name"],
+            "namespace": old["metadata"]["namespace"],
+        }
         return new
 
     def _check(self, obj: dict[str, Any], kind: str, name: str) -> None:
         if self.schemas is None or (obj.get("apiVersion"), kind) not in self.schemas.crds:
             return
         body = {k: v for k, v in obj.items() if k != "status"}
-        meta = {k: v for k, v in body.get("metadata", {}).items()
-                if k not in ("resourceVersion", "generation", "uid")}  # fmt: skip
+        meta = {
+            k: v
+            for k, v in body.get("metadata", {}).items()
+            if k not in ("resourceVersion", "generation", "uid")
+        }
         problems = self.schemas.validate({**body, "metadata": meta})
         if problems:
-            raise _Reject(422, f'{kind} "{name}" is invalid: [{", ".join(problems[:5])}]',
-                          "Invalid")  # fmt: skip
+            raise _Reject(
+                422, f'{kind} "{name}" is invalid: [{", ".join(problems[:5])}]', "Invalid"
+            )
 
-    def _fail(self, method: str, path: str, content_type: str | None, body: Any,
-              exc: _Reject) -> tuple[int, Any]:  # fmt: skip
+    def _fail(
+        self, method: str, path: str, content_type: str | None, body: Any, exc: _Reject
+    ) -> tuple[int, Any]:
         self.calls.append(ApiCall(method, path, content_type, body, exc.status))
         # A Kubernetes `Status`, which the client turns into ApiException.
         result: dict[str, Any] = {
@@ -393,8 +415,9 @@ class SimulatedKubeApi:
             "code": exc.status,
         }
         if exc.cause:
-            result["details"] = {"causes": [{"reason": "UnexpectedServerResponse",
-                                             "message": exc.cause}]}  # fmt: skip
+            result["details"] = {
+                "causes": [{"reason": "UnexpectedServerResponse", "message": exc.cause}]
+            }
         return exc.status, result
 
 
@@ -402,8 +425,11 @@ def _apply_patch(obj: dict[str, Any], content_type: str | None, patch: Any) -> d
     base = (content_type or "").split(";", 1)[0].strip()
     if base == JSON_PATCH:
         if not isinstance(patch, list):
-            raise _Reject(400, "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
-                          "BadRequest")  # fmt: skip
+            raise _Reject(
+                400,
+                "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+                "BadRequest",
+            )
         doc = copy.deepcopy(obj)
         try:
             for op in patch:
@@ -557,8 +583,10 @@ def _main(argv: list[str] | None = None) -> int:
             while True:
                 time.sleep(0.2)
                 for call in api.calls[seen:]:
-                    print(f"{call.method} {call.path} -> {call.status} {json.dumps(call.body)}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{call.method} {call.path} -> {call.status} {json.dumps(call.body)}",
+                        flush=True,
+                    )
                 seen = len(api.calls)
         except KeyboardInterrupt:
             pass

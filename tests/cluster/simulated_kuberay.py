@@ -147,9 +147,12 @@ class SimulatedKubeRay:
             pending = self._create_cluster(rs, pending_name)
         # Worker groups appended at the end: update the cluster in place (shouldUpdateCluster).
         for cluster in (active, pending):
-            if cluster is not None and _hash(goal) != _annotation(cluster, HASH_KEY):
-                if _hash(goal, groups=_num_groups(cluster)) == _annotation(cluster, HASH_KEY):
-                    self._update_cluster(rs, cluster)
+            if (
+                cluster is not None
+                and _hash(goal) != _annotation(cluster, HASH_KEY)
+                and _hash(goal, groups=_num_groups(cluster)) == _annotation(cluster, HASH_KEY)
+            ):
+                self._update_cluster(rs, cluster)
         # A different spec: prepare a new cluster (shouldPrepareNewCluster), unless strategy None.
         current = pending or active
         if current is None or (
@@ -190,13 +193,23 @@ class SimulatedKubeRay:
         status["numServeEndpoints"] = 1 if running else 0
         status["observedGeneration"] = rs["metadata"].get("generation", 1)
         if running:
-            _condition(status, "Ready", "True", "NonZeroServeEndpoints",
-                       "Number of serve endpoints is greater than 0")  # fmt: skip
+            _condition(
+                status,
+                "Ready",
+                "True",
+                "NonZeroServeEndpoints",
+                "Number of serve endpoints is greater than 0",
+            )
         else:
             _condition(status, "Ready", "False", "Initializing", "RayService is initializing")
         both = all(_names(status))
-        _condition(status, "UpgradeInProgress", "True" if both else "False",
-                   "BothActivePendingClustersExist" if both else "NoPendingCluster", "")  # fmt: skip
+        _condition(
+            status,
+            "UpgradeInProgress",
+            "True" if both else "False",
+            "BothActivePendingClustersExist" if both else "NoPendingCluster",
+            "",
+        )
         self.api.store_put(rs, status_only=True)
 
     def _reconcile_serve(self, rs: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
@@ -231,9 +244,13 @@ class SimulatedKubeRay:
                     "ray.io/kuberay-version": KUBERAY_VERSION,
                 },
                 "ownerReferences": [
-                    {"apiVersion": "ray.io/v1", "kind": "RayService",
-                     "name": rs["metadata"]["name"], "uid": rs["metadata"].get("uid", ""),
-                     "controller": True}  # fmt: skip
+                    {
+                        "apiVersion": "ray.io/v1",
+                        "kind": "RayService",
+                        "name": rs["metadata"]["name"],
+                        "uid": rs["metadata"].get("uid", ""),
+                        "controller": True,
+                    }
                 ],
             },
             "spec": spec,
@@ -338,11 +355,15 @@ def _validate(rs: dict[str, Any]) -> str:
     for g in cluster.get("workerGroupSpecs", []):
         low, high = g.get("minReplicas"), g.get("maxReplicas")
         if not autoscaling and (low is None or high is None):
-            return (f"worker group {g['groupName']} must set both minReplicas and maxReplicas "
-                    "when autoscaling is disabled")  # fmt: skip
+            return (
+                f"worker group {g['groupName']} must set both minReplicas and maxReplicas "
+                "when autoscaling is disabled"
+            )
         if low is not None and high is not None and low > high:
-            return (f"worker group {g['groupName']} has minReplicas {low} greater than "
-                    f"maxReplicas {high}")  # fmt: skip
+            return (
+                f"worker group {g['groupName']} has minReplicas {low} greater than "
+                f"maxReplicas {high}"
+            )
     return ""
 
 
@@ -376,4 +397,3 @@ def _condition(status: dict[str, Any], kind: str, value: str, reason: str, messa
     conditions = [c for c in status.get("conditions", []) if c["type"] != kind]
     conditions.append({"type": kind, "status": value, "reason": reason, "message": message})
     status["conditions"] = conditions
-

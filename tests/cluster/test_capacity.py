@@ -65,8 +65,9 @@ def test_a_config_that_cannot_fit_is_refused_with_the_shortfall():
     message = str(err.value)
     assert "provider 'aws', worker group 'gpu'" in message
     assert "need 22 GPUs / 112 CPUs = 11 pods of 2 GPUs, 16 CPUs" in message
-    assert re.search(r"may hold 8 \(capacity 16 GPUs / 2 per pod.*short by 3 pods \(6 GPUs\)",
-                     message)  # fmt: skip
+    assert re.search(
+        r"may hold 8 \(capacity 16 GPUs / 2 per pod.*short by 3 pods \(6 GPUs\)", message
+    )
 
 
 def test_a_replica_larger_than_a_pod_is_refused():

@@ -36,14 +36,20 @@ def shipped(request):
 
 
 def _rayservices(cfg, objs) -> dict:
-    return {p.name: objs[f"{p.name}/40-rayservice.yaml"] for p in cfg.providers
-            if f"{p.name}/40-rayservice.yaml" in objs}  # fmt: skip
+    return {
+        p.name: objs[f"{p.name}/40-rayservice.yaml"]
+        for p in cfg.providers
+        if f"{p.name}/40-rayservice.yaml" in objs
+    }
 
 
 def test_crds_are_vendored():
     assert default_crd_dir().is_relative_to(Path(__file__).resolve().parents[2] / "cluster")
     assert {p.name for p in default_crd_dir().glob("ray.io_*.yaml")} == {
-        "ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"}  # fmt: skip
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+    }
 
 
 def test_shipped_manifests_validate_strictly(shipped, tmp_path):
@@ -52,8 +58,14 @@ def test_shipped_manifests_validate_strictly(shipped, tmp_path):
     report = validate_files(written, load_schemas(default_crd_dir()))
     assert report == {str(p): [] for p in written}
     kinds = {yaml.safe_load(p.read_text().split("\n", 1)[1])["kind"] for p in written}
-    assert {"RayService", "RayJob", "Deployment", "Service", "Job",
-            "PersistentVolumeClaim"} <= kinds  # fmt: skip
+    assert {
+        "RayService",
+        "RayJob",
+        "Deployment",
+        "Service",
+        "Job",
+        "PersistentVolumeClaim",
+    } <= kinds
 
 
 def test_one_rayservice_per_provider_serving_only_its_models(shipped):
@@ -77,7 +89,9 @@ def test_one_rayservice_per_provider_serving_only_its_models(shipped):
         for d, m in zip(app["deployments"], models, strict=True):
             auto = d["autoscaling_config"]
             assert (auto["min_replicas"], auto["max_replicas"]) == (
-                m.autoscaling.min_replicas, m.autoscaling.max_replicas)  # fmt: skip
+                m.autoscaling.min_replicas,
+                m.autoscaling.max_replicas,
+            )
         cluster = rs["spec"]["rayClusterConfig"]
         assert cluster["enableInTreeAutoscaling"] is True
         assert cluster["rayVersion"] == RAY_VERSION
@@ -105,16 +119,20 @@ def test_gpu_groups_cover_the_deployments_max_replicas():
     objs = render(cfg)
     for name, rs in _rayservices(cfg, objs).items():
         p = cfg.provider(name)
-        (gpu,) = [g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-                  if g["groupName"] == "gpu"]  # fmt: skip
-        pod_gpus = int(gpu["template"]["spec"]["containers"][0]["resources"]["limits"][
-            "nvidia.com/gpu"])  # fmt: skip
+        (gpu,) = [
+            g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu"
+        ]
+        pod_gpus = int(
+            gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        )
         pod_cpus = float(gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
         models = [m for m in hosted_models(cfg, p) if m.num_gpus]
         assert gpu["maxReplicas"] * pod_gpus >= sum(
-            m.autoscaling.max_replicas * m.num_gpus for m in models)  # fmt: skip
+            m.autoscaling.max_replicas * m.num_gpus for m in models
+        )
         assert gpu["maxReplicas"] * pod_cpus >= sum(
-            m.autoscaling.max_replicas * m.num_cpus for m in models)  # fmt: skip
+            m.autoscaling.max_replicas * m.num_cpus for m in models
+        )
         assert gpu["maxReplicas"] <= p.capacity // p.gpus_per_replica
         pod = gpu["template"]["spec"]
         assert pod["nodeSelector"] == dict(p.node_selector)
@@ -139,7 +157,9 @@ def test_weights_reach_pods_from_the_cache_offline(shipped):
             spec = pod["template"]["spec"]
             (vol,) = [v for v in spec["volumes"] if v["name"] == "models"]
             assert vol["persistentVolumeClaim"] == {
-                "claimName": pvc["metadata"]["name"], "readOnly": True}  # fmt: skip
+                "claimName": pvc["metadata"]["name"],
+                "readOnly": True,
+            }
             env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
             assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/hf"
             assert "HF_TOKEN" not in env  # serving pods never hold the hub token
@@ -148,7 +168,10 @@ def test_weights_reach_pods_from_the_cache_offline(shipped):
         assert c["command"][:3] == ["easel", "k8s", "weights"]
         token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
         assert token["valueFrom"]["secretKeyRef"] == {
-            "name": cfg.kubernetes.secret_name, "key": "HF_TOKEN", "optional": True}  # fmt: skip
+            "name": cfg.kubernetes.secret_name,
+            "key": "HF_TOKEN",
+            "optional": True,
+        }
         assert "HF_HUB_OFFLINE" not in {e["name"] for e in c["env"]}
 
 
@@ -164,10 +187,25 @@ def test_secrets_only_by_reference(shipped):
     for rs in _rayservices(cfg, objs).values():
         gcs = rs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
         assert gcs["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == (
-            cfg.kubernetes.redis_password_secret)  # fmt: skip
+            cfg.kubernetes.redis_password_secret
+        )
+    # Every env variable that carries a secret comes from a Secret, never a literal value.
     for path, obj in objs.items():
-        text = yaml.safe_dump(obj)
-        assert "value: sk-" not in text and "password: " not in text.replace("redisPassword", "")
+        for env in _env_lists(obj):
+            for e in env:
+                if any(w in e["name"] for w in ("KEY", "TOKEN", "PASSWORD", "SECRET")):
+                    assert "value" not in e and "secretKeyRef" in e["valueFrom"], (path, e)
+
+
+def _env_lists(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("env"), list):
+            yield node["env"]
+        for v in node.values():
+            yield from _env_lists(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _env_lists(v)
 
 
 def test_dockerfile_builds_on_the_same_ray():
@@ -213,9 +251,13 @@ def test_only_what_pods_run_rolls_them():
     for name in _rayservices(cfg, base):
         key = f"{name}/40-rayservice.yaml"
         assert same[key]["spec"]["rayClusterConfig"] == base[key]["spec"]["rayClusterConfig"]
-        assert _names(same)[f"{name}/10-configmap.yaml"] == _names(base)[f"{name}/10-configmap.yaml"]
-    assert same["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"] != (
-        base["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"])  # fmt: skip
+        assert (
+            _names(same)[f"{name}/10-configmap.yaml"] == _names(base)[f"{name}/10-configmap.yaml"]
+        )
+    assert (
+        same["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"]
+        != (base["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"])
+    )
     # The gateway routes by price (cheapest_healthy): its config, and so its pods, change.
     assert _names(same)["gateway/10-configmap.yaml"] != _names(base)["gateway/10-configmap.yaml"]
 
@@ -234,8 +276,9 @@ def test_committed_manifests_equal_a_fresh_render(tmp_path):
     fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.yaml")}
     committed = {
         p.relative_to(root): p.read_text()
-        for name in SHIPPED for p in (root / name).rglob("*.yaml")
-    }  # fmt: skip
+        for name in SHIPPED
+        for p in (root / name).rglob("*.yaml")
+    }
     stale = sorted(str(p) for p in fresh if committed.get(p) != fresh[p])
     stale += sorted(str(p) for p in committed if p not in fresh)
     assert not stale, f"k8s/ differs from the configs in {stale}: run `easel k8s render --shipped`"
@@ -252,8 +295,10 @@ def _rename(data: dict, old: str, new: str) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["kubernetes"].update(name="a" * 40) or _rename(d, "lambda", "lambda-labs"),
-         "cannot name provider 'lambda-labs'"),
+        (
+            lambda d: d["kubernetes"].update(name="a" * 40) or _rename(d, "lambda", "lambda-labs"),
+            "cannot name provider 'lambda-labs'",
+        ),
         (lambda d: d["models"][0].update(num_gpus=3), "raise the provider's gpus_per_replica"),
         (
             lambda d: (
@@ -276,10 +321,12 @@ def test_pcie_gpus_get_the_pcie_product_label():
     data["gpus"][0]["form_factor"] = "PCIe"
     data["providers"][0]["node_selector"] = {}
     rs = render(parse_config(data))["lambda/40-rayservice.yaml"]
-    (gpu,) = [g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-              if g["groupName"] == "gpu"]  # fmt: skip
+    (gpu,) = [
+        g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu"
+    ]
     assert gpu["template"]["spec"]["nodeSelector"] == {
-        "nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe"}  # fmt: skip
+        "nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe"
+    }
 
 
 def test_provider_tolerations_are_rendered():
@@ -289,8 +336,10 @@ def test_provider_tolerations_are_rendered():
     ]
     rs = render(parse_config(data))["lambda/40-rayservice.yaml"]
     groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
-    assert groups["gpu"]["template"]["spec"]["tolerations"][1] == (
-        data["providers"][0]["tolerations"][0])  # fmt: skip
+    assert (
+        groups["gpu"]["template"]["spec"]["tolerations"][1]
+        == (data["providers"][0]["tolerations"][0])
+    )
     assert "tolerations" not in groups["cpu"]["template"]["spec"]  # CPU pods avoid GPU nodes
 
 
@@ -299,10 +348,19 @@ def test_render_cli_writes_folders(tmp_path):
 
     assert main(["k8s", "render", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "azure-sim", "bench", "gateway", "lambda-sim", "runpod-sim"]  # fmt: skip
+        "azure-sim",
+        "bench",
+        "gateway",
+        "lambda-sim",
+        "runpod-sim",
+    ]
     assert sorted(p.name for p in (tmp_path / "runpod-sim").iterdir()) == [
-        "00-namespace.yaml", "10-configmap.yaml", "20-model-cache.yaml", "30-weights-job.yaml",
-        "40-rayservice.yaml"]  # fmt: skip
+        "00-namespace.yaml",
+        "10-configmap.yaml",
+        "20-model-cache.yaml",
+        "30-weights-job.yaml",
+        "40-rayservice.yaml",
+    ]
     assert main(["k8s", "render", "--shipped", "--out", str(tmp_path)]) == 2
 
 

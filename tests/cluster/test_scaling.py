@@ -26,8 +26,7 @@ def prod(tmp_path):
     with SimulatedKubeApi() as api:
         ctl = SimulatedKubeRay(api)
         api.apply(render(cfg)["aws/40-rayservice.yaml"])
-        kubeconfig = str(api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS,
-                                              context="aws"))  # fmt: skip
+        kubeconfig = str(api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS, context="aws"))
         yield cfg, api, ctl, kubeconfig
 
 
@@ -52,7 +51,7 @@ def _groups(obj: dict) -> dict:
 def test_serve_bounds_apply_in_place_to_the_running_cluster(prod, capsys):
     from easel.cli import main
 
-    cfg, api, ctl, kubeconfig = prod
+    _cfg, api, ctl, kubeconfig = prod
     cluster = _live(api)["metadata"]["name"]
     argv = ["scale", "--config", str(PROD), "--kubeconfig", kubeconfig, "--provider", "aws"]
     assert main([*argv, "--model", "flux2-dev", "--min", "0", "--max", "2"]) == 0
@@ -63,7 +62,8 @@ def test_serve_bounds_apply_in_place_to_the_running_cluster(prod, capsys):
     patches = [c for c in api.calls if c.method == "PATCH"]
     assert len(patches) == 1 and patches[0].content_type == JSON_PATCH
     assert patches[0].body[0]["op"] == "test" and patches[0].body[0]["path"] == (
-        "/spec/serveConfigV2")  # fmt: skip
+        "/spec/serveConfigV2"
+    )
 
 
 def test_worker_bounds_go_to_the_live_raycluster_found_in_status(prod):
@@ -72,7 +72,9 @@ def test_worker_bounds_go_to_the_live_raycluster_found_in_status(prod):
     live_before = _live(api)
     patches = scale_provider(cfg, cfg.provider("aws"), pc, workers={"gpu": (2, 7)})
     assert [(p.kind, p.name) for p in patches] == [
-        ("RayCluster", live_before["metadata"]["name"]), ("RayService", RS)]  # fmt: skip
+        ("RayCluster", live_before["metadata"]["name"]),
+        ("RayService", RS),
+    ]
     live = _groups(_live(api))["gpu"]
     assert (live["minReplicas"], live["maxReplicas"]) == (2, 7)
     # The RayService keeps them for the next cluster; KubeRay does not roll for them.
@@ -82,17 +84,23 @@ def test_worker_bounds_go_to_the_live_raycluster_found_in_status(prod):
 
 def test_a_rayservice_replica_patch_alone_changes_nothing(prod):
     """What the old `easel scale` did: KubeRay ignores it, so nothing would ever scale."""
-    cfg, api, ctl, kubeconfig = prod
+    _cfg, api, ctl, kubeconfig = prod
     before = _live(api)
     client = custom_objects_api(kubeconfig)
     path = "/spec/rayClusterConfig/workerGroupSpecs/1"
     client.patch_namespaced_custom_object(
-        "ray.io", "v1", NS, "rayservices", RS,
-        [{"op": "test", "path": f"{path}/groupName", "value": "gpu"},
-         {"op": "replace", "path": f"{path}/replicas", "value": 6},
-         {"op": "replace", "path": f"{path}/maxReplicas", "value": 6}],
+        "ray.io",
+        "v1",
+        NS,
+        "rayservices",
+        RS,
+        [
+            {"op": "test", "path": f"{path}/groupName", "value": "gpu"},
+            {"op": "replace", "path": f"{path}/replicas", "value": 6},
+            {"op": "replace", "path": f"{path}/maxReplicas", "value": 6},
+        ],
         _content_type=JSON_PATCH,
-    )  # fmt: skip
+    )
     assert _groups(api.get("rayservices", NS, RS))["gpu"]["replicas"] == 6  # stored ...
     after = _live(api)
     assert after["spec"] == before["spec"]  # ... but the running cluster is untouched
@@ -103,9 +111,21 @@ def test_a_rayservice_replica_patch_alone_changes_nothing(prod):
 def test_dry_run_prints_the_patches_and_sends_none(prod, capsys):
     from easel.cli import main
 
-    cfg, api, ctl, kubeconfig = prod
-    argv = ["scale", "--config", str(PROD), "--kubeconfig", kubeconfig, "--provider", "aws",
-            "--max", "1", "--workers-max", "4", "--dry-run"]  # fmt: skip
+    _cfg, api, _ctl, kubeconfig = prod
+    argv = [
+        "scale",
+        "--config",
+        str(PROD),
+        "--kubeconfig",
+        kubeconfig,
+        "--provider",
+        "aws",
+        "--max",
+        "1",
+        "--workers-max",
+        "4",
+        "--dry-run",
+    ]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [p["kind"] for p in printed] == ["RayService", "RayCluster", "RayService"]
@@ -117,7 +137,7 @@ def test_dry_run_prints_the_patches_and_sends_none(prod, capsys):
 def test_bounds_that_do_not_fit_are_refused_before_any_patch(prod, capsys):
     from easel.cli import main
 
-    cfg, api, ctl, kubeconfig = prod
+    _cfg, api, _ctl, kubeconfig = prod
     argv = ["scale", "--config", str(PROD), "--kubeconfig", kubeconfig, "--provider", "aws"]
     # 8 flux2-dev replicas x 2 GPUs with the others at 2 x 1: 11 pods; the group holds 8.
     assert main([*argv, "--model", "flux2-dev", "--max", "8"]) == 2
@@ -137,7 +157,7 @@ def test_bounds_that_do_not_fit_are_refused_before_any_patch(prod, capsys):
 def test_a_concurrent_edit_is_reread(prod):
     """Someone changes serveConfigV2 between our read and our patch: the guard's `test` fails
     (422), and the scaler re-reads and patches the new text."""
-    cfg, api, ctl, kubeconfig = prod
+    cfg, api, _ctl, kubeconfig = prod
     pc = ProviderCluster(custom_objects_api(kubeconfig), NS, RS)
     real_read = pc.read
     reads = []
@@ -155,8 +175,9 @@ def test_a_concurrent_edit_is_reread(prod):
     scale_provider(cfg, cfg.provider("aws"), pc, serve={"sdxl-turbo": (1, 1)})
     statuses = [c.status for c in api.calls if c.method == "PATCH"]
     assert statuses == [422, 200] and len(reads) == 2
-    assert _serve_max(api.get("rayservices", NS, RS)["spec"]["serveConfigV2"])[
-        "sdxl-turbo--aws"] == 1  # fmt: skip
+    assert (
+        _serve_max(api.get("rayservices", NS, RS)["spec"]["serveConfigV2"])["sdxl-turbo--aws"] == 1
+    )
 
 
 def test_no_cluster_yet_is_a_clear_error(tmp_path):
@@ -164,8 +185,9 @@ def test_no_cluster_yet_is_a_clear_error(tmp_path):
     with SimulatedKubeApi([render(cfg)["aws/40-rayservice.yaml"]]) as api:  # no controller
         pc = ProviderCluster(custom_objects_api(str(api.write_kubeconfig(tmp_path / "k"))), NS, RS)
         # Serve bounds need no cluster; worker bounds go to the RayService copy only.
-        patches = scale_provider(cfg, cfg.provider("aws"), pc, workers={"gpu": (0, 7)},
-                                 dry_run=True)  # fmt: skip
+        patches = scale_provider(
+            cfg, cfg.provider("aws"), pc, workers={"gpu": (0, 7)}, dry_run=True
+        )
         assert [p.kind for p in patches] == ["RayService"]
         with pytest.raises(ScaleError, match="no worker group 'tpu'"):
             scale_provider(cfg, cfg.provider("aws"), pc, workers={"tpu": (0, 1)})
@@ -173,7 +195,7 @@ def test_no_cluster_yet_is_a_clear_error(tmp_path):
 
 def test_a_config_change_rolls_only_when_pods_change(prod):
     """Re-rendered and applied: a price change keeps the cluster; a new image rolls one."""
-    cfg, api, ctl, kubeconfig = prod
+    cfg, api, ctl, _kubeconfig = prod
     first = _live(api)["metadata"]["name"]
     data = cfg.model_dump(mode="json")
     data["providers"][1]["price_per_gpu_hour"] = 3.99

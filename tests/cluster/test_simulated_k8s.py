@@ -48,10 +48,14 @@ def test_token_is_required(api):
 
 def test_a_failed_json_patch_answers_422_with_the_generic_message(api):
     base = "/spec/rayClusterConfig/workerGroupSpecs/0"
-    good = [{"op": "test", "path": f"{base}/groupName", "value": "cpu"},
-            {"op": "replace", "path": f"{base}/maxReplicas", "value": 4}]  # fmt: skip
-    wrong = [{"op": "test", "path": f"{base}/groupName", "value": "gpu"},
-             {"op": "replace", "path": f"{base}/maxReplicas", "value": 7}]  # fmt: skip
+    good = [
+        {"op": "test", "path": f"{base}/groupName", "value": "cpu"},
+        {"op": "replace", "path": f"{base}/maxReplicas", "value": 4},
+    ]
+    wrong = [
+        {"op": "test", "path": f"{base}/groupName", "value": "gpu"},
+        {"op": "replace", "path": f"{base}/maxReplicas", "value": 7},
+    ]
     missing = [{"op": "replace", "path": "/spec/nope/x", "value": 1}]
     with _client(api) as c:
         before = api.get("rayservices", "easel", NAME)["metadata"]["generation"]
@@ -72,14 +76,18 @@ def test_status_is_a_subresource(api):
     with _client(api) as c:
         gen = api.get("rayservices", "easel", NAME)["metadata"]["generation"]
         # A write to the object leaves its status alone, and a label changes no generation.
-        r = c.patch(PATH, json={"status": {"serviceStatus": "Running"},
-                                "metadata": {"labels": {"team": "ops"}}},
-                    headers={"Content-Type": MERGE_PATCH})  # fmt: skip
+        r = c.patch(
+            PATH,
+            json={"status": {"serviceStatus": "Running"}, "metadata": {"labels": {"team": "ops"}}},
+            headers={"Content-Type": MERGE_PATCH},
+        )
         assert r.json()["metadata"]["labels"]["team"] == "ops"
         assert r.json().get("status", {}) == {} and r.json()["metadata"]["generation"] == gen
-        r = c.patch(PATH + "/status", json={"status": {"serviceStatus": "Running"},
-                                            "spec": {"serveConfigV2": "x"}},
-                    headers={"Content-Type": MERGE_PATCH})  # fmt: skip
+        r = c.patch(
+            PATH + "/status",
+            json={"status": {"serviceStatus": "Running"}, "spec": {"serveConfigV2": "x"}},
+            headers={"Content-Type": MERGE_PATCH},
+        )
         assert r.json()["status"] == {"serviceStatus": "Running"}
         assert r.json()["spec"]["serveConfigV2"] != "x"
 
@@ -101,8 +109,9 @@ def test_unsupported_patch_type(api):
 def test_strict_schema_check():
     obj = render(load_config())["runpod-sim/40-rayservice.yaml"]
     with SimulatedKubeApi([obj], schemas=load_schemas(default_crd_dir())) as api, _client(api) as c:
-        bad = [{"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/replicaz",
-                "value": 3}]  # fmt: skip
+        bad = [
+            {"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/replicaz", "value": 3}
+        ]
         r = c.patch(PATH, json=bad, headers={"Content-Type": JSON_PATCH})
         assert r.status_code == 422 and "replicaz" in r.json()["message"]
 
@@ -111,8 +120,9 @@ def test_kubeconfig_drives_the_real_client(api, tmp_path):
     from cluster.scaling import custom_objects_api
 
     with SimulatedKubeApi() as other:
-        kubeconfig = api.write_kubeconfig(tmp_path / "kc", namespace="easel",
-                                          others={"second": other})  # fmt: skip
+        kubeconfig = api.write_kubeconfig(
+            tmp_path / "kc", namespace="easel", others={"second": other}
+        )
         client = custom_objects_api(str(kubeconfig))
         obj = client.get_namespaced_custom_object("ray.io", "v1", "easel", "rayservices", NAME)
         assert obj["metadata"]["name"] == NAME

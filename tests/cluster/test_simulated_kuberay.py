@@ -85,8 +85,9 @@ def test_a_cluster_spec_change_rolls_a_new_cluster(rayservice):
         assert new != old and ctl.created == [old, new]
         assert api.get("rayclusters", NS, old)  # kept for rayClusterDeletionDelaySeconds
         ctl.tick(rayservice["spec"]["rayClusterDeletionDelaySeconds"])
-        assert ctl.deleted == [old] and [c["metadata"]["name"] for c in
-                                         api.list("rayclusters", NS)] == [new]  # fmt: skip
+        assert ctl.deleted == [old] and [
+            c["metadata"]["name"] for c in api.list("rayclusters", NS)
+        ] == [new]
 
 
 def test_upgrade_strategy_none_leaves_the_cluster(rayservice):
