@@ -42,7 +42,7 @@ from typing import Literal
 from cluster import capacity
 from cluster.kuberay import serve_deployment_name
 from cluster.routing_client import RoutingClient, RoutingView
-from cluster.scaling import ClusterState, ProviderCluster, scale_provider
+from cluster.scaling import ClusterState, ProviderCluster, ScaleError, scale_provider
 from config import EaselConfig, OperatorConfig
 
 __all__ = ["Decision", "Operator", "Plan", "RouteState", "decide"]
@@ -68,6 +68,7 @@ class RouteState:
     window_requests: int
     window_errors: int
     seconds_since_scaled: float
+    scalable: bool = True  # its provider's RayService could be read this interval
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,11 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
         scaled.add(key)
 
     def can_scale(s: RouteState) -> bool:
-        return (s.model, s.provider) not in scaled and s.seconds_since_scaled >= cfg.cooldown_s
+        return (
+            s.scalable
+            and (s.model, s.provider) not in scaled
+            and s.seconds_since_scaled >= cfg.cooldown_s
+        )
 
     def headroom(s: RouteState, step: int) -> int:
         """How much of `step` the provider can add to this route's ceiling."""
@@ -133,6 +138,8 @@ def decide(states: list[RouteState], cfg: OperatorConfig, fits: Fits) -> Plan:
     for model, routes in sorted(by_model.items()):
         # 1. bounds
         for s in routes:
+            if not s.scalable:
+                continue
             low = max(1, s.floor)
             if ceilings[(model, s.provider)] < low:
                 scale(s, low, f"below its floor ({low}: Serve min_replicas, at least 1)")
@@ -328,10 +335,15 @@ class Operator:
         """One interval: read the gateway and Kubernetes, decide, apply (unless dry run), log."""
         now = self.clock()
         view = self.routing.show()
-        cluster_states = {p: c.read() for p, c in self.clusters.items()}
+        cluster_states, unread = {}, []
+        for p, c in self.clusters.items():
+            try:
+                cluster_states[p] = c.read()
+            except ScaleError as exc:  # one provider's API down: the others still move
+                unread.append(Decision("hold", "*", p, 0, 0, f"cannot read its cluster: {exc}"))
         states = self._states(view, cluster_states, now)
         plan = decide(states, self.cfg.operator, self._fits(cluster_states))
-        done = plan.decisions if self.dry_run else self._apply(plan, states, now)
+        done = unread + (plan.decisions if self.dry_run else self._apply(plan, states, now))
         for d in done:
             self.emit(d)
         return done
@@ -383,8 +395,9 @@ class Operator:
                     outstanding=r.outstanding,
                     window_requests=requests,
                     window_errors=errors,
-                    # Without Kubernetes the operator moves weights only: never "off cooldown".
-                    seconds_since_scaled=now - last if p.name in clusters else -1.0,
+                    seconds_since_scaled=now - last,
+                    # Without its cluster (--no-k8s, or unreadable) a route moves weight only.
+                    scalable=p.name in clusters,
                 )
             )
         return states

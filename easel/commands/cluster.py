@@ -241,7 +241,12 @@ def _k8s_validate(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for p in map(Path, args.paths):
         if p.is_dir():
-            files += sorted(p.rglob("*.yaml"))
+            # launcher/ holds `ray up` configs, not Kubernetes objects (Ray validates those).
+            files += [
+                f
+                for f in sorted(p.rglob("*.yaml"))
+                if "launcher" not in f.relative_to(p).parts[:-1]
+            ]
         elif p.is_file():
             files.append(p)
         else:

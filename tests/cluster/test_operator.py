@@ -321,3 +321,29 @@ def test_operator_config_rejects_crossed_watermarks():
 
     with pytest.raises(ValidationError, match="queue_low"):
         OperatorConfig(queue_low=5, queue_high=4)
+
+
+def test_without_kubernetes_only_weights_move(world):
+    cfg, servers, _controllers, admin, _kubeconfig, _log = world
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
+    with RoutingClient(admin.url, KEY) as routing:
+        decisions = Operator(cfg, routing, None, emit=lambda d: None).step()
+    assert decisions and not [d for d in decisions if d.action == "scale"]
+    assert [b for b in admin.puts if "weights" in b]
+    assert not [c for s in servers.values() for c in s.calls if c.method == "PATCH"]
+
+
+def test_an_unreadable_provider_holds_and_the_others_still_move(world):
+    cfg, servers, _controllers, admin, kubeconfig, _log = world
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
+    servers["lambda"].stop()  # lambda's API server is gone
+    with RoutingClient(admin.url, KEY) as routing:
+        decisions = Operator(
+            cfg, routing, _clusters(cfg, kubeconfig), clock=lambda: 1000.0, emit=lambda d: None
+        ).step()
+    assert any(
+        d.action == "hold" and d.provider == "lambda" and "cannot read" in d.reason
+        for d in decisions
+    )
+    ups = [d for d in decisions if d.action == "scale" and d.after > d.before]
+    assert [(d.model, d.provider) for d in ups] == [("sdxl-turbo", "azure")]  # next cheapest
