@@ -21,6 +21,7 @@ __all__ = [
     "CONFIG_DIR",
     "CONFIG_FILE",
     "CONFIG_PATH",
+    "CONTEXT_ANNOTATION",
     "PROVIDER_RESOURCE_UNITS",
     "ManifestError",
     "base_name",
@@ -176,12 +177,20 @@ def labels(cfg: EaselConfig, component: str, provider: str | None = None) -> dic
     return out
 
 
-def namespace_manifest(cfg: EaselConfig, namespace: str) -> dict[str, Any]:
-    """The Namespace, so a folder applies on an empty cluster."""
+CONTEXT_ANNOTATION = "easel.dev/kube-context"
+
+
+def namespace_manifest(cfg: EaselConfig, namespace: str, context: str | None) -> dict[str, Any]:
+    """The Namespace, so a folder applies on an empty cluster; it names the kube context the
+    folder belongs to (`easel.dev/kube-context`; "(current)" for the current one)."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"app.kubernetes.io/name": "easel"}},
+        "metadata": {
+            "name": namespace,
+            "labels": {"app.kubernetes.io/name": "easel"},
+            "annotations": {CONTEXT_ANNOTATION: context or "(current)"},
+        },
     }
 
 

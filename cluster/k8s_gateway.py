@@ -147,7 +147,7 @@ def gateway_manifests(cfg: EaselConfig, image: str) -> dict[str, dict[str, Any]]
         },
     }
     out = {
-        "00-namespace.yaml": namespace_manifest(cfg, ns),
+        "00-namespace.yaml": namespace_manifest(cfg, ns, context_of(cfg)),
         "10-configmap.yaml": config_map(cfg, cm_name, ns, gateway_config_yaml(cfg), "gateway"),
         "20-deployment.yaml": deployment,
         "30-service.yaml": service,

@@ -28,9 +28,11 @@ from cluster.k8s_bench import bench_manifests
 from cluster.k8s_common import (
     CONFIG_DIR,
     CONFIG_PATH,
+    CONTEXT_ANNOTATION,
     PROVIDER_RESOURCE_UNITS,
     ManifestError,
     config_map,
+    context_of,
     default_image,
     gib,
     image_of,
@@ -165,7 +167,7 @@ def provider_manifests(
         },
     }
     return {
-        "00-namespace.yaml": namespace_manifest(cfg, ns),
+        "00-namespace.yaml": namespace_manifest(cfg, ns, context_of(cfg, provider)),
         "10-configmap.yaml": config_map(cfg, cm_name, ns, cfg.to_yaml(), "provider", provider.name),
         "20-model-cache.yaml": model_cache_pvc(cfg, provider),
         "30-weights-job.yaml": weights_job(cfg, provider, image, cm_name),
@@ -178,6 +180,7 @@ def provider_manifests(
                 "labels": labels(cfg, "provider", provider.name),
                 # On the RayService, not the pod template: changing them rolls nothing.
                 "annotations": {
+                    CONTEXT_ANNOTATION: context_of(cfg, provider) or "(current)",
                     "easel.dev/cloud": provider.cloud,
                     "easel.dev/region": provider.region,
                     "easel.dev/price-per-gpu-hour": f"{provider.price_per_gpu_hour:g}",

@@ -211,6 +211,8 @@ def _register_k8s(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _k8s_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cluster.kuberay import ManifestError, write_manifests
     from cluster.shipped import render_shipped
     from config import load_config
@@ -221,11 +223,24 @@ def _k8s_render(args: argparse.Namespace) -> int:
         if args.shipped:
             written = render_shipped()
         else:
-            written = write_manifests(load_config(args.config), args.out, image=args.image)
+            cfg = load_config(args.config)
+            written = write_manifests(cfg, args.out, image=args.image)
     except ManifestError as exc:
         return _fail("k8s render", str(exc), 2)
     for path in written:
         print(f"wrote {path}")
+    if not args.shipped:
+        from cluster.k8s_common import context_of
+
+        print(
+            "each folder belongs to one cluster: apply its files in order there, the "
+            "RayService once the weights Job is done (docs/operations.md, section 3):"
+        )
+        places = {p.name: context_of(cfg, p) for p in cfg.providers}
+        for folder in sorted({p.parent.name for p in written}):
+            ctx = places.get(folder, context_of(cfg))
+            flag = f"--context {ctx} " if ctx else ""
+            print(f"  {folder}/: kubectl {flag}apply -f {Path(args.out) / folder}/<file>")
     return 0
 
 

@@ -77,6 +77,10 @@ def test_one_rayservice_per_provider_serving_only_its_models(shipped):
     for name, rs in services.items():
         p = cfg.provider(name)
         assert rs["metadata"]["namespace"] == (p.kubernetes.namespace or cfg.kubernetes.namespace)
+        # Each provider's folder names the kube context it is applied in.
+        context = p.kubernetes.context or cfg.kubernetes.context or "(current)"
+        for obj in (rs, objs[f"{name}/00-namespace.yaml"]):
+            assert obj["metadata"]["annotations"]["easel.dev/kube-context"] == context
         serve_cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
         ServeDeploySchema.model_validate(serve_cfg)  # Ray Serve's own schema for config files
         (app,) = serve_cfg["applications"]
