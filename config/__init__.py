@@ -15,9 +15,10 @@ routing, Kubernetes, operator), `root` (the whole file and its cross-section che
 `loading` (YAML in, errors out).
 """
 
-from config._base import ConfigError, Name, Strict
+from config._base import DNS_LABEL, ConfigError, Name, Strict
 from config.compare import CompareConfig
 from config.deploy import (
+    GatewayDeployment,
     KubernetesConfig,
     OperatorConfig,
     RoutingConfig,
@@ -42,8 +43,9 @@ from config.models import (
     ModelConfig,
     Resolution,
     SimulatedVendor,
+    is_hub_id,
 )
-from config.providers import GpuType, ProviderConfig, Toleration
+from config.providers import GpuType, ProviderConfig, ProviderKubernetes, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
 from config.workload import (
@@ -58,6 +60,7 @@ from config.workload import (
 __all__ = [
     "DEFAULT_CONFIG",
     "DIFFUSERS_PIPELINES",
+    "DNS_LABEL",
     "PRODUCTION_EXAMPLE",
     "QUALITY_METRICS",
     "REPLAY_FILLABLE",
@@ -71,6 +74,7 @@ __all__ = [
     "EaselConfig",
     "EvaluationConfig",
     "FloatRange",
+    "GatewayDeployment",
     "GpuType",
     "IntRange",
     "KubernetesConfig",
@@ -80,6 +84,7 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "ProviderKubernetes",
     "QualityMetric",
     "Resolution",
     "RoutingConfig",
@@ -90,6 +95,7 @@ __all__ = [
     "Tenant",
     "Toleration",
     "TrafficConfig",
+    "is_hub_id",
     "load_config",
     "parse_config",
     "shipped_config_path",
