@@ -1,4 +1,5 @@
-"""`easel compare RUN_A RUN_B`: the regression gate. Light at import; the work is easel.compare."""
+"""`easel compare RUN_A RUN_B`: the regression gate. Light at import; the work is easel.compare
+and easel.compare_report."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from easel.compare import IncomparableRuns, compare_runs, write_comparison
+    from easel.compare import IncomparableRuns, compare_runs
+    from easel.compare_report import write_comparison
 
     try:
         result = compare_runs(args.run_a, args.run_b)
