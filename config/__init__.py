@@ -44,7 +44,7 @@ from config.models import (
 from config.providers import GpuType, ProviderConfig, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
-from config.workload import NicheConfig, SloConfig, TrafficConfig
+from config.workload import ConditioningConfig, NicheConfig, SloConfig, TrafficConfig
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -54,6 +54,7 @@ __all__ = [
     "Autoscaling",
     "Batching",
     "CompositeAnchors",
+    "ConditioningConfig",
     "ConfigError",
     "CostConfig",
     "EaselConfig",

@@ -9,10 +9,76 @@ from pydantic import Field, model_validator
 from config._base import Name, Strict
 
 __all__ = [
+    "ConditioningConfig",
     "NicheConfig",
     "SloConfig",
     "TrafficConfig",
 ]
+
+
+class ConditioningConfig(Strict):
+    """Per-job reference photos of an image-conditioned niche, and how its outputs are judged.
+
+    `identity`: each job carries one or more photos of a person (a headshot made from the
+    customer's own photos); outputs are scored by face-embedding similarity to them. `try-on`:
+    each job carries a person and a garment photo; outputs are scored by the person's identity
+    and by CLIP similarity to the garment.
+    """
+
+    kind: Literal["identity", "try-on"]
+    subjects_dir: str | None = Field(
+        default=None,
+        description="Folder of photos of people that jobs are conditioned on. Left out: a set "
+        "derived locally from the sample photos that ship inside scikit-image, labelled as such "
+        "in the report.",
+    )
+    garments_dir: str | None = Field(
+        default=None,
+        description="try-on only: folder of garment photos. Left out: garments drawn locally, "
+        "labelled synthetic.",
+    )
+    consent: str | None = Field(
+        default=None,
+        max_length=2_000,
+        description="Consent and licence note for the photos in subjects_dir/garments_dir "
+        "(who agreed to what, or the licence); required with either folder, recorded in the "
+        "report.",
+    )
+    references_per_job: int = Field(
+        default=1, ge=1, le=8, description="Subject photos a job carries (identity niches)."
+    )
+    local_set_size: int = Field(
+        default=16, ge=2, le=64, description="Images in a locally built subject/garment set."
+    )
+    identity_floor: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="Face-embedding cosine an output must reach to meet the niche's quality "
+        "floor (quality-aware goodput); an output with no face fails it. Left out: no floor.",
+    )
+    garment_floor: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="try-on only: CLIP garment-to-output cosine for the quality floor.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kind != "try-on":
+            for key in ("garments_dir", "garment_floor"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key} is for kind 'try-on' only (this niche is {self.kind!r})"
+                    )
+        folders = [k for k in ("subjects_dir", "garments_dir") if getattr(self, k)]
+        if folders and not (self.consent or "").strip():
+            raise ValueError(
+                f"{' and '.join(folders)} set without a consent note: say whose photos these are "
+                "and under what consent or licence they may be used (conditioning.consent)"
+            )
+        return self
 
 
 class NicheConfig(Strict):
@@ -27,6 +93,10 @@ class NicheConfig(Strict):
         "and labelled synthetic in the report.",
     )
     weight: float = Field(default=1.0, gt=0, le=1_000, description="Share of traffic.")
+    conditioning: ConditioningConfig | None = Field(
+        default=None,
+        description="Image-conditioned niche: jobs carry reference photos (identity, try-on).",
+    )
 
 
 class TrafficConfig(Strict):
