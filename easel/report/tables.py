@@ -403,11 +403,14 @@ def floor_table(s: Summary) -> Table:
 
 def all_tables(s: Summary) -> list[Table]:
     """Every table of the report, in reading order."""
+    from easel.report.conditioning import identity_table  # it builds on this module's Table
+
     return [
         quality_table(s),
         cost_table(s),
         latency_table(s),
         niche_table(s),
+        identity_table(s),
         floor_table(s),
         cost_deployment_table(s),
         price_table(s),

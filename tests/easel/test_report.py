@@ -97,7 +97,7 @@ def test_summary_figures_match_the_run_files(flagged_run: Path) -> None:
         "proprietary-a",
         "proprietary-b",
     }
-    assert len(s["per_niche"]) == 6 * 3
+    assert len(s["per_niche"]) == 6 * len(s["niches"]) == 6 * 4
     assert s["cost"]["formula"] and s["cost"]["deployments"]
     assert {p["key"] for p in s["plots"]} == {"latency_cdf", "quality_vs_cost"}
     for p in s["plots"]:
