@@ -184,14 +184,6 @@ def identity_columns(
         seed: the group's bootstrap seed.
     """
     rate = wilson_interval(stats.faces, stats.usable)
-    scored = mine[mine["identity_cos"].notna()]
-    cos_iv = (
-        _prompt_bootstrap(scored["identity_cos"].tolist(), _clusters(scored), draws, seed)
-        if len(scored)
-        else None
-    )
-    met = mine["identity_floor_met"].dropna()
-    floor_iv = wilson_interval(int(met.sum()), len(met))
     cols = {
         "identity_jobs": stats.jobs,
         "identity_n": stats.usable,
@@ -200,12 +192,7 @@ def identity_columns(
         "identity_face_rate_lo": rate[0] if rate else None,
         "identity_face_rate_hi": rate[1] if rate else None,
         "identity_cos": stats.cos_mean,
-        "identity_cos_lo": cos_iv[0] if cos_iv else None,
-        "identity_cos_hi": cos_iv[1] if cos_iv else None,
-        "identity_floor_n": len(met),
-        "identity_floor_rate": float(met.mean()) if len(met) else None,
-        "identity_floor_lo": floor_iv[0] if floor_iv else None,
-        "identity_floor_hi": floor_iv[1] if floor_iv else None,
+        **_intervals(mine, "identity", draws, seed),
     }
     flags = []
     if stats.jobs > stats.usable:
@@ -225,23 +212,31 @@ def garment_columns(
     stats: GarmentStats, mine: pd.DataFrame, *, draws: int, seed: int
 ) -> dict[str, Any]:
     """The garment columns of one group's score row (mine: niche, prompt, garment_cos, ...)."""
-    scored = mine[mine["garment_cos"].notna()]
-    iv = (
-        _prompt_bootstrap(scored["garment_cos"].tolist(), _clusters(scored), draws, seed)
-        if len(scored)
-        else None
-    )
-    met = mine["garment_floor_met"].dropna()
-    floor_iv = wilson_interval(int(met.sum()), len(met))
     return {
         "garment_n": stats.n,
         "garment_cos": stats.cos_mean,
-        "garment_cos_lo": iv[0] if iv else None,
-        "garment_cos_hi": iv[1] if iv else None,
-        "garment_floor_n": len(met),
-        "garment_floor_rate": float(met.mean()) if len(met) else None,
-        "garment_floor_lo": floor_iv[0] if floor_iv else None,
-        "garment_floor_hi": floor_iv[1] if floor_iv else None,
+        **_intervals(mine, "garment", draws, seed),
+    }
+
+
+def _intervals(mine: pd.DataFrame, metric: str, draws: int, seed: int) -> dict[str, Any]:
+    """`<metric>_cos_lo/hi` (bootstrap over prompts) and the floor's N, rate and interval."""
+    value, met_col = FLOOR_METRICS[metric]
+    scored = mine[mine[value].notna()]
+    iv = (
+        _prompt_bootstrap(scored[value].tolist(), _clusters(scored), draws, seed)
+        if len(scored)
+        else None
+    )
+    met = mine[met_col].dropna()
+    floor_iv = wilson_interval(int(met.sum()), len(met))
+    return {
+        f"{metric}_cos_lo": iv[0] if iv else None,
+        f"{metric}_cos_hi": iv[1] if iv else None,
+        f"{metric}_floor_n": len(met),
+        f"{metric}_floor_rate": float(met.mean()) if len(met) else None,
+        f"{metric}_floor_lo": floor_iv[0] if floor_iv else None,
+        f"{metric}_floor_hi": floor_iv[1] if floor_iv else None,
     }
 
 

@@ -191,7 +191,7 @@ def identity_table(s: Mapping[str, Any]) -> Table:
     for niche, roles in sorted((c.get("references_used") or {}).items()):
         for role, d in sorted(roles.items()):
             t.notes.append(
-                f"{niche}: jobs carried {d['n_distinct']} distinct {role} photos "
+                f"{niche}: jobs carried {d['n_distinct']} distinct {role.rstrip('s')} photos "
                 f"(sha256 {d['sha256'][:16]}…)."
             )
     return t
