@@ -5,11 +5,10 @@ embedded by a pretrained network; the score of an output is the cosine between i
 embedding and the (normalised) mean embedding of the job's reference faces. Two embedders sit
 behind one small interface (`FaceEmbedder.embed(image) -> FaceEmbedding | None`):
 
-- `dlib` (the default): dlib's 128-d ResNet face embedding (99.38 % on LFW as published by
-  dlib), whose weights ship inside the `face-recognition-models` package, so nothing is
-  downloaded. Its embeddings are not centred: cosines between *different* people already sit
-  around 0.85, same-person pairs above ~0.93 (dlib's own rule is a Euclidean distance below 0.6
-  on the raw vectors).
+- `dlib` (the default): dlib's pretrained 128-d ResNet face embedding, whose weights ship
+  inside the `face-recognition-models` package, so nothing is downloaded. Its embeddings are not
+  centred: cosines between *different* people already sit high (benchmarks/identity_calibration.py
+  measures where, on scikit-image's LFW subset).
 - `arcface-onnx`: an ArcFace ONNX file the user has (e.g. insightface's w600k_r50.onnx), run by
   onnxruntime, which easel does not install: this backend says so when it is resolved. Faces are
   found and located by dlib as above, then aligned by their eye centres onto ArcFace's 112x112
