@@ -154,3 +154,15 @@ def test_a_missing_reference_file_is_the_jobs_error_not_the_runs(scored: Path) -
     assert bool(img.at[last, "ok"]) and "cannot read 'refs/gone.png'" in img.at[last, "error"]
     assert pd.isna(img.at[last, "identity_refs"])  # no reference left: not scored for it
     assert pd.notna(img.at[last, "clip_text"])  # the image itself is scored
+
+
+def test_easel_score_prints_the_identity_figures(
+    scored: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from easel.cli import main
+
+    assert main(["score", "--run", str(scored), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "image-conditioned jobs (identity preservation, try-on garments):" in out
+    assert "face embedder: dlib ResNet face embedding" in out
+    assert "note: identity: no face found in 4 of 4 outputs (scored as failures)" in out
