@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 _MAX_SIDE = 1024
+_MAX_UPSCALED_SIDE = 4096  # a sliver (e.g. 2x3000 px) is not upscaled into gigapixels
 _UPSAMPLE_BELOW = 640  # short side under which dlib's detector runs on a 2x upsampled pyramid
 _LANDMARKS = "shape_predictor_5_face_landmarks.dat"
 _DLIB_NET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -162,14 +163,14 @@ def detection_view(image: Image.Image, min_side: int) -> tuple[np.ndarray, int]:
     """The RGB array faces are looked for in, and the detector's upsampling for it.
 
     Scaled (bicubic) so the short side is at least `min_side` and the long side at most 1024
-    (the short side wins for very elongated images); upsampled once more inside the detector
-    when the short side is under 640 px.
+    (the short side wins for elongated images, up to a long side of 4096); upsampled once more
+    inside the detector when the short side is under 640 px.
     """
     rgb = image.convert("RGB")
     w, h = rgb.size
     scale = min(1.0, _MAX_SIDE / max(w, h))
     if min(w, h) * scale < min_side:
-        scale = min_side / min(w, h)
+        scale = min(min_side / min(w, h), _MAX_UPSCALED_SIDE / max(w, h))
     if abs(scale - 1.0) > 1e-9:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         rgb = rgb.resize(size, Image.Resampling.BICUBIC)

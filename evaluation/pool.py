@@ -228,15 +228,19 @@ class Scorer:
                 else:
                     if self._identity is None:
                         self._identity = IdentityScorer(self.spec.face)
-                    r = self._identity.score(img, item.faces)
-                    rec.update(
-                        identity_refs=r.refs,
-                        identity_ref_faces=r.ref_faces,
-                        face_found=r.face_found,
-                        identity_cos=r.cosine,
-                    )
-                    rec["error"] = _join(rec["error"], r.error)
-                    stats.identity.add(r)
+                    try:
+                        r = self._identity.score(img, item.faces)
+                    except Exception as exc:  # an odd image loses its identity score only
+                        rec["error"] = _join(rec["error"], f"identity not scored: {exc!r}")
+                    else:
+                        rec.update(
+                            identity_refs=r.refs,
+                            identity_ref_faces=r.ref_faces,
+                            face_found=r.face_found,
+                            identity_cos=r.cosine,
+                        )
+                        rec["error"] = _join(rec["error"], r.error)
+                        stats.identity.add(r)
             if item.garments and img_emb is not None and self._clip is not None:
                 garments = []
                 for data in item.garments:

@@ -222,3 +222,12 @@ def test_arcface_onnx_runs_through_onnxruntime(
     scorer = IdentityScorer(onnx_spec)
     rec = scorer.score(ImageOps.mirror(astronaut), [_png(astronaut)])
     assert rec.face_found and rec.cosine is not None and scorer.embedder.dim == 512
+
+
+def test_odd_images_never_raise_or_blow_up(embedder: DlibFaceEmbedder) -> None:
+    sliver = Image.new("L", (2, 3000), 128)
+    arr, _ = detection_view(sliver, 160)
+    assert max(arr.shape[:2]) <= 4096 and arr.shape[2] == 3
+    assert embedder.embed(sliver) is None
+    assert embedder.embed(Image.new("RGBA", (1, 1))) is None
+    assert embedder.embed(Image.new("I;16", (80, 80))) is None
