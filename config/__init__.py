@@ -14,8 +14,9 @@ One module per part of the file: `providers`, `models`, `workload` (niches, traf
 whole file and its cross-section checks) and `loading` (YAML in, errors out).
 """
 
-from config._base import ConfigError, Name, Strict
+from config._base import DNS_LABEL, ConfigError, Name, Strict
 from config.deploy import (
+    GatewayDeployment,
     KubernetesConfig,
     OperatorConfig,
     RoutingConfig,
@@ -40,8 +41,9 @@ from config.models import (
     ModelConfig,
     Resolution,
     SimulatedVendor,
+    is_hub_id,
 )
-from config.providers import GpuType, ProviderConfig, Toleration
+from config.providers import GpuType, ProviderConfig, ProviderKubernetes, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
 from config.workload import ConditioningConfig, NicheConfig, SloConfig, TrafficConfig
@@ -49,6 +51,7 @@ from config.workload import ConditioningConfig, NicheConfig, SloConfig, TrafficC
 __all__ = [
     "DEFAULT_CONFIG",
     "DIFFUSERS_PIPELINES",
+    "DNS_LABEL",
     "PRODUCTION_EXAMPLE",
     "ApiConfig",
     "Autoscaling",
@@ -60,6 +63,7 @@ __all__ = [
     "EaselConfig",
     "EvaluationConfig",
     "FloatRange",
+    "GatewayDeployment",
     "GpuType",
     "IntRange",
     "KubernetesConfig",
@@ -69,6 +73,7 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "ProviderKubernetes",
     "Resolution",
     "RoutingConfig",
     "ServeConfig",
@@ -78,6 +83,7 @@ __all__ = [
     "Tenant",
     "Toleration",
     "TrafficConfig",
+    "is_hub_id",
     "load_config",
     "parse_config",
     "shipped_config_path",
