@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # Per-image scores a niche's quality floor may name. Each is a column of the scoring stage's
-# image_scores.parquet (evaluation.quality_goodput.METRICS maps them); a metric that does not
+# image_scores.parquet (evaluation.goodput.METRICS maps them); a metric that does not
 # apply to an image (clip_ref without a reference image, identity without a reference face,
 # garment without a garment photo) is not checked for it. Add a metric here and there.
 QualityMetric = Literal["clip_text", "clip_ref", "identity", "garment"]

@@ -11,7 +11,7 @@ the per-image records (`image_scores.parquet`) give the intervals.
   (`garment_cos`, bootstrap over prompts).
 
 Floors on these (`niches[].quality_floor`'s `identity` and `garment`) are checked with every
-other named metric by `evaluation.quality_goodput`, from the per-image `face_found`,
+other named metric by `evaluation.goodput`, from the per-image `face_found`,
 `identity_cos` and `garment_cos` this stage writes.
 """
 

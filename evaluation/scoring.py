@@ -5,7 +5,7 @@
   docs/evaluation.md),
 - `image_scores.parquet`: one row per scored image (CLIP cosines, prompt tokens, identity and
   garment scores of image-conditioned jobs, errors; quality floors are checked from it by
-  `evaluation.quality_goodput`),
+  `evaluation.goodput`),
 - `weight_sensitivity.parquet`: the ±delta weight check per niche and overall,
 - `score_meta.json`: networks and their labels, reference sets (with content hashes), the face
   embedder, the photo sets of conditioned niches, cache hits, skipped rows, corrupt images,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from config import QUALITY_METRICS, EaselConfig, QualityMetric, load_config, parse_config
-from evaluation.quality_goodput import METRICS, quality_goodput
+from evaluation.goodput import METRICS, quality_goodput
 
 HEAD, SHOP, TRYON = "corporate-headshots", "ecommerce-products", "try-on"
 MODEL = "flux2-dev"
@@ -79,6 +79,14 @@ def _rows(requests: pd.DataFrame, images: pd.DataFrame) -> dict[tuple[str, str],
 
 def test_config_metrics_and_the_goodput_table_name_the_same_metrics() -> None:
     assert set(QUALITY_METRICS) == set(typing.get_args(QualityMetric)) == set(METRICS)
+
+
+def test_the_package_export_is_the_function_once_its_module_is_loaded() -> None:
+    # A submodule named like the function would replace it on the package once imported.
+    import evaluation
+    import evaluation.goodput
+
+    assert evaluation.quality_goodput is quality_goodput and callable(evaluation.quality_goodput)
 
 
 @pytest.mark.parametrize("niche", [HEAD, SHOP, TRYON])
