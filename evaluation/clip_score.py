@@ -128,14 +128,26 @@ class ClipModel:
             self._token_counts[prompt] = n
         return self._token_counts[prompt]
 
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor | None:
+        """CLIP's resize and normalisation, (N, 3, S, S) on the CPU; None for no images.
+
+        Apart from `encode_pixels` so a scorer can run it in its decode thread.
+        """
+        if not images:
+            return None
+        return torch.stack([self.preprocess(img.convert("RGB")) for img in images])
+
     @torch.no_grad()
+    def encode_pixels(self, batch: torch.Tensor | None) -> np.ndarray:
+        """(N, E) float32 unit vectors of a `preprocess_images` batch."""
+        if batch is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        emb = self.model.encode_image(batch.to(self.device)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, E) float32 unit vectors."""
-        if not images:
-            return np.zeros((0, 0), dtype=np.float32)
-        batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-        emb = self.model.encode_image(batch).float()
-        return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+        return self.encode_pixels(self.preprocess_images(images))
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> np.ndarray:

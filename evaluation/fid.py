@@ -16,7 +16,7 @@ between the distributions. KID, an unbiased MMD, stays meaningful at small N and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,9 +77,12 @@ class KidResult:
     subsets: int
 
 
-@dataclass
 class FeatureStats:
     """Sufficient statistics of one image set's features.
+
+    Feature rows arrive in chunks, one per `update`, and are joined only when `features` or `ids`
+    is read (then kept joined): the old one-array form copied every row on each update, quadratic
+    in the number of images.
 
     Attributes:
         dim: feature dimension.
@@ -90,20 +93,43 @@ class FeatureStats:
         features: float32 (n, dim) rows, in `ids` order.
     """
 
-    dim: int
-    n: int = 0
-    sum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cov_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    ids: list[str] = field(default_factory=list)
-    features: np.ndarray = field(default=None)  # type: ignore[assignment]
+    def __init__(
+        self,
+        dim: int,
+        n: int = 0,
+        sum: np.ndarray | None = None,
+        cov_sum: np.ndarray | None = None,
+        ids: Sequence[str] | None = None,
+        features: np.ndarray | None = None,
+    ) -> None:
+        self.dim = dim
+        self.n = n
+        self.sum = np.zeros(dim, dtype=np.float64) if sum is None else sum
+        self.cov_sum = np.zeros((dim, dim), dtype=np.float64) if cov_sum is None else cov_sum
+        self._id_chunks: list[list[str]] = [list(ids)] if ids else []
+        self._chunks: list[np.ndarray] = []
+        if features is not None and len(features):
+            self._chunks.append(np.asarray(features, dtype=np.float32).reshape(-1, dim))
 
-    def __post_init__(self) -> None:
-        if self.sum is None:
-            self.sum = np.zeros(self.dim, dtype=np.float64)
-        if self.cov_sum is None:
-            self.cov_sum = np.zeros((self.dim, self.dim), dtype=np.float64)
-        if self.features is None:
-            self.features = np.zeros((0, self.dim), dtype=np.float32)
+    def __repr__(self) -> str:
+        return f"FeatureStats(dim={self.dim}, n={self.n}, chunks={len(self._chunks)})"
+
+    @property
+    def ids(self) -> list[str]:
+        if len(self._id_chunks) != 1:
+            self._id_chunks = [[i for chunk in self._id_chunks for i in chunk]]
+        return self._id_chunks[0]
+
+    @property
+    def features(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            joined = (
+                np.concatenate(self._chunks)
+                if self._chunks
+                else np.zeros((0, self.dim), dtype=np.float32)
+            )
+            self._chunks = [joined]
+        return self._chunks[0]
 
     def update(self, ids: Sequence[str], feats: np.ndarray | torch.Tensor) -> None:
         """Add a batch of feature rows (N, dim) with their item ids."""
@@ -114,21 +140,39 @@ class FeatureStats:
         self.sum += x.sum(axis=0)
         self.cov_sum += x.T @ x
         self.n += x.shape[0]
-        self.ids.extend(ids)
-        self.features = np.concatenate([self.features, x.astype(np.float32)])
+        self._id_chunks.append(list(ids))
+        self._chunks.append(x.astype(np.float32))
 
     def merge(self, other: FeatureStats) -> FeatureStats:
         """A new FeatureStats holding both sets; rows sorted by id so any split merges alike."""
-        if other.dim != self.dim:
-            raise ValueError(f"cannot merge {self.dim}-d and {other.dim}-d feature statistics")
-        ids = self.ids + other.ids
-        feats = np.concatenate([self.features, other.features])
+        return FeatureStats.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(parts: Sequence[FeatureStats]) -> FeatureStats:
+        """One FeatureStats holding every part: sums added, rows joined once and sorted by id.
+
+        The sort makes the rows (and KID, and the bootstrap) independent of which actor scored
+        which image; the sums differ from one actor's only by float64 rounding.
+        """
+        if not parts:
+            raise ValueError("merge_all needs at least one FeatureStats")
+        dim = parts[0].dim
+        if any(p.dim != dim for p in parts):
+            dims = sorted({p.dim for p in parts})
+            raise ValueError(f"cannot merge feature statistics of dimensions {dims}")
+        ids = [i for p in parts for chunk in p._id_chunks for i in chunk]
+        chunks = [c for p in parts for c in p._chunks]
         order = sorted(range(len(ids)), key=ids.__getitem__)
+        feats = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+        total, cov = np.zeros(dim), np.zeros((dim, dim))
+        for p in parts:
+            total += p.sum
+            cov += p.cov_sum
         return FeatureStats(
-            dim=self.dim,
-            n=self.n + other.n,
-            sum=self.sum + other.sum,
-            cov_sum=self.cov_sum + other.cov_sum,
+            dim=dim,
+            n=sum(p.n for p in parts),
+            sum=total,
+            cov_sum=cov,
             ids=[ids[i] for i in order],
             features=feats[order],
         )
@@ -143,10 +187,11 @@ class FeatureStats:
 
     def subset(self, ids: Sequence[str]) -> FeatureStats:
         """Statistics of the rows with these ids (repeats allowed), recomputed from features."""
-        index = {k: i for i, k in enumerate(self.ids)}
+        own = self.ids
+        index = {k: i for i, k in enumerate(own)}
         rows = [index[k] for k in ids]
         out = FeatureStats(self.dim)
-        out.update([self.ids[i] for i in rows], self.features[rows].astype(np.float64))
+        out.update([own[i] for i in rows], self.features[rows].astype(np.float64))
         return out
 
 

@@ -11,8 +11,9 @@ record with an error, never an exception.
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "CONDITIONED_RECORD_KEYS",
     "GroupStats",
     "ImageItem",
+    "PreparedBatch",
     "ProgressPrinter",
     "Scorer",
     "ScorerPool",
@@ -81,11 +83,21 @@ class GroupStats:
     garment: GarmentStats = field(default_factory=GarmentStats)
 
     def merge(self, other: GroupStats) -> GroupStats:
+        return GroupStats.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(parts: Sequence[GroupStats]) -> GroupStats:
+        """One group from many: features merged in one pass, the small sums added in turn."""
+        first, rest = parts[0], parts[1:]
+        clip, identity, garment = first.clip, first.identity, first.garment
+        for p in rest:
+            clip, identity, garment = (
+                clip.merge(p.clip),
+                identity.merge(p.identity),
+                garment.merge(p.garment),
+            )
         return GroupStats(
-            self.features.merge(other.features),
-            self.clip.merge(other.clip),
-            self.identity.merge(other.identity),
-            self.garment.merge(other.garment),
+            FeatureStats.merge_all([p.features for p in parts]), clip, identity, garment
         )
 
 
@@ -103,12 +115,30 @@ class ScorerState:
         return self.groups[key]
 
     def merge(self, other: ScorerState) -> ScorerState:
-        out = ScorerState(self.dim)
-        for key in sorted(set(self.groups) | set(other.groups)):
-            a, b = self.groups.get(key), other.groups.get(key)
-            out.groups[key] = a.merge(b) if a and b else (a or b)  # type: ignore[assignment]
-        out.errors = sorted(self.errors + other.errors, key=lambda e: e["item_id"])
+        return ScorerState.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(states: Sequence[ScorerState]) -> ScorerState:
+        """Every state in one: each group's feature rows joined and sorted once, not per pair."""
+        if not states:
+            raise ValueError("merge_all needs at least one ScorerState")
+        out = ScorerState(states[0].dim)
+        for key in sorted({k for s in states for k in s.groups}):
+            out.groups[key] = GroupStats.merge_all(
+                [s.groups[key] for s in states if key in s.groups]
+            )
+        out.errors = sorted((e for s in states for e in s.errors), key=lambda e: e["item_id"])
         return out
+
+
+@dataclass
+class PreparedBatch:
+    """A batch decoded for the networks (`Scorer.prepare`), not yet in any statistics."""
+
+    records: list[dict[str, Any]]
+    good: list[tuple[ImageItem, Image.Image, dict[str, Any]]]
+    feature_batch: torch.Tensor
+    clip_pixels: torch.Tensor | None
 
 
 class Scorer:
@@ -141,9 +171,13 @@ class Scorer:
     def reset(self) -> None:
         self.state = ScorerState(self.spec.feature.dim)
 
-    @torch.no_grad()
     def score_batch(self, items: list[ImageItem]) -> list[dict[str, Any]]:
         """Add a batch to the state; returns one record per item (ok or with its error)."""
+        return self.add(self.prepare(items))
+
+    def prepare(self, items: list[ImageItem]) -> PreparedBatch:
+        """Decode and resize a batch for the networks; touches no state, so a pool actor runs
+        it in a second thread while the previous batch is in the networks."""
         records: list[dict[str, Any]] = []
         good: list[tuple[ImageItem, Image.Image, dict[str, Any]]] = []
         for item in items:
@@ -163,15 +197,25 @@ class Scorer:
                 img = decode_image(item.data)
             except Exception as exc:  # any decoder failure is that image's record, not the batch's
                 rec["error"] = f"corrupt image: {type(exc).__name__}: {exc}"
-                self.state.errors.append({"item_id": item.item_id, "error": rec["error"]})
                 continue
             rec["ok"] = True
             good.append((item, img, rec))
+        batch = to_feature_batch([g[1] for g in good], self.spec.feature.image_size)
+        prompted = [g[1] for g in good if g[0].prompt is not None]
+        pixels = self._clip.preprocess_images(prompted) if self._clip is not None else None
+        return PreparedBatch(records, good, batch, pixels)
+
+    @torch.no_grad()
+    def add(self, prepared: PreparedBatch) -> list[dict[str, Any]]:
+        """Run a prepared batch through the networks into the state; returns its records."""
+        records, good = prepared.records, prepared.good
+        for rec in records:
+            if not rec["ok"] and rec["error"]:
+                self.state.errors.append({"item_id": rec["item_id"], "error": rec["error"]})
         if not good:
             return records
 
-        batch = to_feature_batch([g[1] for g in good], self.spec.feature.image_size)
-        feats = self._net(batch.to(self.device)).double().cpu().numpy()
+        feats = self._net(prepared.feature_batch.to(self.device)).double().cpu().numpy()
         by_group: dict[tuple[str, ...], list[int]] = {}
         for i, (item, _, _) in enumerate(good):
             by_group.setdefault(item.group, []).append(i)
@@ -179,17 +223,21 @@ class Scorer:
             self.state.group(key).features.update([good[i][0].item_id for i in rows], feats[rows])
 
         prompted = [g for g in good if g[0].prompt is not None]
-        img_emb = self._score_clip(prompted) if self._clip is not None else None
+        img_emb = (
+            self._score_clip(prompted, prepared.clip_pixels) if self._clip is not None else None
+        )
         self._score_conditioned(prompted, img_emb)
         return records
 
-    def _score_clip(self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]]) -> Any:
+    def _score_clip(
+        self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]], pixels: Any
+    ) -> Any:
         """CLIP text and reference scores; returns the images' CLIP embeddings (or None)."""
         if not good:
             return None
         clip = self._clip
         assert clip is not None
-        img_emb = clip.encode_images([g[1] for g in good])
+        img_emb = clip.encode_pixels(pixels)
         txt_emb = clip.encode_prompts([g[0].prompt for g in good])  # type: ignore[misc]
         cos_text = (img_emb * txt_emb).sum(axis=1)
         refs: list[int] = []
@@ -270,24 +318,34 @@ def _join(a: str | None, b: str | None) -> str | None:
 
 
 class _ScorerActor:
-    """Ray actor body: one Scorer, torch threads matched to the actor's CPUs."""
+    """Ray actor body: one Scorer, torch threads matched to the actor's CPUs.
+
+    Run with `max_concurrency=2` (the pool's `prefetch`), two `score_batch` calls overlap: one
+    decodes its images while the other holds the networks. The lock keeps the state and the
+    networks to one batch at a time, so the statistics are what a sequential actor would keep.
+    """
 
     def __init__(self, spec: ScorerSpec, num_cpus: float, num_gpus: float) -> None:
         torch.set_num_threads(max(1, int(num_cpus)))
         device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.scorer = Scorer(spec, device)
+        self._lock = threading.Lock()
 
     def ready(self) -> str:
         return self.scorer.device
 
     def score_batch(self, items: list[ImageItem]) -> list[dict[str, Any]]:
-        return self.scorer.score_batch(items)
+        prepared = self.scorer.prepare(items)
+        with self._lock:
+            return self.scorer.add(prepared)
 
     def state(self) -> ScorerState:
-        return self.scorer.state
+        with self._lock:
+            return self.scorer.state
 
     def reset(self) -> None:
-        self.scorer.reset()
+        with self._lock:
+            self.scorer.reset()
 
 
 class ScorerPool:
@@ -298,16 +356,26 @@ class ScorerPool:
         actors: number of actors.
         num_cpus: CPUs per actor (its torch threads too).
         num_gpus: GPUs per actor; > 0 places actors on GPU nodes and scores on CUDA.
+        prefetch: each actor decodes its next batch in a second thread while the current one is
+            in the networks (default True; False: one batch at a time, decode then networks).
     """
 
     def __init__(
-        self, spec: ScorerSpec, *, actors: int, num_cpus: float = 1, num_gpus: float = 0
+        self,
+        spec: ScorerSpec,
+        *,
+        actors: int,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        prefetch: bool = True,
     ) -> None:
         import ray
 
         if actors < 1:
             raise ValueError(f"actors must be >= 1, got {actors}")
-        remote = ray.remote(_ScorerActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        remote = ray.remote(_ScorerActor).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=2 if prefetch else 1
+        )
         self._actors = [remote.remote(spec, num_cpus, num_gpus) for _ in range(actors)]
         self.devices = ray.get([a.ready.remote() for a in self._actors])
 
@@ -321,8 +389,8 @@ class ScorerPool:
         """Score every item; returns the per-item records (order not kept)."""
         from ray.util import ActorPool
 
-        # Each actor appears twice, so a second batch waits in its queue while the first runs and
-        # the actor never idles on the driver's round trip.
+        # Each actor appears twice: its second batch decodes (with prefetch) or waits in its queue
+        # while the first is in the networks, so the actor never idles on the driver's round trip.
         pool = ActorPool(self._actors * 2)
         records: list[dict[str, Any]] = []
 
@@ -347,11 +415,7 @@ class ScorerPool:
 
     def state(self) -> ScorerState:
         """Every actor's statistics, merged."""
-        states = self.states()
-        merged = states[0]
-        for s in states[1:]:
-            merged = merged.merge(s)
-        return merged
+        return ScorerState.merge_all(self.states())
 
     def reset(self) -> None:
         import ray

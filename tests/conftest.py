@@ -27,7 +27,12 @@ def easel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A fresh single-node Ray for one test module; shut down afterwards.
+    """A fresh single-node Ray for one test module; shut down afterwards."""
+    yield from local_ray()
+
+
+def local_ray() -> Iterator[None]:
+    """Start a fresh single-node Ray, yield, shut it down (the body of `ray_local` fixtures).
 
     `address="local"` always starts a new cluster, so a stale /tmp/ray/ray_current_cluster from
     an earlier run is never joined.
