@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig, load_config
@@ -32,6 +34,7 @@ __all__ = [
     "REFERENCE_ROLES",
     "JobReferences",
     "RunImages",
+    "iter_run_references",
     "job_references",
     "load_run_config",
     "load_run_images",
@@ -41,6 +44,9 @@ _MANIFEST_COLUMNS = ("job_id", "model", "niche", "prompt")
 _REFERENCE_COLUMNS = ("reference_image", "reference_images", "reference_roles")
 REFERENCE_ROLES = ("face", "person", "garment", "other")
 _REQUEST_COLUMNS = ("job_id", "ok", "image_path")
+_LIGHT_COLUMNS = (*_MANIFEST_COLUMNS, "has_references", "has_roles")
+# Rows per Parquet batch: a few MB of reference photos at most, however long the run.
+_BATCH_ROWS = 1024
 
 
 @dataclass
@@ -48,9 +54,10 @@ class RunImages:
     """Scorable images of a run and the counts of rows left out.
 
     Attributes:
-        rows: job_id, model, niche, prompt, reference_image, reference_images,
-            reference_roles (None where the manifest has no such column), image_path (relative,
-            as recorded), path (absolute).
+        rows: job_id, model, niche, prompt, image_path (relative, as recorded), path (absolute),
+            has_references (the row names reference images), has_roles (it names their roles),
+            and, when read with `references=True`, reference_image, reference_images,
+            reference_roles (None where the manifest has no such column).
         skipped: reason -> number of request rows left out ('failed', 'no_image',
             'missing_file', 'outside_run').
         missing: job ids whose recorded image file is absent or outside the run folder.
@@ -66,30 +73,47 @@ def load_run_config(run_dir: str | Path) -> EaselConfig:
     return load_config(Path(run_dir) / "config.yaml")
 
 
-def load_run_images(run_dir: str | Path) -> RunImages:
+def load_run_images(
+    run_dir: str | Path, *, references: bool = True, batch_rows: int = _BATCH_ROWS
+) -> RunImages:
     """Join manifest.parquet and requests.parquet; keep ok rows whose image file exists.
+
+    Both tables are read in batches of `batch_rows` and only the columns needed, so a run's
+    reference photos (bytes in the manifest) are never all in memory at once: with
+    `references=False` they are only checked for presence (`has_references`, `has_roles`), and
+    `iter_run_references` streams them when they are needed.
 
     FileNotFoundError when a table is missing; ValueError naming absent columns.
     """
     run = Path(run_dir).resolve()
-    manifest = _read(run / "manifest.parquet", _MANIFEST_COLUMNS)
-    requests = _read(run / "requests.parquet", _REQUEST_COLUMNS)
-    keep = [c for c in (*_MANIFEST_COLUMNS, *_REFERENCE_COLUMNS) if c in manifest]
-    df = requests[list(_REQUEST_COLUMNS)].merge(manifest[keep], on="job_id", how="left")
-    for col in _REFERENCE_COLUMNS:
-        if col not in df:
-            df[col] = None
+    kept, failed, no_image = [], 0, 0
+    for batch in _batches(run / "requests.parquet", _REQUEST_COLUMNS, (), batch_rows):
+        ok = batch.column("ok").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+        has = batch.column("image_path").is_valid().to_numpy(zero_copy_only=False)
+        failed += int((~ok).sum())
+        no_image += int((ok & ~has).sum())
+        kept.append(batch.select(["job_id", "image_path"]).filter(pa.array(ok & has)).to_pandas())
+    requests = pd.concat(kept, ignore_index=True) if kept else _empty(["job_id", "image_path"])
+    requests["job_id"] = requests["job_id"].astype(str)
+    light = []
+    for batch in _batches(
+        run / "manifest.parquet", _MANIFEST_COLUMNS, _REFERENCE_COLUMNS, batch_rows
+    ):
+        names = batch.schema.names
+        df = batch.select(list(_MANIFEST_COLUMNS)).to_pandas()
+        df["has_references"] = _any_valid(batch, ("reference_images", "reference_image"), names)
+        df["has_roles"] = _any_valid(batch, ("reference_roles",), names)
+        light.append(df)
+    manifest = pd.concat(light, ignore_index=True) if light else _empty(_LIGHT_COLUMNS)
+    manifest["job_id"] = manifest["job_id"].astype(str)
+    df = requests.merge(manifest, on="job_id", how="left")
     unknown = df["prompt"].isna()
     if unknown.any():
         raise ValueError(
             f"{run / 'requests.parquet'}: {int(unknown.sum())} job ids are not in manifest.parquet "
             f"(e.g. {df.loc[unknown, 'job_id'].iloc[0]!r})"
         )
-    skipped = {
-        "failed": int((~df["ok"].astype(bool)).sum()),
-        "no_image": int((df["ok"].astype(bool) & df["image_path"].isna()).sum()),
-    }
-    df = df[df["ok"].astype(bool) & df["image_path"].notna()].copy()
+    skipped = {"failed": failed, "no_image": no_image}
     paths, missing, outside = [], [], 0
     for job, rel in zip(df["job_id"], df["image_path"], strict=True):
         p = (run / str(rel)).resolve()
@@ -106,18 +130,68 @@ def load_run_images(run_dir: str | Path) -> RunImages:
     skipped["outside_run"] = outside
     skipped["missing_file"] = len(missing) - outside
     df = df[df["path"].notna()].reset_index(drop=True)
-    df["job_id"] = df["job_id"].astype(str)
-    return RunImages(rows=df.drop(columns=["ok"]), skipped=skipped, missing=missing)
+    df["has_references"] = df["has_references"].astype(bool)
+    df["has_roles"] = df["has_roles"].astype(bool)
+    images = RunImages(rows=df, skipped=skipped, missing=missing)
+    if references:
+        chunks = list(iter_run_references(run, images, batch_rows=batch_rows))
+        refs = pd.concat(chunks, ignore_index=True) if chunks else None
+        for col in _REFERENCE_COLUMNS:
+            values = dict(zip(refs["job_id"], refs[col], strict=True)) if refs is not None else {}
+            df[col] = [values.get(j) for j in df["job_id"]]
+    return images
 
 
-def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def iter_run_references(
+    run_dir: str | Path, images: RunImages, *, batch_rows: int = _BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The rows of `images`, in manifest order, `batch_rows` at a time, with their reference
+    columns read from the manifest batch by batch (None where the manifest lacks a column)."""
+    run = Path(run_dir).resolve()
+    rows = images.rows.drop(columns=[c for c in _REFERENCE_COLUMNS if c in images.rows])
+    wanted = rows.set_index("job_id", drop=False)
+    if wanted.empty:
+        return
+    for batch in _batches(run / "manifest.parquet", ("job_id",), _REFERENCE_COLUMNS, batch_rows):
+        ids = batch.column("job_id").cast(pa.string())
+        keep = pc.is_in(ids, value_set=pa.array(wanted.index, type=pa.string()))
+        part = batch.filter(keep)
+        if not part.num_rows:
+            continue
+        job_ids = part.column("job_id").cast(pa.string()).to_pylist()
+        out = wanted.loc[job_ids].reset_index(drop=True)
+        names = part.schema.names
+        for col in _REFERENCE_COLUMNS:
+            out[col] = part.column(col).to_pylist() if col in names else [None] * len(out)
+        yield out
+
+
+def _batches(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of the required columns and those optional ones the file has."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (is this a run folder?)")
-    df = pq.read_table(path).to_pandas()
-    absent = [c for c in columns if c not in df.columns]
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    absent = [c for c in required if c not in names]
     if absent:
         raise ValueError(f"{path}: missing columns {absent}")
-    return df
+    columns = [*required, *(c for c in optional if c in names)]
+    yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def _any_valid(batch: pa.RecordBatch, columns: tuple[str, ...], names: list[str]) -> np.ndarray:
+    """Per row: is any of these columns (those present) non-null."""
+    out = np.zeros(batch.num_rows, dtype=bool)
+    for col in columns:
+        if col in names:
+            out |= batch.column(col).is_valid().to_numpy(zero_copy_only=False)
+    return out
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
 @dataclass(frozen=True)

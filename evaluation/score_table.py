@@ -37,8 +37,8 @@ from evaluation.fid import (
     mixture_moments,
 )
 from evaluation.humaneval.fit import ALL, HumanEvalResult
-from evaluation.pool import GroupStats
 from evaluation.references import ReferenceSet
+from evaluation.scorer import GroupStats
 
 __all__ = [
     "FLAG_SEP",

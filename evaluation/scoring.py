@@ -49,7 +49,13 @@ from evaluation.references import (
     reference_set,
     save_cached_stats,
 )
-from evaluation.run_folder import job_references, load_run_config, load_run_images
+from evaluation.run_folder import (
+    RunImages,
+    iter_run_references,
+    job_references,
+    load_run_config,
+    load_run_images,
+)
 from evaluation.score_table import (
     FLAG_SEP,
     Reference,
@@ -102,7 +108,7 @@ def score_run(
     run = Path(run_dir)
     cfg = cfg or load_run_config(run)
     ev = cfg.evaluation
-    images = load_run_images(run)
+    images = load_run_images(run, references=False)  # photos are streamed by _items
     rows = images.rows
     feature = resolve_feature_spec(ev)
     clip = resolve_clip_spec(ev)
@@ -147,7 +153,7 @@ def score_run(
                 t_score = time.monotonic()
                 devices = pool.devices
                 printer = ProgressPrinter(n_items) if progress else None
-                items = _items(rows, refs, read_errors, run, kinds, used)
+                items = _items(images, refs, read_errors, run, kinds, used)
                 records = pool.score(items, batch_size=ev.batch_size, progress=printer)
                 score_s = time.monotonic() - t_score
                 state_groups = pool.state().groups
@@ -268,7 +274,7 @@ def score_run(
 
 
 def _items(
-    rows: pd.DataFrame,
+    images: RunImages,
     refs: dict[str, Reference],
     errors: list[dict[str, Any]],
     run: Path,
@@ -286,7 +292,9 @@ def _items(
                 yield ImageItem(
                     item_id=Path(path).name, group=("ref", niche), data=Path(path).read_bytes()
                 )
-    for r in rows.itertuples(index=False):
+    for r in (
+        r for chunk in iter_run_references(run, images) for r in chunk.itertuples(index=False)
+    ):
         try:
             data = Path(r.path).read_bytes()
         except OSError as exc:
@@ -314,9 +322,10 @@ def _face_spec(cfg: EaselConfig, rows: pd.DataFrame, kinds: dict[str, str]) -> F
     """The face embedder, resolved (and checked) only when a job may carry a reference face."""
     if rows.empty:
         return None
-    maybe = rows["niche"].isin(list(kinds)) | rows["reference_roles"].notna()
-    has_refs = rows["reference_images"].notna() | rows["reference_image"].notna()
-    return resolve_face_spec(cfg.evaluation) if bool((maybe & has_refs).any()) else None
+    maybe = rows["niche"].isin(list(kinds)) | rows["has_roles"]
+    return (
+        resolve_face_spec(cfg.evaluation) if bool((maybe & rows["has_references"]).any()) else None
+    )
 
 
 def _with_conditioned(

@@ -59,7 +59,7 @@ def make_pairs(
     if n < 1:
         raise ValueError(f"n_per_pair must be >= 1, got {n}")
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
-    images = load_run_images(run_dir).rows
+    images = load_run_images(run_dir, references=False).rows
     readable = [_readable(p) for p in images["path"]]
     unreadable = sorted(images.loc[[not r for r in readable], "job_id"])
     images = images[readable]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import linalg
 
 from evaluation.fid import (
@@ -24,6 +25,17 @@ def _stats(x: np.ndarray, prefix: str = "i", batch: int = 37) -> FeatureStats:
         rows = x[start : start + batch]
         s.update([f"{prefix}{start + i:05d}" for i in range(len(rows))], rows)
     return s
+
+
+def _random_parts(x: np.ndarray, k: int, *, seed: int, chunks: int = 1) -> list[FeatureStats]:
+    """The rows of x shuffled into k FeatureStats, each fed in `chunks` updates."""
+    parts = []
+    for p in np.array_split(np.random.default_rng(seed).permutation(len(x)), k):
+        s = FeatureStats(x.shape[1])
+        for chunk in np.array_split(p, chunks):
+            s.update([f"i{i:05d}" for i in chunk], x[chunk])
+        parts.append(s)
+    return parts
 
 
 def _scipy_fid(x: np.ndarray, y: np.ndarray) -> float:
@@ -60,13 +72,7 @@ def test_statistics_split_three_ways_merge_to_the_whole(
 ) -> None:
     x, y = feats
     whole = _stats(x)
-    order = np.random.default_rng(1).permutation(len(x))
-    parts = np.array_split(order, 3)
-    split = []
-    for p in parts:
-        s = FeatureStats(x.shape[1])
-        s.update([f"i{i:05d}" for i in p], x[p])
-        split.append(s)
+    split = _random_parts(x, 3, seed=1)
     merged = split[2].merge(split[0]).merge(split[1])
     assert merged.n == whole.n
     assert merged.ids == whole.ids
@@ -148,3 +154,73 @@ def test_subset_recomputes_statistics(feats: tuple[np.ndarray, np.ndarray]) -> N
     sub = s.subset(["i00001", "i00001", "i00003"])
     assert sub.n == 3
     np.testing.assert_allclose(sub.sum, x[1] * 2 + x[3])
+
+
+class _GivenFeatures(torch.nn.Module):
+    """A 'feature extractor' that returns its input, so torchmetrics keeps our features."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_chunked_state_matches_torchmetrics_state_on_the_same_features(
+    feats: tuple[np.ndarray, np.ndarray],
+) -> None:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    x, y = (a.astype(np.float32) for a in feats)  # as the networks hand them over
+    fid = FrechetInceptionDistance(feature=_GivenFeatures(x.shape[1]))
+    kid = KernelInceptionDistance(feature=_GivenFeatures(x.shape[1]), subset_size=50)
+    ours = {"gen": FeatureStats(x.shape[1]), "ref": FeatureStats(x.shape[1])}
+    for name, data, real in (("gen", x, False), ("ref", y, True)):
+        for start in range(0, len(data), 23):
+            rows = data[start : start + 23]
+            fid.update(torch.from_numpy(rows), real=real)
+            kid.update(torch.from_numpy(rows), real=real)
+            ours[name].update([f"{name}{start + i:05d}" for i in range(len(rows))], rows)
+    gen, ref = ours["gen"], ours["ref"]
+    assert len(gen._chunks) == -(-len(x) // 23)  # one chunk per update, none joined yet
+    np.testing.assert_allclose(gen.sum, fid.fake_features_sum.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gen.cov_sum, fid.fake_features_cov_sum.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ref.cov_sum, fid.real_features_cov_sum.numpy(), rtol=1e-12)
+    assert gen.n == int(fid.fake_features_num_samples) and ref.n == len(y)
+    np.testing.assert_array_equal(gen.features, torch.cat(kid.fake_features).numpy())
+    np.testing.assert_array_equal(ref.features, torch.cat(kid.real_features).numpy())
+    assert len(gen._chunks) == 1 and gen.ids == [f"gen{i:05d}" for i in range(len(x))]
+    assert fid_from_stats(gen, ref) == pytest.approx(float(fid.compute()), rel=1e-6)
+
+
+def test_update_appends_without_copying_earlier_rows() -> None:
+    s = FeatureStats(4)
+    first = np.arange(8, dtype=np.float32).reshape(2, 4)
+    s.update(["a", "b"], first)
+    kept = s._chunks[0]
+    for k in range(50):
+        s.update([f"x{k}"], np.ones((1, 4)))
+    assert s._chunks[0] is kept and len(s._chunks) == 51  # the old form re-copied all rows
+    assert s.features.shape == (52, 4) and s.n == 52
+    s.update(["z"], np.zeros((1, 4)))  # after a read, updates append to the joined rows
+    assert len(s._chunks) == 2 and s.features.shape == (53, 4) and s.ids[-1] == "z"
+
+
+def test_merge_all_equals_pairwise_merges_and_the_whole(
+    feats: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, _ = feats
+    whole = _stats(x)
+    parts = _random_parts(x, 4, seed=5, chunks=3)
+    at_once = FeatureStats.merge_all(parts[::-1])
+    pairwise = parts[0].merge(parts[1]).merge(parts[2]).merge(parts[3])
+    for merged in (at_once, pairwise):
+        assert merged.n == whole.n and merged.ids == whole.ids
+        np.testing.assert_array_equal(merged.features, whole.features)
+        np.testing.assert_allclose(merged.cov_sum, whole.cov_sum, rtol=1e-12)
+        np.testing.assert_allclose(merged.moments()[1], whole.moments()[1], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="dimensions"):
+        FeatureStats.merge_all([whole, FeatureStats(3)])

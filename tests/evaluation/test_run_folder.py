@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.run_folder import job_references, load_run_images
+from evaluation.run_folder import iter_run_references, job_references, load_run_images
 from tests.evaluation._fixtures import make_run
 
 
@@ -77,3 +77,32 @@ def test_run_rows_carry_the_reference_columns(tmp_path: Path) -> None:
     manifest.to_parquet(run / "manifest.parquet", index=False)
     row = next(load_run_images(run).rows.itertuples(index=False))
     assert job_references(row, run, "identity").faces == (b"x",)
+
+
+def test_tables_read_in_small_batches_give_the_same_rows(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", per_cell=2)
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    manifest["reference_images"] = [[f"photo-{i}".encode()] for i in range(len(manifest))]
+    manifest.to_parquet(run / "manifest.parquet", row_group_size=3, index=False)
+    whole = load_run_images(run, batch_rows=10_000)
+    small = load_run_images(run, batch_rows=2)
+    pd.testing.assert_frame_equal(small.rows, whole.rows)
+    assert (
+        small.skipped
+        == whole.skipped
+        == {
+            "failed": 1,
+            "no_image": 0,
+            "outside_run": 0,
+            "missing_file": 0,
+        }
+    )
+    light = load_run_images(run, references=False, batch_rows=2)
+    assert "reference_images" not in light.rows and light.rows["has_references"].all()
+    chunks = list(iter_run_references(run, light, batch_rows=2))
+    assert all(len(c) <= 2 for c in chunks) and len(chunks) >= len(light.rows) // 2
+    streamed = pd.concat(chunks).set_index("job_id")
+    assert sorted(streamed.index) == sorted(whole.rows["job_id"])
+    for job, refs in zip(whole.rows["job_id"], whole.rows["reference_images"], strict=True):
+        assert list(streamed.at[job, "reference_images"]) == list(refs)
+        assert streamed.at[job, "path"] == whole.rows.set_index("job_id").at[job, "path"]
