@@ -168,3 +168,32 @@ def test_actor_state_survives_a_pickle_round_trip(
         assert twin.clip == g.clip
         assert twin.identity == g.identity and twin.garment == g.garment
     assert any(g.identity.jobs for g in scorer.state.groups.values())
+
+
+def test_an_actor_scoring_two_batches_at_once_keeps_the_sequential_state(
+    spec: ScorerSpec, items: list[ImageItem]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evaluation.pool import _ScorerActor
+
+    threads = torch.get_num_threads()
+    batches = [items[s : s + BATCH] for s in range(0, len(items), BATCH)]
+    try:
+        actor = _ScorerActor(spec, num_cpus=1, num_gpus=0)  # the actor body, without Ray
+        with ThreadPoolExecutor(2) as ex:  # as Ray runs it with max_concurrency=2
+            records = [r for rs in ex.map(actor.score_batch, batches) for r in rs]
+        single = Scorer(spec)  # `single` is shared, and other tests add to it
+        for b in batches:
+            single.score_batch(b)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(r["item_id"] for r in records) == sorted(i.item_id for i in items)
+    merged = ScorerState.merge_all([actor.state()])
+    for key, g in single.state.groups.items():
+        m = merged.groups[key]
+        assert m.features.ids == g.features.ids
+        np.testing.assert_allclose(m.features.features, g.features.features, rtol=1e-5, atol=1e-6)
+        assert m.clip.text_n == g.clip.text_n
+        assert m.clip.text_sum == pytest.approx(g.clip.text_sum, rel=1e-5, abs=1e-6)
+        assert m.identity.jobs == g.identity.jobs and m.garment.n == g.garment.n
