@@ -88,7 +88,7 @@ def load_run_images(
     run = Path(run_dir).resolve()
     kept, failed, no_image = [], 0, 0
     for batch in _batches(run / "requests.parquet", _REQUEST_COLUMNS, (), batch_rows):
-        ok = batch.column("ok").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+        ok = pc.fill_null(batch.column("ok").cast(pa.bool_()), False).to_numpy(zero_copy_only=False)
         has = batch.column("image_path").is_valid().to_numpy(zero_copy_only=False)
         failed += int((~ok).sum())
         no_image += int((ok & ~has).sum())
