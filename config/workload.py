@@ -49,7 +49,12 @@ class TrafficConfig(Strict):
     model_mix: dict[str, float] = Field(
         default_factory=dict, description="Share of traffic per model; empty means even."
     )
-    max_in_flight: int = Field(default=256, ge=1, le=1_000_000, description="Client bound.")
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Load-test client bound on open requests; None: memory decides.",
+    )
     warmup_requests: int = Field(
         default=1, ge=0, le=10_000, description="Requests per model sent before the clock starts."
     )
