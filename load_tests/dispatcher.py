@@ -17,6 +17,8 @@ validation, or not sent because the open-request bound was reached (`client_over
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import sys
 import threading
 import time
@@ -41,6 +43,7 @@ HORIZON_S = 5.0  # rows are taken from the stream no further than this ahead of 
 _FLUSH_S = 1.0  # records wait at most this long in memory before they are in a part file
 _FLUSH_ROWS = 1_024
 _RECORD_EVERY_S = 0.005  # the recorder takes what finished in batches, not one wake-up each
+_PRECONNECT = 4  # connections opened before the clock starts, so the first sends find one
 # A thread waiting for the GIL asks for it after this long (CPython's default is 5 ms, which
 # would let the feeder or recorder hold the timer loop back by up to 5 ms).
 _SWITCH_INTERVAL_S = 0.0005
@@ -74,7 +77,8 @@ class Dispatcher:
         attempt: 0 for a first run, n for the n-th resume (written into each record).
         dispatchers: how many dispatchers share the machine (splits the memory bound).
         max_in_flight: an explicit bound on this dispatcher's open requests; None: memory.
-        priority: 'normal', 'nice' or 'realtime' (see load_tests.process.protect_process).
+        priority: 'auto', 'ray', 'normal', 'high' or 'realtime' (see
+            load_tests.process.protect_process).
         cpus: CPUs to pin this process to; None leaves it.
         horizon_s: how far ahead of their time rows are taken from the stream.
     """
@@ -92,11 +96,13 @@ class Dispatcher:
         attempt: int = 0,
         dispatchers: int = 1,
         max_in_flight: int | None = None,
-        priority: str = "normal",
+        priority: str = "auto",
         cpus: list[int] | None = None,
         horizon_s: float = HORIZON_S,
     ) -> None:
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        # Before any thread of ours starts, so that each inherits it.
+        self.priority_applied, self.warning = protect_process(priority, cpus)
         self.index, self.api, self.attempt = index, api, attempt
         self.url, self.timeout_s = url, timeout_s
         self.images_dir = Path(images_dir) if images_dir else None
@@ -109,7 +115,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._latencies: list[float] = []
         self.done = self.ok = self.failed = self.rejected = 0
-        self.warning: str | None = None
+        self.rss_at_start = 0
+        self.gc_ms = self.gc_max_ms = self._gc_t0 = 0.0  # collector pauses while sending
+        self.most_open = (0, 0)  # (requests open, RSS then), sampled once a second
         self._feed_error: BaseException | None = None
         self._first = threading.Event()
         self._fed = threading.Event()
@@ -127,11 +135,17 @@ class Dispatcher:
             KEEP_HEADERS,
         )
         self._feeder: threading.Thread | None = None
+        self._origin = 0.0
 
     # --- actor methods ------------------------------------------------------------------------
 
-    async def feed(self, iterator: Any) -> dict[str, Any]:
-        """Start pulling from a Ray Data iterator; returns once the first block is in (or none)."""
+    async def feed(self, iterator: Any, origin_s: float = 0.0) -> dict[str, Any]:
+        """Start pulling from a Ray Data iterator; returns once the rows of the first
+        `horizon_s` after `origin_s` (where the clock will start) are in, or the stream ended.
+
+        Filling the horizon before the clock starts keeps that burst of work off the schedule.
+        """
+        self._origin = origin_s
         self._feeder = threading.Thread(
             target=self._feed_loop, args=(iterator.iter_batches,), name="easel-feeder"
         )
@@ -141,10 +155,23 @@ class Dispatcher:
             raise RuntimeError(f"dispatcher {self.index}: reading the manifest failed") from (
                 self._feed_error
             )
+        self._settle()
         return {"queued": self.sender.queued, "bound": self.bound, "bound_by": self.bound_by}
 
-    async def schedule(self, blocks: list[pa.Table]) -> None:
+    def _settle(self) -> None:
+        """Before the clock starts: freeze what is allocated, open a few connections."""
+        # Everything allocated so far (Ray, pyarrow, pandas: a million objects) lives as long as
+        # the process: keep it out of the collector's passes, which would otherwise hold the GIL
+        # for ~0.1 s each time they walk it.
+        gc.collect()
+        gc.freeze()
+        if self._gc_timer not in gc.callbacks:
+            gc.callbacks.append(self._gc_timer)
+        self.sender.run(self.sender.preconnect(_PRECONNECT))
+
+    async def schedule(self, blocks: list[pa.Table], origin_s: float = 0.0) -> None:
         """Feed validated blocks directly (no Ray Data; for tests and small callers), then end."""
+        self._origin = origin_s
 
         def batches(**_: Any) -> Iterable[pa.Table]:
             return iter(blocks)
@@ -152,6 +179,7 @@ class Dispatcher:
         self._feeder = threading.Thread(target=self._feed_loop, args=(batches,))
         self._feeder.start()
         await asyncio.to_thread(self._first.wait)
+        self._settle()
 
     async def warmup(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send warm-up rows one after another now (before the clock starts); their records.
@@ -175,10 +203,17 @@ class Dispatcher:
         """Start the clock: at `start_wall` (a time.time() shared by all dispatchers) it reads
         `origin_s`, and each row is sent when the clock reaches its arrival_s."""
         # Wall clocks agree across processes; monotonic is what the loop sleeps on.
+        self.rss_at_start = rss_bytes()[0]
         self.sender.start(start_wall - time.time() + time.monotonic(), origin_s)
         self._started.set()
-        if self.priority != "normal" or self.cpus is not None:
-            self.warning = protect_process(self.priority, self.cpus)
+
+    def _gc_timer(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - self._gc_t0) * 1000
+            self.gc_max_ms = max(self.gc_max_ms, ms)
+            self.gc_ms += ms
 
     async def progress(self) -> dict[str, Any]:
         """Counters now, and the latencies (ms) of the ok records since the last call."""
@@ -223,6 +258,15 @@ class Dispatcher:
             "max_queued": self.sender.max_queued,
             "rss_bytes": current,
             "peak_rss_bytes": peak,
+            "rss_at_start_bytes": self.rss_at_start,
+            "most_open_sampled": self.most_open[0],
+            "rss_at_most_open_bytes": self.most_open[1],
+            "connections_opened": self.sender.pool.opened if self.sender.pool else 0,
+            "priority": self.priority_applied,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0),
+            "scheduler": "realtime" if os.sched_getscheduler(0) == os.SCHED_RR else "normal",
+            "gc_pause_total_ms": round(self.gc_ms, 1),
+            "gc_pause_max_ms": round(self.gc_max_ms, 2),
             "warning": self.warning,
         }
 
@@ -233,7 +277,6 @@ class Dispatcher:
             blocks = iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
             for block in blocks:
                 self._take(block)
-                self._first.set()
                 self._wait_for_horizon()
                 if self._stop.is_set():
                     break
@@ -245,8 +288,12 @@ class Dispatcher:
             self.sender.close_input()
 
     def _wait_for_horizon(self) -> None:
-        self._started.wait()
         s = self.sender
+        if not self._started.is_set():
+            if s.last_due - self._origin <= self.horizon_s:
+                return  # before the start: fill the first horizon
+            self._first.set()
+            self._started.wait()
         while s.last_due - s.clock() > self.horizon_s and not self._stop.is_set():
             time.sleep(0.02)
 
@@ -301,7 +348,15 @@ class Dispatcher:
             if time.monotonic() - last_flush >= _FLUSH_S:
                 self._writer.flush()
                 last_flush = time.monotonic()
+                self._sample_memory()
             time.sleep(_RECORD_EVERY_S)
+
+    def _sample_memory(self) -> None:
+        """Once a second: this process's RSS when the most requests were open (what an open
+        request costs: see benchmarks/load_generator.py --scenario open)."""
+        open_now = self.sender.in_flight
+        if open_now > self.most_open[0]:
+            self.most_open = (open_now, rss_bytes()[0])
 
     def _record(self, work: tuple) -> dict[str, Any]:
         kind = work[0]

@@ -232,15 +232,16 @@ class Pool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def request(self, data: bytes) -> RawResponse:
-        """Send one request and wait for its response (for warm-ups and tests)."""
-        fut: asyncio.Future[RawResponse] = self.loop.create_future()
-        self.send(data, lambda r: fut.done() or fut.set_result(r))
-        return await fut
+    async def preconnect(self, n: int) -> None:
+        """Open up to `n` connections and keep them idle (failures are left to the sends)."""
+        for _ in range(max(0, n - len(self._idle))):
+            conn, _, _ = await self._connect()
+            if conn is None:
+                return
+            self._release(conn)
 
-    async def _connect_and_send(
-        self, data: bytes, resp: RawResponse, done: Callable[[RawResponse], None]
-    ) -> None:
+    async def _connect(self) -> tuple[_Conn | None, str | None, str | None]:
+        """A new connection, or (None, error_class, error)."""
         host, port = self._addr or (self.endpoint.host, self.endpoint.port)
         try:
             _, conn = await asyncio.wait_for(
@@ -254,15 +255,27 @@ class Pool:
                 self.timeout_s,
             )
         except TimeoutError:
-            resp.error_class = "timeout"
-            resp.error = f"could not connect within {self.timeout_s:g} s"
+            return None, "timeout", f"could not connect within {self.timeout_s:g} s"
         except OSError as exc:
-            resp.error_class, resp.error = "connection", f"connect: {exc!r}"[:_MAX_ERROR_CHARS]
-        else:
-            self.opened += 1
-            self._all.add(conn)
+            return None, "connection", f"connect: {exc!r}"[:_MAX_ERROR_CHARS]
+        self.opened += 1
+        self._all.add(conn)
+        return conn, None, None
+
+    async def request(self, data: bytes) -> RawResponse:
+        """Send one request and wait for its response (for warm-ups and tests)."""
+        fut: asyncio.Future[RawResponse] = self.loop.create_future()
+        self.send(data, lambda r: fut.done() or fut.set_result(r))
+        return await fut
+
+    async def _connect_and_send(
+        self, data: bytes, resp: RawResponse, done: Callable[[RawResponse], None]
+    ) -> None:
+        conn, error_class, error = await self._connect()
+        if conn is not None:
             conn.send(data, resp, done)
             return
+        resp.error_class, resp.error = error_class, error
         resp.done_s = self.clock()
         done(resp)
 

@@ -8,10 +8,16 @@ available memory holds and what the open-file limit allows (raised to the hard l
 the hard limit itself where the process may). A row that finds the bound reached is recorded as
 `client_overload`, never dropped.
 
-Priority: on a machine shared with the servers it tests, the timer loop's wake-ups wait behind
-their processes. `protect_process` raises the dispatcher's scheduling priority (every thread:
-Linux priorities are per thread, and the threads share one GIL, so a low-priority thread that
-holds it would stall a high-priority one) and optionally pins it to CPUs.
+Priority: Ray starts every worker process, so every dispatcher, at niceness 15 (so that its own
+daemons stay responsive), which puts the timer loop behind any ordinary process and level with
+every other Ray worker, model replicas included. On a machine shared with the servers it tests,
+its wake-ups then wait behind their work. `protect_process` sets the dispatcher's scheduling
+priority: 'ray' leaves Ray's niceness, 'normal' puts it back to 0 (the driver's), 'high' is
+niceness -10, 'realtime' is SCHED_RR, and 'auto' (the default) takes the first of realtime,
+high, normal that the process is allowed (anything above the starting niceness needs
+CAP_SYS_NICE or RLIMIT_NICE). It applies to every thread: Linux priorities are per thread, and
+the threads share one GIL, so a low-priority thread holding it would stall a high-priority one.
+`benchmarks/load_generator.py --scenario priorities` measures what each level buys.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ _MEMORY_SHARE = 0.5  # of the memory available at start, split across the dispat
 _FD_RESERVE = 256  # files kept for everything else (logs, parts, Ray's own sockets)
 _NOFILE_WANTED = 1 << 20
 
-PRIORITIES = ("normal", "nice", "realtime")
-_NICE = -10
+PRIORITIES = ("auto", "ray", "normal", "high", "realtime")
+_NICENESS = {"normal": 0, "high": -10}
 _RT_PRIORITY = 10
 
 
@@ -96,37 +102,52 @@ def _threads() -> list[int]:
         return [0]
 
 
-def protect_process(priority: str = "normal", cpus: Iterable[int] | None = None) -> str | None:
-    """Raise every thread's priority and/or pin them to `cpus`; returns a warning or None.
-
-    Args:
-        priority: 'normal' (leave it), 'nice' (nice -10) or 'realtime' (SCHED_RR, priority 10;
-            the kernel still keeps 5 % of each CPU for everything else).
-        cpus: CPU numbers to run on; None leaves the affinity.
-
-    Threads started later inherit the setting from the thread that starts them.
-    """
-    if priority not in PRIORITIES:
-        raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
-    problems = []
+def _apply(priority: str, cpus: Iterable[int] | None) -> OSError | None:
     for tid in _threads():
         try:
-            if priority == "nice":
-                os.setpriority(os.PRIO_PROCESS, tid, _NICE)
+            if priority in _NICENESS:
+                os.setpriority(os.PRIO_PROCESS, tid, _NICENESS[priority])
             elif priority == "realtime":
                 os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(_RT_PRIORITY))
             if cpus is not None:
                 os.sched_setaffinity(tid, set(cpus))
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
-        except (PermissionError, OSError) as exc:
-            problems.append(str(exc))
-            break
-    if problems:
-        msg = f"could not set priority {priority!r} / cpus {cpus}: {problems[0]}"
-        _log.warning(msg)
-        return msg
+        except OSError as exc:
+            return exc
     return None
+
+
+def protect_process(
+    priority: str = "auto", cpus: Iterable[int] | None = None
+) -> tuple[str, str | None]:
+    """Set every thread's scheduling priority and/or pin them to `cpus`.
+
+    Args:
+        priority: 'auto' (the first of realtime, high, normal allowed), 'ray' (leave it),
+            'normal' (niceness 0), 'high' (niceness -10) or 'realtime' (SCHED_RR, priority 10;
+            the kernel still keeps 5 % of each CPU for everything else).
+        cpus: CPU numbers to run on; None leaves the affinity.
+
+    Returns:
+        (the priority now in force, a warning or None). Threads started later inherit it from
+        the thread that starts them.
+    """
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
+    tries = ("realtime", "high", "normal") if priority == "auto" else (priority,)
+    problem = None
+    for level in tries:
+        problem = _apply(level, cpus)
+        if problem is None:
+            return level, None
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    msg = (
+        f"could not set priority {priority!r} (cpus {cpus}): {problem}; running at niceness "
+        f"{nice} (raising priority needs CAP_SYS_NICE)"
+    )
+    _log.warning(msg)
+    return "ray", msg
 
 
 def rss_bytes() -> tuple[int, int]:

@@ -76,7 +76,7 @@ class LoadLog:
     save_images: bool
     max_in_flight: int | None = None
     api_key_env: str | None = None
-    priority: str = "normal"
+    priority: str = "auto"
     attempts: list[Attempt] = field(default_factory=list)
 
     @classmethod

@@ -169,8 +169,10 @@ def run_load(
         api_key_env: environment variable holding a bearer token (never written anywhere).
         resume: finish a run folder a killed run left: send only the rows without a record,
             with the options load.json holds unless given here.
-        priority: the dispatchers' scheduling priority: 'normal' (default), 'nice' or
-            'realtime' (see load_tests.process.protect_process).
+        priority: the dispatchers' scheduling priority: 'auto' (the default: the first of
+            realtime, high, normal this process may set), 'ray' (as Ray starts workers:
+            niceness 15), 'normal' (0), 'high' (-10) or 'realtime' (SCHED_RR); see
+            load_tests.process.protect_process.
 
     Raises:
         ManifestError: the manifest file is not a manifest (bad rows never raise).
@@ -191,7 +193,7 @@ def run_load(
     bound = _pick(max_in_flight, log and log.max_in_flight, t.max_in_flight)
     save_images = _pick(save_images, log and log.save_images, True)
     api_key_env = _pick(api_key_env, log and log.api_key_env, None)
-    priority = _pick(priority, log and log.priority, "normal")
+    priority = _pick(priority, log and log.priority, "auto")
     warm_n = t.warmup_requests if warmup_requests is None else warmup_requests
     if (bound is not None and bound < 1) or n_disp < 1 or timeout_s <= 0 or warm_n < 0:
         raise ValueError("max_in_flight and dispatchers must be >= 1, timeout_s > 0, warmup >= 0")
@@ -343,9 +345,10 @@ def _attempt(
             _log.debug("warm-up: %d requests", len(warm))
         splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
         # All at once: streaming_split waits until every iterator has asked for its first block.
-        ray.get([a.feed.remote(it) for a, it in zip(actors, splits, strict=True)])
+        origin = attempt.clock_origin_s
+        ray.get([a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)])
         start_wall = time.time() + _LEAD_S
-        ray.get([a.start.remote(start_wall, attempt.clock_origin_s) for a in actors])
+        ray.get([a.start.remote(start_wall, origin) for a in actors])
         finished = [a.finish.remote() for a in actors]
         pending = list(finished)
         while pending:

@@ -180,6 +180,11 @@ class Sender:
     def _clock_or_zero(self) -> float:
         return self.clock() if self._start is not None else 0.0
 
+    async def preconnect(self, n: int) -> None:
+        """Open `n` idle connections now (on the timer loop), for the first sends."""
+        assert self.pool is not None
+        await self.pool.preconnect(n)
+
     async def _shutdown(self) -> None:
         if self.pool is not None:
             await self.pool.close()

@@ -87,9 +87,10 @@ def register(subparsers: Any) -> None:
     )
     ld.add_argument(
         "--priority",
-        choices=("normal", "nice", "realtime"),
-        help="the dispatchers' CPU priority, against servers on the same machine (default: "
-        "normal; nice and realtime need CAP_SYS_NICE)",
+        choices=("auto", "ray", "normal", "high", "realtime"),
+        help="the dispatchers' CPU priority: auto (default: the first of realtime, high, "
+        "normal allowed), ray (Ray's worker niceness, 15), normal (0), high (-10) or realtime "
+        "(SCHED_RR); above niceness 15 needs CAP_SYS_NICE",
     )
     ld.add_argument(
         "--no-images", action="store_true", default=None, help="keep only each image's sha256"

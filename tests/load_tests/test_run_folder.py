@@ -49,7 +49,7 @@ def test_resume_needs_a_run_folder_and_its_own_manifest(cfg, tmp_path):
 
 
 def test_load_log_round_trips(tmp_path):
-    log = LoadLog("http://h:1", "openai", "ab" * 32, 3, 5.0, False, 100, "KEY_ENV", "nice")
+    log = LoadLog("http://h:1", "openai", "ab" * 32, 3, 5.0, False, 100, "KEY_ENV", "high")
     log.write(tmp_path)
     assert LoadLog.read(tmp_path) == log
     assert "KEY_ENV" in (tmp_path / "load.json").read_text()  # the variable's name, never a key

@@ -109,6 +109,22 @@ def test_sends_stay_on_schedule_while_the_server_stalls(stall_run):
     assert overall["service_p50_ms"] == pytest.approx(SERVICE_MS, abs=15)
 
 
+def test_dispatchers_raise_their_priority_above_rays_background_one(stall_run):
+    *_, result, _recs = stall_run
+    assert len(result.dispatchers) == 2
+    for d in result.dispatchers:
+        # Ray starts workers at niceness 15; by default a dispatcher takes the highest priority
+        # the process may set (realtime with CAP_SYS_NICE), and says so where it may not.
+        if d["priority"] == "realtime":
+            assert d["scheduler"] == "realtime"
+        elif d["priority"] in ("high", "normal"):
+            assert d["niceness"] == {"high": -10, "normal": 0}[d["priority"]]
+        else:
+            assert d["niceness"] == 15 and "CAP_SYS_NICE" in d["warning"]
+        assert d["bound_by"] in ("the open-file limit", "memory (16 KiB per open request)")
+        assert d["bound"] > 1000
+
+
 def test_warmup_takes_the_cold_starts_and_stays_out_of_the_records(stall_run):
     _cfg, _, _, result, recs = stall_run
     warm = pq.read_table(result.warmup_path).to_pylist()
