@@ -51,7 +51,8 @@ def git_commit(path: Path = ROOT) -> str:
     return sha + ("+dirty" if dirty else "")
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """This environment with the repository first on PYTHONPATH (for child processes)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
@@ -62,7 +63,7 @@ def start_echo(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "load_tests.echo_server", *args],
         cwd=ROOT,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -155,7 +156,7 @@ def easel_load(
     cmd += ["--out", str(out), "--no-progress", *args]
     t0 = time.monotonic()
     child = subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     sampler = Sampler(child.pid)
     if sample:

@@ -35,15 +35,16 @@ def _uniform_manifest(cfg, n, rate, seed=0):
 
 @pytest.fixture(scope="module")
 def stall_run(ray_pkg, make_cfg, tmp_path_factory):
-    """100 requests at 30/s plus 3 bad rows; the server stalls for 1 s in the middle."""
+    """100 requests at 30/s plus 4 bad rows; the server stalls for 1 s in the middle."""
     cfg = make_cfg(
         traffic={"warmup_requests": 1, "model_mix": {"sdxl-turbo": 1, "flux2-schnell": 1}}
     )
     rows = _uniform_manifest(cfg, 100, RATE).to_pylist()
-    bad = [dict(rows[0]) for _ in range(3)]
+    bad = [dict(rows[0]) for _ in range(4)]
     bad[0].update(job_id="bad-model", model="dall-e-9")
     bad[1].update(job_id="bad-prompt", prompt=None)
     bad[2].update(arrival_s=rows[-1]["arrival_s"])  # a second row with job-0000000's id
+    bad[3].update(job_id="bad-niche", niche="corporate_headshots")  # a log's spelling
     table = pa.Table.from_pylist(rows + bad, schema=MANIFEST_SCHEMA)
     tmp = tmp_path_factory.mktemp("stall")
     manifest = write_manifest(table, tmp / "in.parquet")
@@ -57,11 +58,11 @@ def stall_run(ray_pkg, make_cfg, tmp_path_factory):
 
 def test_every_manifest_row_has_exactly_one_record(stall_run):
     cfg, manifest, _, result, recs = stall_run
-    assert result.rows == 103 and len(recs) == 103
-    assert sorted(r["row"] for r in recs) == list(range(103))
+    assert result.rows == 104 and len(recs) == 104
+    assert sorted(r["row"] for r in recs) == list(range(104))
     _good, rejected = read_manifest(manifest, cfg)
     rejected_rows = {r["row"] for r in rejected}
-    assert rejected_rows == {100, 101, 102} and result.rejected == 3
+    assert rejected_rows == {100, 101, 102, 103} and result.rejected == 4
     by_row = {r["row"]: r for r in recs}
     for row in rejected_rows:
         rec = by_row[row]
@@ -69,6 +70,8 @@ def test_every_manifest_row_has_exactly_one_record(stall_run):
     assert "unknown model 'dall-e-9'" in by_row[100]["error"]
     assert "missing prompt" in by_row[101]["error"]
     assert "duplicate job_id 'job-0000000'" in by_row[102]["error"]
+    assert "unknown niche 'corporate_headshots'" in by_row[103]["error"]
+    assert "allowed: [" in by_row[103]["error"] and "corporate-headshots" in by_row[103]["error"]
     assert all(by_row[r]["ok"] for r in range(100))
 
 
@@ -143,11 +146,11 @@ def test_run_folder_holds_images_manifest_and_summary(stall_run):
             data = (run / r["image_path"]).read_bytes()
             assert r["image_path"] == f"images/{r['job_id']}.png"
             assert hashlib.sha256(data).hexdigest() == r["image_sha256"]
-    assert pq.read_table(result.manifest_path).num_rows == 103
+    assert pq.read_table(result.manifest_path).num_rows == 104
     assert (run / "config.yaml").is_file()
     summary = json.loads(result.summary_path.read_text())
     assert set(summary) == {"overall", "by_model", "groups", "generator"}
-    assert summary["overall"]["rows"] == 103
+    assert summary["overall"]["rows"] == 104
 
 
 def test_cli_replays_a_log_and_counts_cold_starts_apart(tmp_path):
