@@ -19,6 +19,7 @@ the server.
 
     python benchmarks/load_generator.py                      # all four
     python benchmarks/load_generator.py --scenario schedule --rates 1000 --duration 10
+    python benchmarks/load_generator.py --scenario schedule saturated open
 
 Writes a Markdown table per scenario to stdout and the figures, with the machine's load
 average, to benchmarks/results/load_generator.json.
@@ -143,7 +144,10 @@ def _table(rows: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--scenario", choices=("all", "schedule", "saturated", "open", "priorities"), default="all"
+        "--scenario",
+        nargs="+",
+        choices=("all", "schedule", "saturated", "open", "priorities"),
+        default=["all"],
     )
     p.add_argument("--rates", type=float, nargs="+", default=[50, 200, 500, 1000])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per rate (bounded)")
@@ -170,17 +174,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = args.keep or Path(tmp)
         tmp_path.mkdir(parents=True, exist_ok=True)
-        if args.scenario in ("all", "schedule"):
+        if {"all", "schedule"} & set(args.scenario):
             out["schedule"] = schedule(tmp_path, args.rates, args.duration, extra)
             print("schedule (echo server, answers at once):\n" + _table(out["schedule"]) + "\n")
-        if args.scenario in ("all", "saturated"):
+        if {"all", "saturated"} & set(args.scenario):
             out["saturated"] = saturated(tmp_path, extra)
             print(
                 "saturated (600 rows at 40 req/s; server: 8 at once, 3 s each):\n"
                 + _table([out["saturated"]])
                 + "\n"
             )
-        if args.scenario in ("all", "open"):
+        if {"all", "open"} & set(args.scenario):
             o = out["open"] = open_requests(tmp_path, args.open_rows, args.open_rate, extra)
             print(
                 f"open requests (one dispatcher, server holds each 30 s): "
@@ -189,7 +193,7 @@ def main() -> int:
                 f"{o['rss_at_most_open_mb']} MB: {o['bytes_per_open_request']} bytes per open "
                 "request\n"
             )
-        if args.scenario in ("all", "priorities"):
+        if {"all", "priorities"} & set(args.scenario):
             out["priorities"] = priorities(tmp_path, args.priority_rate, args.duration, args.rounds)
             print("| priority | round | niceness | send lag p50 | p99 | max | achieved/offered |")
             print("|---|---|---|---|---|---|---|")
