@@ -1,0 +1,186 @@
+"""The load generator's tables for docs/performance.md, from the committed results.
+
+Reads benchmarks/results/load_generator.json (schedule, saturated, open), lg_prio_dev.json
+(priorities), load_generator_easel.json (overloaded easel, AIPerf) and
+load_generator_growth.json (memory growth) and prints each table in Markdown, with the command
+and commit that produced it, so the document's figures are generated, not typed.
+
+    python benchmarks/load_generator_report.py > /tmp/lg.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from _loadgen import RESULTS
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _f(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _errors(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
+
+
+def _provenance(d: dict[str, Any]) -> str:
+    la = d["machine"]["loadavg"]
+    return f"`{d['command']}` (commit {d['commit'][:12]}; load average {la[0]} at the start)"
+
+
+def _gen_rows(rows: list[dict[str, Any]], label: Any) -> list[str]:
+    out = [
+        "| run | offered | achieved/offered | send lag p50 | p99 | max | not sent | most open | "
+        "errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {label(r)} | {_f(r['offered_rps'], '.1f')} req/s | "
+            f"{_f(r['achieved_over_offered'], '.3f')} | {_f(r['send_lag_p50_ms'])} ms | "
+            f"**{_f(r['send_lag_p99_ms'])} ms** | {_f(r['send_lag_max_ms'], '.1f')} ms | "
+            f"{r['not_sent']} | {r['max_open']} | {_errors(r)} |"
+        )
+    return out
+
+
+def generator(d: dict[str, Any]) -> list[str]:
+    out = []
+    rows = list(d.get("schedule", []))
+    if "saturated" in d:
+        rows.append(d["saturated"])
+    if rows:
+        out += ["Schedule and saturation: " + _provenance(d), ""]
+        out += _gen_rows(
+            rows,
+            lambda r: (
+                f"echo, {r['target_rps']:g} req/s"
+                + (
+                    f", {r['concurrency']} at once x {r['service_ms'] / 1000:g} s"
+                    if "service_ms" in r
+                    else ", instant"
+                )
+            ),
+        )
+        out.append("")
+    if "open" in d:
+        o = d["open"]
+        per = _f(o["bytes_per_open_request"] / 1024, ".1f")
+        out += [
+            "Open requests (one dispatcher, a server that holds every request 30 s): "
+            + _provenance(d),
+            "",
+            "| requests | most open at once | bound (set by) | dispatcher RSS at start | at most "
+            "open | per open request | not sent |",
+            "|---|---|---|---|---|---|---|",
+            f"| {o['rows']:,} | **{o['most_open_sampled']:,}** (max {o['max_open']:,}) | "
+            f"{o['bound']:,} ({o['bound_by']}) | {o['rss_at_start_mb']} MB | "
+            f"{o['rss_at_most_open_mb']} MB | **{per} KiB** | "
+            f"{o['not_sent']} |",
+            "",
+        ]
+    return out
+
+
+def priorities(d: dict[str, Any]) -> list[str]:
+    out = ["Priorities (echo, instant; alternating rounds): " + _provenance(d), ""]
+    out += ["| priority | round | in force | send lag p50 | p99 | max | achieved/offered |"]
+    out += ["|---|---|---|---|---|---|---|"]
+    for r in d["priorities"]:
+        out.append(
+            f"| {r['priority']} | {r['round']} | {r['scheduler'][0]}, nice {r['niceness'][0]} | "
+            f"{_f(r['send_lag_p50_ms'])} ms | {_f(r['send_lag_p99_ms'])} ms | "
+            f"{_f(r['send_lag_max_ms'], '.1f')} ms | {_f(r['achieved_over_offered'], '.3f')} |"
+        )
+    return [*out, ""]
+
+
+def easel(d: dict[str, Any]) -> list[str]:
+    out = []
+    if "overload" in d:
+        out += [f"Overloaded easel ({d['server']}): " + _provenance(d), ""]
+        out += [
+            "| priority (in force) | offered | achieved/offered | send lag p50 | p99 | max | "
+            "not sent | most open | server: ok | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in d["overload"]:
+            out.append(
+                f"| {r['priority']} ({', '.join(r['in_force'])}) | "
+                f"{_f(r['offered_rps'], '.1f')} req/s | {_f(r['achieved_over_offered'], '.3f')} | "
+                f"{_f(r['send_lag_p50_ms'])} ms | **{_f(r['send_lag_p99_ms'])} ms** | "
+                f"{_f(r['send_lag_max_ms'], '.1f')} ms | {r['not_sent']} | {r['max_open']} | "
+                f"{r['ok']} | {_errors(r)} |"
+            )
+        out.append("")
+    if "side_by_side" in d:
+        out += ["easel load and AIPerf, same endpoint and rate: " + _provenance(d), ""]
+        out += [
+            "| tool | requests | failed | latency p50 | p90 | p95 | p99 | sends/s | "
+            "completions/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in d["side_by_side"]:
+            out.append(
+                f"| {r['tool']} (round {r['round']}) | {_f(r['n'], '.0f')} | "
+                f"{_f(r['errors'], '.0f')} | {_f(r['latency_p50_ms'], '.1f')} ms | "
+                f"{_f(r['latency_p90_ms'], '.1f')} ms | {_f(r['latency_p95_ms'], '.1f')} ms | "
+                f"{_f(r['latency_p99_ms'], '.1f')} ms | {_f(r.get('achieved_rps'))} | "
+                f"{_f(r.get('throughput_rps'))} |"
+            )
+        out.append("")
+    elif "aiperf_error" in d:
+        out += [f"AIPerf could not run: {d['aiperf_error']}", ""]
+    return out
+
+
+def growth(d: dict[str, Any]) -> list[str]:
+    out = ["Memory growth (echo, instant, no images): " + _provenance(d), ""]
+    out += [
+        "| manifest rows | driver peak RSS | dispatcher | split coordinator | read task | "
+        "achieved/offered | send lag p99 | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        m = r["peak_rss_mb"]
+        out.append(
+            f"| {r['rows']:,} | {m['driver']} MB | {m['dispatcher']} MB | {m['coordinator']} MB "
+            f"| {m['reader']} MB | {_f(r['achieved_over_offered'], '.3f')} | "
+            f"{_f(r['send_lag_p99_ms'])} ms | {r['wall_s']:.0f} s |"
+        )
+    g = d["growth_first_to_last"]
+    first, last = d["rows"][0]["rows"], d["rows"][-1]["rows"]
+    out += [
+        "",
+        f"Growth from {first:,} to {last:,} rows: driver {_f(100 * g['driver'], '+.1f')} %, "
+        f"dispatcher {_f(100 * g['dispatcher'], '+.1f')} % (peak RSS).",
+        "",
+        f"![peak RSS per process against manifest rows](../{d['plot']})",
+        "",
+    ]
+    return out
+
+
+def main() -> int:
+    parts: list[str] = []
+    if d := _load("load_generator"):
+        parts += generator(d)
+    if d := _load("lg_prio_dev"):
+        parts += priorities(d)
+    if d := _load("load_generator_easel"):
+        parts += easel(d)
+    if d := _load("load_generator_growth"):
+        parts += growth(d)
+    print("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
