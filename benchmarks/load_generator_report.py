@@ -168,8 +168,66 @@ def growth(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "**not met**")
+
+
+def targets(gen: dict | None, easel_d: dict | None, grow: dict | None) -> list[str]:
+    """The issue's targets, each with what the results show."""
+    out = ["| figure (issue 14) | target | measured | |", "|---|---|---|---|"]
+    if gen:
+        for r in gen.get("schedule", []):
+            if r["target_rps"] == 1000:
+                p99 = r["send_lag_p99_ms"]
+                out.append(
+                    f"| send lag p99, 1,000 req/s, echo | <= 2 ms | {_f(p99)} ms, "
+                    f"achieved/offered {_f(r['achieved_over_offered'], '.3f')} | "
+                    f"{_verdict(p99 <= 2)} |"
+                )
+        if r := gen.get("saturated"):
+            ok = (
+                r["send_lag_p99_ms"] <= 5
+                and r["not_sent"] == 0
+                and r["achieved_over_offered"] >= 0.99
+            )
+            out.append(
+                "| 40 req/s into a saturated echo (3 s, 8 at once), 600 rows | lag p99 <= 5 ms, "
+                f"none unsent, achieved/offered >= 0.99 | {_f(r['send_lag_p99_ms'])} ms, "
+                f"{r['not_sent']} unsent, {_f(r['achieved_over_offered'], '.3f')}, "
+                f"{r['max_open']} open at most | {_verdict(ok)} |"
+            )
+        if o := gen.get("open"):
+            ok = o["most_open_sampled"] >= 20_000 or o["max_open"] >= 20_000
+            out.append(
+                "| open requests per dispatcher | >= 20,000, cost stated | "
+                f"{o['max_open']:,} open at most (bound {o['bound']:,}), "
+                f"{_f(o['bytes_per_open_request'] / 1024, '.1f')} KiB each | {_verdict(ok)} |"
+            )
+    if easel_d and easel_d.get("overload"):
+        for r in easel_d["overload"]:
+            out.append(
+                f"| overloaded easel, priority {r['priority']} | (report) | "
+                f"lag p99 {_f(r['send_lag_p99_ms'])} ms, {r['not_sent']} unsent, "
+                f"achieved/offered {_f(r['achieved_over_offered'], '.3f')} | |"
+            )
+    if easel_d and easel_d.get("side_by_side"):
+        out.append("| AIPerf side by side | one table | below | met |")
+    if grow:
+        g = grow["growth_first_to_last"]
+        ok = all(v is not None and abs(v) <= 0.10 for v in g.values())
+        first, last = grow["rows"][0]["rows"], grow["rows"][-1]["rows"]
+        out.append(
+            f"| driver and dispatcher peak RSS, {first:,} to {last:,} rows | flat within 10 % | "
+            f"driver {_f(100 * g['driver'], '+.1f')} %, dispatcher "
+            f"{_f(100 * g['dispatcher'], '+.1f')} % | {_verdict(ok)} |"
+        )
+    return [*out, ""]
+
+
 def main() -> int:
-    parts: list[str] = []
+    parts: list[str] = targets(
+        _load("load_generator"), _load("load_generator_easel"), _load("load_generator_growth")
+    )
     if d := _load("load_generator"):
         parts += generator(d)
     if d := _load("lg_prio_dev"):
