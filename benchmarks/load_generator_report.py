@@ -37,7 +37,7 @@ def _provenance(d: dict[str, Any]) -> str:
 
 def _gen_rows(rows: list[dict[str, Any]], label: Any) -> list[str]:
     out = [
-        "| run | offered | achieved/offered | send lag p50 | p99 | max | not sent | most open | "
+        "| run | offered | achieved/offered | send lag p50 | p99 | max | not sent | most open (per dispatcher) | "
         "errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -108,7 +108,7 @@ def easel(d: dict[str, Any]) -> list[str]:
         out += [f"Overloaded easel ({d['server']}): " + _provenance(d), ""]
         out += [
             "| priority (in force) | offered | achieved/offered | send lag p50 | p99 | max | "
-            "not sent | most open | server: ok | failed |",
+            "not sent | most open (per dispatcher) | server: ok | failed |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in d["overload"]:
