@@ -37,8 +37,8 @@ def _provenance(d: dict[str, Any]) -> str:
 
 def _gen_rows(rows: list[dict[str, Any]], label: Any) -> list[str]:
     out = [
-        "| run | offered | achieved/offered | send lag p50 | p99 | max | not sent | most open (per dispatcher) | "
-        "errors |",
+        "| run | offered | achieved/offered | send lag p50 | p99 | max | not sent | "
+        "most open (per dispatcher) | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
