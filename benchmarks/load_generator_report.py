@@ -236,6 +236,12 @@ def main() -> int:
         parts += easel(d)
     if d := _load("load_generator_growth"):
         parts += growth(d)
+    else:
+        parts += [
+            "Memory growth: no results yet (`python benchmarks/load_generator_growth.py` writes "
+            "benchmarks/results/load_generator_growth.json and .png).",
+            "",
+        ]
     print("\n".join(parts))
     return 0
 
