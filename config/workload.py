@@ -163,7 +163,12 @@ class TrafficConfig(Strict):
         "whole second and some seconds hold several rows (a 1-second log), else none. "
         "None or 0: never.",
     )
-    max_in_flight: int = Field(default=256, ge=1, le=1_000_000, description="Client bound.")
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Load-test client bound on open requests; None: memory decides.",
+    )
     warmup_requests: int = Field(
         default=1, ge=0, le=10_000, description="Requests per model sent before the clock starts."
     )

@@ -1,9 +1,13 @@
-"""One request, one record: the HTTP client the dispatchers use.
+"""One request, one record: what the dispatchers send and how a response becomes a record.
 
-`send_request` never raises. It times the send, the response headers (first byte) and the end
-of the body on the run's clock, reads easel's timing headers when they are there (an
-OpenAI-Images endpoint may have none: those columns stay null), stores or hashes the image, and
-classifies every failure.
+Sending happens on a dispatcher's timer loop through load_tests.http1, which does only what
+must happen there: write the request bytes (`request_body`, encoded beforehand), time the send,
+the response headers (first byte) and the end of the body on the run's clock, and keep the
+status, a few headers (KEEP_HEADERS) and the raw body. `finish_record` runs off that loop (the
+recorder thread): it parses the body (JSON and base64 for the OpenAI shape), reads easel's
+timing headers when they are there (an OpenAI-Images endpoint may have none: those columns stay
+null), stores or hashes the image, and classifies every failure. Neither raises: every outcome
+is a record. `Client` is the two in one, for warm-ups and tests.
 """
 
 from __future__ import annotations
@@ -13,22 +17,42 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from load_tests.http1 import Endpoint, Pool, RawResponse
 from load_tests.records import new_record
 
-__all__ = ["API_PATHS", "build_payload", "endpoint_url", "image_ext", "send_request"]
+__all__ = [
+    "API_PATHS",
+    "JSON_HEADERS",
+    "KEEP_HEADERS",
+    "Client",
+    "build_payload",
+    "endpoint_url",
+    "finish_record",
+    "image_ext",
+    "request_body",
+]
 
 API_PATHS = {"easel": "/v1/generate", "openai": "/v1/images/generations"}
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"))
 _MAX_ERROR_CHARS = 500
-# Hashing and writing a large image in the event loop would delay the next scheduled sends.
-_OFFLOAD_BYTES = 256 * 1024
+# The response headers a record reads; only these are kept from a response.
+KEEP_HEADERS = (
+    "X-Easel-Provider",
+    "X-Easel-Replica",
+    "X-Easel-Queue-Ms",
+    "X-Easel-Inference-Ms",
+    "X-Easel-Batch-Size",
+    "X-Easel-Cold-Start",
+    "Content-Type",
+    "Retry-After",
+)
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def endpoint_url(url: str, api: str) -> str:
@@ -41,7 +65,7 @@ def endpoint_url(url: str, api: str) -> str:
     return url if url.endswith(API_PATHS[api]) else url + API_PATHS[api]
 
 
-def build_payload(row: dict[str, Any], api: str) -> dict[str, Any]:
+def build_payload(row: Mapping[str, Any], api: str) -> dict[str, Any]:
     """The JSON body for one manifest row; null fields are left out (the server's defaults)."""
     if api == "openai":
         body: dict[str, Any] = {
@@ -60,6 +84,11 @@ def build_payload(row: dict[str, Any], api: str) -> dict[str, Any]:
     if row.get("reference_image") is not None:
         body["reference_image"] = base64.b64encode(row["reference_image"]).decode("ascii")
     return body
+
+
+def request_body(row: Mapping[str, Any], api: str) -> bytes:
+    """The encoded JSON body for one manifest row (built before its send is due)."""
+    return json.dumps(build_payload(row, api), separators=(",", ":")).encode()
 
 
 def image_ext(data: bytes) -> str | None:
@@ -129,69 +158,53 @@ def _store(data: bytes, path: Path | None) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def send_request(
-    session: aiohttp.ClientSession,
-    url: str,
+def finish_record(
+    row: Mapping[str, Any],
+    resp: RawResponse,
     api: str,
-    row: dict[str, Any],
-    *,
-    clock: Callable[[], float],
-    timeout_s: float,
     images_dir: Path | None = None,
-    headers: dict[str, str] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Send one manifest row now; return its record (REQUEST_SCHEMA fields). Never raises.
+    """The record of one sent request (REQUEST_SCHEMA fields) from its Response. Never raises.
 
     Args:
-        url: the full endpoint URL (see `endpoint_url`).
-        clock: seconds since the run start.
+        row: the manifest row's `job_id`, `row`, `model`, `niche`, `tenant`, `arrival_s`.
+        resp: what `fetch` returned.
         images_dir: where `<job_id>.<ext>` is written; None keeps only the sha256.
-        headers: extra request headers (e.g. Authorization); never written anywhere.
+        **fields: more record fields (e.g. `attempt`).
     """
-    rec = new_record(row, scheduled_s=row["arrival_s"])
     try:
-        payload = build_payload(row, api)
-    except Exception as exc:  # a row the reader let through but we cannot encode
-        rec.update(
-            error=f"cannot build the request: {exc!r}"[:_MAX_ERROR_CHARS],
-            error_class="client_error",
-        )
+        return _finish(row, resp, api, images_dir, fields)
+    except Exception as exc:  # never lose a row to a bug here
+        rec = new_record(row, scheduled_s=row["arrival_s"], sent_s=resp.sent_s, **fields)
+        rec.update(error=f"client: {exc!r}"[:_MAX_ERROR_CHARS], error_class="client_error")
         return rec
-    sent = clock()
-    rec["sent_s"] = sent
-    try:
-        async with session.post(
-            url, json=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
-            rec["first_byte_s"] = clock()
-            body = await resp.read()
-            done = clock()
-            h = resp.headers
-            rec["status"] = resp.status
-            rec["provider"] = h.get("X-Easel-Provider")
-            rec["replica"] = h.get("X-Easel-Replica")
-            rec["queue_ms"] = _float(h, "X-Easel-Queue-Ms")
-            rec["inference_ms"] = _float(h, "X-Easel-Inference-Ms")
-            rec["batch_size"] = _int(h, "X-Easel-Batch-Size")
-            rec["cold_start"] = _bool(h, "X-Easel-Cold-Start")
-    except TimeoutError:
-        rec.update(error=f"no complete response within {timeout_s:g} s", error_class="timeout")
-        done = clock()
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        rec.update(error=f"connection: {exc!r}"[:_MAX_ERROR_CHARS], error_class="connection")
-        done = clock()
-    except Exception as exc:  # every outcome is a record, never an exception
-        rec.update(error=repr(exc)[:_MAX_ERROR_CHARS], error_class="client_error")
-        done = clock()
-    rec["done_s"] = done
-    rec["latency_ms"] = (done - row["arrival_s"]) * 1000.0
-    rec["service_ms"] = (done - sent) * 1000.0
-    if rec["status"] is None:
+
+
+def _finish(
+    row: Mapping[str, Any],
+    resp: RawResponse,
+    api: str,
+    images_dir: Path | None,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    rec = new_record(row, scheduled_s=row["arrival_s"], **fields)
+    rec["sent_s"], rec["first_byte_s"], rec["done_s"] = resp.sent_s, resp.first_byte_s, resp.done_s
+    rec["latency_ms"] = (resp.done_s - row["arrival_s"]) * 1000.0
+    rec["service_ms"] = (resp.done_s - resp.sent_s) * 1000.0
+    if resp.error_class is not None:
+        rec.update(error=resp.error, error_class=resp.error_class)
         return rec
-    if rec["status"] != 200:
-        rec.update(
-            error=_error_text(rec["status"], body, h), error_class=_http_class(rec["status"])
-        )
+    h, body = resp.headers, resp.body
+    rec["status"] = resp.status
+    rec["provider"] = h.get("X-Easel-Provider")
+    rec["replica"] = h.get("X-Easel-Replica")
+    rec["queue_ms"] = _float(h, "X-Easel-Queue-Ms")
+    rec["inference_ms"] = _float(h, "X-Easel-Inference-Ms")
+    rec["batch_size"] = _int(h, "X-Easel-Batch-Size")
+    rec["cold_start"] = _bool(h, "X-Easel-Cold-Start")
+    if resp.status != 200:
+        rec.update(error=_error_text(resp.status, body, h), error_class=_http_class(resp.status))
         return rec
     if api == "openai":
         try:
@@ -212,10 +225,7 @@ async def send_request(
         return rec
     path = images_dir / f"{row['job_id']}{ext}" if images_dir is not None else None
     try:
-        if len(body) > _OFFLOAD_BYTES:
-            rec["image_sha256"] = await asyncio.to_thread(_store, body, path)
-        else:
-            rec["image_sha256"] = _store(body, path)
+        rec["image_sha256"] = _store(body, path)
     except OSError as exc:
         rec.update(
             error=f"cannot save the image: {exc!r}"[:_MAX_ERROR_CHARS], error_class="client_error"
@@ -225,3 +235,59 @@ async def send_request(
         rec["image_path"] = f"{images_dir.name}/{path.name}"
     rec.update(ok=True, error=None, error_class="ok")
     return rec
+
+
+class Client:
+    """Requests to one endpoint, one at a time as they are awaited (warm-ups, tests).
+
+    Must be made and used on one running event loop. The dispatchers' timer loop uses the
+    same pool (load_tests.http1) through callbacks instead.
+
+    Args:
+        url: the full endpoint URL (see `endpoint_url`).
+        api: 'easel' or 'openai'.
+        timeout_s: per-request deadline.
+        headers: extra request headers (e.g. Authorization); never written anywhere.
+        clock: seconds since the run start; default: since this client was made.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api: str,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        t0 = time.monotonic()
+        self.api = api
+        self.clock = clock or (lambda: time.monotonic() - t0)
+        self.endpoint = Endpoint.of(url, {**JSON_HEADERS, **(headers or {})})
+        self.pool = Pool(
+            asyncio.get_running_loop(), self.endpoint, timeout_s, self.clock, KEEP_HEADERS
+        )
+
+    async def send(
+        self, row: dict[str, Any], images_dir: Path | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one manifest row now and return its record. Never raises."""
+        try:
+            data = self.endpoint.request(request_body(row, self.api))
+        except Exception as exc:  # a row the reader let through but we cannot encode
+            rec = new_record(row, scheduled_s=row["arrival_s"], **fields)
+            rec.update(
+                error=f"cannot build the request: {exc!r}"[:_MAX_ERROR_CHARS],
+                error_class="client_error",
+            )
+            return rec
+        return finish_record(row, await self.pool.request(data), self.api, images_dir, **fields)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

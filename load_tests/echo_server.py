@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--fail-every", type=int, default=0)
     args = p.parse_args(argv)
+    from load_tests.process import raise_open_files
+
+    raise_open_files()  # one socket per open request: a saturated test holds thousands
     server = EchoServer(
         host=args.host,
         port=args.port,

@@ -3,13 +3,13 @@
 A manifest is one row per request: when to send it (`arrival_s`, seconds from the run start) and
 what to send. The reader fails the whole file only when it is not a manifest at all (not Parquet,
 a required column missing, a column of the wrong type). Bad rows are not errors: each comes back
-as a rejected record naming its row and every reason, and the good rows run.
+as a rejected record naming its row and every reason (checked a batch at a time, see
+load_tests.validation), and the good rows run.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +21,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
+from load_tests.rowset import RowSet
+from load_tests.validation import JOB_ID_PATTERN, ManifestRules, check_table
 
 __all__ = [
     "JOB_ID_PATTERN",
     "MANIFEST_SCHEMA",
     "REQUIRED_COLUMNS",
+    "ManifestCheck",
     "ManifestError",
     "ManifestScan",
+    "check_manifest",
+    "conform",
     "iter_validated",
+    "open_manifest",
     "read_manifest",
+    "rejected_rows",
     "scan_manifest",
     "validate_batch",
+    "validated_table",
     "write_manifest",
 ]
 
@@ -54,9 +62,6 @@ MANIFEST_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("job_id", "arrival_s", "model", "niche", "prompt")
 _OPTIONAL_COLUMNS = tuple(c for c in MANIFEST_SCHEMA.names if c not in REQUIRED_COLUMNS)
 
-# job_id names the image file in the run folder, so it must be a safe file name.
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
 _ROW_GROUP = 65_536
 _BATCH = 4_096
 
@@ -78,7 +83,7 @@ def write_manifest(table: pa.Table, path: str | Path) -> Path:
     # easel's own metadata (where a replay's columns came from) travels with the file.
     keep = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"easel.")}
     pq.write_table(
-        _conform(table).replace_schema_metadata(keep or None), path, row_group_size=_ROW_GROUP
+        conform(table).replace_schema_metadata(keep or None), path, row_group_size=_ROW_GROUP
     )
     return path
 
@@ -136,7 +141,7 @@ def _check_schema(schema: pa.Schema, source: str) -> None:
             )
 
 
-def _conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
+def conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
     """Columns in schema order and type; absent optional columns become nulls; extras dropped."""
     n = table.num_rows
     cols = []
@@ -153,7 +158,8 @@ def _conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=MANIFEST_SCHEMA)
 
 
-def _open(path: str | Path) -> pq.ParquetFile:
+def open_manifest(path: str | Path) -> pq.ParquetFile:
+    """The manifest as a ParquetFile, its schema checked; ManifestError when it is not one."""
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"{p}: no such manifest file")
@@ -165,41 +171,71 @@ def _open(path: str | Path) -> pq.ParquetFile:
     return pf
 
 
-# --- the pre-pass: duplicates and order, from two narrow columns ---------------------------------
+# --- the pre-pass: duplicates and order, from narrow columns -----------------------------------
 
 
 @dataclass(frozen=True)
 class ManifestScan:
-    """What one cheap pass over the job_id and arrival_s columns tells the runner."""
+    """What one cheap pass over the job_id, arrival_s and model columns tells the runner.
+
+    Attributes:
+        rows: manifest rows.
+        duplicates: rows whose job_id repeats an earlier row's (a bitmap).
+        sorted_by_arrival: finite arrivals never decrease down the file.
+        models: model names in the manifest.
+        row_group_rows: rows per Parquet row group, in file order.
+        bytes_per_row: uncompressed bytes per row, from the file's metadata.
+        first_due_s: the earliest finite, non-negative arrival among the rows not skipped (None
+            when there is none).
+    """
 
     rows: int
-    duplicate_rows: frozenset[int] = field(default_factory=frozenset)
+    duplicates: RowSet = field(default_factory=lambda: RowSet(0))
     sorted_by_arrival: bool = True
     models: tuple[str, ...] = ()
+    row_group_rows: tuple[int, ...] = ()
+    bytes_per_row: float = 0.0
+    first_due_s: float | None = None
+
+    @property
+    def duplicate_rows(self) -> frozenset[int]:
+        """The duplicate rows as a set of row numbers."""
+        return frozenset(int(r) for r in self.duplicates.rows())
 
 
-def scan_manifest(path: str | Path) -> ManifestScan:
+def scan_manifest(path: str | Path, skip: RowSet | None = None) -> ManifestScan:
     """Row count, rows whose job_id repeats an earlier row's, arrival order, and model names.
 
     Reads only the job_id, arrival_s and model columns, a row group at a time, and keeps the
-    job_id column (compact Arrow strings): a million-row manifest costs tens of MB here, not
-    its prompts.
+    job_id column (compact Arrow strings) for the duplicate check: a million-row manifest costs
+    tens of MB here, not its prompts. `skip`: rows left out of `first_due_s` (on a resume, the
+    rows that already have a record).
     """
-    pf = _open(path)
+    pf = open_manifest(path)
+    meta = pf.metadata
     chunks: list[pa.Array] = []
     models: set[str] = set()
     is_sorted, last = True, -math.inf
+    first_due = math.inf
+    offset = 0
     for batch in pf.iter_batches(batch_size=_ROW_GROUP, columns=["job_id", "arrival_s", "model"]):
         ids = batch.column("job_id")
         if pa.types.is_dictionary(ids.type):
             ids = ids.cast(ids.type.value_type)
         chunks.append(ids.cast(pa.string()))  # integer ids are text, as the reader sees them
         arrival = batch.column("arrival_s").cast(pa.float64()).to_numpy(zero_copy_only=False)
-        finite = arrival[np.isfinite(arrival)]
-        if len(finite):
-            if finite[0] < last or np.any(np.diff(finite) < 0):
+        finite = np.isfinite(arrival)
+        valid = arrival[finite]
+        if len(valid):
+            if valid[0] < last or np.any(np.diff(valid) < 0):
                 is_sorted = False
-            last = max(last, float(finite.max()))
+            last = max(last, float(valid.max()))
+        due = finite & (np.nan_to_num(arrival, nan=-1.0) >= 0)
+        if skip is not None and skip.size:
+            due &= ~skip.contains(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+        if due.any():
+            first_due = min(first_due, float(arrival[due].min()))
+        offset += batch.num_rows
         models.update(m for m in pc.unique(batch.column("model")).to_pylist() if m is not None)
     ids = (
         pa.chunked_array(chunks, pa.string()).combine_chunks()
@@ -214,91 +250,68 @@ def scan_manifest(path: str | Path) -> ManifestScan:
     n_valid = len(ids) - ids.null_count
     same = pc.equal(ranked[1:n_valid], ranked[: max(n_valid - 1, 0)])
     later = np.flatnonzero(np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)) + 1
-    dup = frozenset(int(i) for i in order.to_numpy()[later])
-    return ManifestScan(len(ids), dup, is_sorted, tuple(sorted(str(m) for m in models)))
+    dups = RowSet.of(len(ids), order.to_numpy()[later])
+    groups = tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+    size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    return ManifestScan(
+        rows=len(ids),
+        duplicates=dups,
+        sorted_by_arrival=is_sorted,
+        models=tuple(sorted(str(m) for m in models)),
+        row_group_rows=groups,
+        bytes_per_row=size / len(ids) if len(ids) else 0.0,
+        first_due_s=first_due if math.isfinite(first_due) else None,
+    )
 
 
 # --- row validation ---------------------------------------------------------------------------
 
 
-def _row_reasons(r: dict[str, Any], cfg: EaselConfig, duplicate: bool) -> list[str]:
-    """Every reason one manifest row cannot be sent; empty when it is good."""
-    reasons: list[str] = []
-    job_id = r["job_id"]
-    if job_id is None or job_id == "":
-        reasons.append("missing job_id")
-    elif not JOB_ID_PATTERN.match(job_id):
-        reasons.append(
-            f"job_id {job_id[:40]!r} is not 1-128 of letters, digits, '_', '.', '-' "
-            "(it names the image file)"
-        )
-    elif duplicate:
-        reasons.append(f"duplicate job_id {job_id!r} (an earlier row has it)")
-    a = r["arrival_s"]
-    if a is None:
-        reasons.append("missing arrival_s")
-    elif not math.isfinite(a):
-        reasons.append(f"arrival_s is {a} (must be finite)")
-    elif a < 0:
-        reasons.append(f"arrival_s {a} is negative")
-    prompt = r["prompt"]
-    if prompt is None or not prompt.strip():
-        reasons.append("missing prompt")
-    model = None
-    if r["model"] is None:
-        reasons.append("missing model")
-    else:
-        try:
-            model = cfg.model(r["model"])
-        except KeyError:
-            reasons.append(
-                f"unknown model {r['model']!r} (allowed: {sorted(m.name for m in cfg.models)})"
-            )
-    if r["niche"] is None:
-        reasons.append("missing niche")
-    elif r["niche"] not in {n.name for n in cfg.niches}:
-        reasons.append(
-            f"unknown niche {r['niche']!r} (allowed: {sorted(n.name for n in cfg.niches)})"
-        )
-    if model is not None:
-        res = model.resolution
-        for key in ("width", "height"):
-            v = r[key]
-            if v is not None and (v < res.min or v > res.max or v % res.multiple):
-                reasons.append(
-                    f"{key} {v} out of range for {model.name} "
-                    f"({res.min}..{res.max}, multiple of {res.multiple})"
-                )
-        s = r["steps"]
-        if s is not None and not model.steps.min <= s <= model.steps.max:
-            reasons.append(
-                f"steps {s} out of range for {model.name} ({model.steps.min}..{model.steps.max})"
-            )
-    if r["seed"] is not None and r["seed"] < 0:
-        reasons.append(f"seed {r['seed']} is negative")
-    ref = r["reference_image"]
-    if ref is not None and not 0 < len(ref) <= cfg.serve.max_body_bytes:
-        reasons.append(
-            f"reference_image of {len(ref)} bytes (must be 1..{cfg.serve.max_body_bytes})"
-        )
-    tenants = {t.name for t in cfg.serve.tenants}
-    if r["tenant"] is not None and tenants and r["tenant"] not in tenants:
-        reasons.append(f"unknown tenant {r['tenant']!r} (allowed: {sorted(tenants)})")
-    return reasons
+def validated_table(
+    batch: pa.Table | pa.RecordBatch,
+    rules: ManifestRules,
+    numbers: np.ndarray,
+    duplicate: np.ndarray,
+) -> pa.Table:
+    """The batch conformed, with `row` (file row number), `error` and `reject_codes` columns.
+
+    `error` is null on good rows and holds every reason (joined by '; ') on bad ones;
+    `reject_codes` lists the reasons' codes (load_tests.validation.REJECT_CODES).
+    """
+    table = conform(batch)
+    n = table.num_rows
+    _, details = check_table(table, rules, duplicate)
+    if details:
+        texts: list[str | None] = [None] * n
+        codes: list[list[str] | None] = [None] * n
+        for i, reasons, why in details:
+            texts[i], codes[i] = "; ".join(reasons), why
+        error, reject = pa.array(texts, pa.string()), pa.array(codes, pa.list_(pa.string()))
+    else:  # the common case: no Python object per row
+        error, reject = pa.nulls(n, pa.string()), pa.nulls(n, pa.list_(pa.string()))
+    table = table.append_column("row", pa.array(np.asarray(numbers, dtype=np.int64)))
+    return table.append_column("error", error).append_column("reject_codes", reject)
+
+
+def rejected_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rejected-row dicts of a validated table's bad rows (see validate_batch)."""
+    bad = table.filter(pc.is_valid(table.column("error")))
+    cols = ["row", "job_id", "model", "niche", "tenant", "arrival_s", "error", "reject_codes"]
+    return bad.select(cols).to_pylist()
 
 
 def validate_batch(
     batch: pa.Table | pa.RecordBatch,
-    cfg: EaselConfig,
+    cfg: EaselConfig | ManifestRules,
     first_row: int = 0,
-    duplicate_rows: Iterable[int] = (),
+    duplicate_rows: Iterable[int] | RowSet = (),
     row_numbers: Iterable[int] | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Split a batch into good rows and rejected records.
 
     Args:
         batch: manifest rows (any accepted column types; conformed here).
-        cfg: the config that names the allowed models, niches and ranges.
+        cfg: the config (or rules taken from it) that names the allowed models, niches, ranges.
         first_row: the file row number of the batch's first row.
         duplicate_rows: file row numbers whose job_id repeats an earlier row's.
         row_numbers: the file row number of each row, when the batch is not in file order
@@ -306,38 +319,22 @@ def validate_batch(
 
     Returns:
         The good rows (MANIFEST_SCHEMA plus an int64 `row` column: the file row number), and one
-        record per bad row: `row`, `job_id`, `model`, `niche`, `tenant`, `arrival_s` and `error`
-        (every reason, joined by '; ').
+        record per bad row: `row`, `job_id`, `model`, `niche`, `tenant`, `arrival_s`, `error`
+        (every reason, joined by '; ') and `reject_codes` (their codes).
     """
-    table = _conform(batch)
-    dups = duplicate_rows if isinstance(duplicate_rows, frozenset | set) else set(duplicate_rows)
+    rules = cfg if isinstance(cfg, ManifestRules) else ManifestRules.from_config(cfg)
+    n = batch.num_rows
     if row_numbers is None:
-        numbers = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+        numbers = np.arange(first_row, first_row + n, dtype=np.int64)
     else:
-        numbers = np.asarray(row_numbers, dtype=np.int64)
-    cols = {name: table.column(name).to_pylist() for name in MANIFEST_SCHEMA.names}
-    good = np.ones(table.num_rows, dtype=bool)
-    rejected: list[dict[str, Any]] = []
-    names = MANIFEST_SCHEMA.names
-    for i, values in enumerate(zip(*(cols[n] for n in names), strict=True)):
-        r = dict(zip(names, values, strict=True))
-        row = int(numbers[i])
-        reasons = _row_reasons(r, cfg, row in dups)
-        if reasons:
-            good[i] = False
-            rejected.append(
-                {
-                    "row": row,
-                    "job_id": r["job_id"],
-                    "model": r["model"],
-                    "niche": r["niche"],
-                    "tenant": r["tenant"],
-                    "arrival_s": r["arrival_s"],
-                    "error": "; ".join(reasons),
-                }
-            )
-    table = table.append_column("row", pa.array(numbers))
-    return table.filter(pa.array(good)), rejected
+        numbers = np.asarray(list(row_numbers), dtype=np.int64)
+    if isinstance(duplicate_rows, RowSet):
+        dup = duplicate_rows.contains(numbers) if duplicate_rows.size else np.zeros(n, bool)
+    else:
+        dup = np.isin(numbers, np.fromiter(duplicate_rows, dtype=np.int64))
+    table = validated_table(batch, rules, numbers, dup)
+    good = table.filter(pc.is_null(table.column("error"))).drop_columns(["error", "reject_codes"])
+    return good, rejected_rows(table)
 
 
 def iter_validated(
@@ -345,20 +342,43 @@ def iter_validated(
 ) -> Iterator[tuple[pa.Table, list[dict[str, Any]]]]:
     """Validate a manifest batch by batch (bounded memory); yields (good rows, rejected)."""
     scan = scan_manifest(path)
-    pf = _open(path)
+    rules = ManifestRules.from_config(cfg)
+    pf = open_manifest(path)
     offset = 0
     for batch in pf.iter_batches(batch_size=batch_size):
-        yield validate_batch(batch, cfg, offset, scan.duplicate_rows)
+        yield validate_batch(batch, rules, offset, scan.duplicates)
         offset += batch.num_rows
 
 
+@dataclass(frozen=True)
+class ManifestCheck:
+    """A whole manifest validated without holding it: row counts and rejections by reason."""
+
+    rows: int
+    rejected: int
+    by_code: dict[str, int]
+
+
+def check_manifest(path: str | Path, cfg: EaselConfig) -> ManifestCheck:
+    """Validate a manifest batch by batch and count its rejected rows (bounded memory)."""
+    rows = rejected = 0
+    by_code: dict[str, int] = {}
+    for good, bad in iter_validated(path, cfg):
+        rows += good.num_rows + len(bad)
+        rejected += len(bad)
+        for rec in bad:
+            for code in rec["reject_codes"]:
+                by_code[code] = by_code.get(code, 0) + 1
+    return ManifestCheck(rows, rejected, dict(sorted(by_code.items())))
+
+
 def read_manifest(path: str | Path, cfg: EaselConfig) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """Read and validate a whole manifest into memory.
+    """Read and validate a whole manifest into memory (the runner streams it instead).
 
     Returns:
         (good_table, rejected_records): the good rows (MANIFEST_SCHEMA plus `row`, the file row
         number) and one dict per bad row with `row`, `job_id`, `model`, `niche`, `tenant`,
-        `arrival_s` and `error` (every reason for that row).
+        `arrival_s`, `error` (every reason for that row) and `reject_codes`.
 
     Raises:
         ManifestError: the file is missing, not Parquet, or lacks a required column.
@@ -368,6 +388,6 @@ def read_manifest(path: str | Path, cfg: EaselConfig) -> tuple[pa.Table, list[di
         goods.append(good)
         rejected.extend(bad)
     if not goods:
-        empty = _conform(MANIFEST_SCHEMA.empty_table())
+        empty = conform(MANIFEST_SCHEMA.empty_table())
         return empty.append_column("row", pa.array([], pa.int64())), []
     return pa.concat_tables(goods), rejected

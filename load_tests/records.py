@@ -3,24 +3,45 @@
 The request functions never raise: every outcome is a record with `ok`, `status`, `error`,
 `error_class` and every timestamp. `*_s` columns are seconds from the run start (the moment
 `arrival_s` counts from); `*_ms` columns are milliseconds.
+
+Crash safety: each dispatcher writes its records as small, complete Parquet files under
+`<run>/records/` (`part-a<attempt>-d<dispatcher>-<seq>.parquet`, each written under a hidden
+name and renamed into place, so a file either is whole or is not there). A run killed at any
+moment leaves every flushed record readable (`pq.read_table(run / "records")` reads them as one
+dataset); at the end the runner merges them into `requests.parquet`, keeping the first record
+of each manifest row, and only then removes the parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from load_tests.rowset import RowSet
+
 __all__ = [
     "ERROR_CLASSES",
+    "PARTS_DIR",
     "REQUEST_SCHEMA",
-    "RecordWriter",
+    "PartWriter",
+    "merge_records",
     "new_record",
+    "record_files",
+    "recorded_rows",
+    "records_table",
     "rejected_record",
 ]
+
+_log = logging.getLogger(__name__)
+
+PARTS_DIR = "records"
 
 REQUEST_SCHEMA = pa.schema(
     [
@@ -47,6 +68,8 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("cold_start", pa.bool_()),
         pa.field("image_sha256", pa.string()),
         pa.field("image_path", pa.string()),  # relative to the run folder; null when not saved
+        pa.field("attempt", pa.int32()),  # 0 for the first run of a folder, 1 for its first resume
+        pa.field("reject_codes", pa.list_(pa.string())),  # rejected rows: the reasons' codes
     ]
 )
 
@@ -91,45 +114,146 @@ def rejected_record(rej: dict[str, Any]) -> dict[str, Any]:
         error=rej["error"],
         error_class="rejected",
         scheduled_s=float(scheduled) if scheduled is not None and scheduled >= 0 else None,
+        reject_codes=rej.get("reject_codes"),
     )
 
 
-class RecordWriter:
-    """Appends records to a Parquet file in row groups; memory holds at most `flush_rows`."""
+class PartWriter:
+    """Writes records as complete Parquet part files; memory holds at most `flush_rows`.
 
-    def __init__(self, path: str | Path, flush_rows: int = 4_096) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.path, REQUEST_SCHEMA)
+    Args:
+        folder: the parts folder (`<run>/records`).
+        prefix: the part files' name prefix (e.g. 'part-a0-d1'); files are `<prefix>-<seq>`.
+        flush_rows: a part is written when this many records wait (or on `flush`).
+    """
+
+    def __init__(self, folder: str | Path, prefix: str, flush_rows: int = 4_096) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
         self._buffer: list[dict[str, Any]] = []
         self._flush_rows = flush_rows
+        self._seq = 0
         self.rows = 0
+        # pyarrow's first conversion from Python objects imports pandas (~0.3 s holding the
+        # GIL): pay it now, not at the first flush in the middle of a run.
+        records_table([new_record({})])
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        """Buffer records (missing columns become null); flush when the buffer is full."""
+        """Buffer records (missing columns become null); write a part when the buffer is full."""
         self._buffer.extend(records)
         if len(self._buffer) >= self._flush_rows:
             self.flush()
 
     @property
     def count(self) -> int:
-        """Records taken so far, flushed or not."""
+        """Records taken so far, written or not."""
         return self.rows + len(self._buffer)
 
     def flush(self) -> None:
+        """Write the buffered records as one part file (atomically: hidden name, then rename)."""
         if not self._buffer:
             return
-        table = pa.Table.from_pylist(self._buffer, schema=REQUEST_SCHEMA)
-        self._writer.write_table(table)
+        table = records_table(self._buffer)
+        name = f"{self.prefix}-{self._seq:06d}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.folder / name)
+        self._seq += 1
         self.rows += table.num_rows
         self._buffer.clear()
 
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
 
-    def __enter__(self) -> RecordWriter:
-        return self
+def records_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records as a REQUEST_SCHEMA table (missing keys are null).
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    Built a column at a time: each conversion is one short C call, so a thread waiting for the
+    GIL (a dispatcher's timer loop) gets it between columns instead of after the whole table.
+    """
+    cols = [pa.array([r.get(f.name) for r in records], f.type) for f in REQUEST_SCHEMA]
+    return pa.Table.from_arrays(cols, schema=REQUEST_SCHEMA)
+
+
+def record_files(run_dir: str | Path) -> list[Path]:
+    """Every file holding records of a run folder, oldest first: requests.parquet, then parts."""
+    run = Path(run_dir)
+    merged = run / "requests.parquet"
+    parts = sorted((run / PARTS_DIR).glob("part-*.parquet")) if (run / PARTS_DIR).is_dir() else []
+    return ([merged] if merged.is_file() else []) + parts
+
+
+def _tables(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A record file's row groups conformed to REQUEST_SCHEMA (older files lack new columns)."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        # Parts are renamed into place whole, so only a requests.parquet left half-written by
+        # an older easel can get here; its records are lost, and resume sends those rows again.
+        _log.warning("%s: unreadable (%s); its rows count as not recorded", path, exc)
+        return
+    names = columns or REQUEST_SCHEMA.names
+    for g in range(pf.metadata.num_row_groups):
+        have = [c for c in names if c in pf.schema_arrow.names]
+        t = pf.read_row_group(g, columns=have)
+        cols = [
+            t.column(c).cast(REQUEST_SCHEMA.field(c).type)
+            if c in have
+            else pa.nulls(t.num_rows, REQUEST_SCHEMA.field(c).type)
+            for c in names
+        ]
+        yield pa.Table.from_arrays(cols, schema=pa.schema([REQUEST_SCHEMA.field(c) for c in names]))
+
+
+def recorded_rows(run_dir: str | Path, n_rows: int) -> RowSet:
+    """The manifest rows of `n_rows` that already have a record in the run folder."""
+    done = RowSet(n_rows)
+    for path in record_files(run_dir):
+        for t in _tables(path, ["row"]):
+            rows = t.column("row").drop_null().to_numpy()
+            done.add(rows[(rows >= 0) & (rows < n_rows)])
+    return done
+
+
+def merge_records(run_dir: str | Path, n_rows: int) -> int:
+    """Merge requests.parquet and the parts into requests.parquet; returns its record count.
+
+    The first record of each manifest row wins (an earlier attempt's, then the parts in name
+    order), so a part written twice, or a crash between merging and removing the parts, can
+    never duplicate a row. The new file replaces the old atomically; the parts go after.
+    """
+    run = Path(run_dir)
+    sources = record_files(run)
+    seen = RowSet(n_rows)
+    tmp = run / ".requests.parquet.tmp"
+    count = 0
+    with pq.ParquetWriter(tmp, REQUEST_SCHEMA) as writer:
+        for path in sources:
+            for t in _tables(path):
+                rows = t.column("row").fill_null(-1).to_numpy()
+                inside = (rows >= 0) & (rows < n_rows)
+                keep = inside.copy()
+                keep[inside] = ~seen.contains(rows[inside])
+                # A part never repeats a row within itself, but be exact: first one wins.
+                _, first = np.unique(rows, return_index=True)
+                once = np.zeros(len(rows), dtype=bool)
+                once[first] = True
+                keep &= once
+                if keep.any():
+                    seen.add(rows[keep])
+                    kept = t.filter(pa.array(keep))
+                    writer.write_table(kept)
+                    count += kept.num_rows
+                dropped = int((~keep).sum())
+                if dropped:
+                    _log.info("%s: %d record(s) for rows already recorded, dropped", path, dropped)
+    os.replace(tmp, run / "requests.parquet")
+    for path in sources:
+        if path.parent.name == PARTS_DIR:
+            path.unlink(missing_ok=True)
+    parts = run / PARTS_DIR
+    if parts.is_dir():
+        for stale in parts.glob(".*.tmp"):  # a part a killed writer never renamed
+            stale.unlink(missing_ok=True)
+        if not any(parts.iterdir()):
+            parts.rmdir()
+    return count

@@ -1,10 +1,13 @@
-"""The open-loop load test: Ray Data streams the manifest, dispatcher actors send on schedule.
+"""The open-loop load test: Ray Data streams the manifest to dispatcher actors that send on time.
 
-The driver reads the manifest as a Ray Data stream (in order), validates each batch (bad rows
-become `rejected` records at once), and hands good rows round-robin to the dispatcher actors a
-few seconds before they are due. It drains finished records from the actors into
-`requests.parquet` as the run goes, so memory holds the look-ahead and the unwritten records,
-never the whole manifest. Every manifest row ends as exactly one record.
+The driver never touches a manifest row. A pre-pass task scans two narrow columns (row count,
+duplicate job_ids, arrival order; on a resume, which rows already have a record). Ray Data then
+reads the manifest in read tasks that validate each block in pyarrow, and `streaming_split`
+hands the blocks to the dispatcher actors directly; each dispatcher takes its rows no further
+than a few seconds ahead of their time, sends them on a timer loop of its own and writes its
+records as crash-safe part files. The driver starts the clock, shows progress from counters,
+and at the end merges the parts into `requests.parquet`. Every manifest row ends as exactly one
+record, also across a kill and `resume`.
 
 Warm-up: `warmup_requests` per model are sent before the clock starts; their records go to
 `warmup.parquet` (same columns, times from the warm-up start), never into `requests.parquet`.
@@ -15,33 +18,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import sys
+import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from config import EaselConfig
 from load_tests.client import endpoint_url
-from load_tests.manifest import ManifestScan, scan_manifest, validate_batch
+from load_tests.manifest import open_manifest
+from load_tests.process import PRIORITIES
 from load_tests.progress import ProgressLine
-from load_tests.records import REQUEST_SCHEMA, RecordWriter, rejected_record
+from load_tests.records import PARTS_DIR, REQUEST_SCHEMA, merge_records
+from load_tests.run_folder import Attempt, LoadLog, prepare_run_folder, utc_now
 from load_tests.stats import LoadSummary, summarize
+from load_tests.validation import ManifestRules
 
 __all__ = ["LoadResult", "run_load"]
 
 _log = logging.getLogger(__name__)
 
-_BATCH_ROWS = 1_024
-_BLOCK_BYTES = 8 * 1024 * 1024
-_HORIZON_S = 5.0  # rows are handed to dispatchers this long before they are due
-_LEAD_S = 1.0  # the clock starts this long after the first batch is ready
-_DRAIN_EVERY_S = 0.25
+_LEAD_S = 1.0  # the clock starts this long after every dispatcher holds its first block
+_POLL_S = 0.5
 
 
 @dataclass
@@ -57,6 +58,10 @@ class LoadResult:
         summary_path: `load_summary.json` (LoadSummary.to_dict()).
         summary: the LoadSummary.
         rows: manifest rows; rejected: how many of them were invalid (never sent).
+        attempt: 0 for a first run, n for the n-th resume of the folder.
+        recorded_before: rows that already had a record when this attempt began.
+        load_log_path: `load.json` (options, and per attempt the dispatchers' figures).
+        dispatchers: per dispatcher, what it reported at the end (records, bound, peaks).
     """
 
     run_dir: Path
@@ -67,32 +72,10 @@ class LoadResult:
     summary: LoadSummary
     rows: int
     rejected: int
-
-
-_ROW = "__row"  # the file row number, carried through a sorted copy
-
-
-def _prepare_manifest(src: Path, run_dir: Path) -> tuple[Path, ManifestScan]:
-    """Copy the manifest into the run folder as given; return the file to stream, and its scan.
-
-    A manifest sorted by arrival_s (as `easel manifest` writes) streams from the copy in
-    bounded memory. An unsorted one is sorted in memory into a hidden file that carries each
-    row's file row number, so records and messages still name the rows of the file as given.
-    """
-    scan = scan_manifest(src)
-    dst = run_dir / "manifest.parquet"
-    if src.resolve() != dst.resolve():
-        shutil.copyfile(src, dst)
-    if scan.sorted_by_arrival:
-        return dst, scan
-    print(f"easel load: {src} is not sorted by arrival_s; sorting it in memory", file=sys.stderr)
-    table = pq.read_table(src)
-    arrival = table.column("arrival_s").cast(pa.float64()).fill_null(np.nan).to_numpy()
-    order = np.argsort(arrival, kind="stable")  # NaN last: those rows are rejected anyway
-    table = table.append_column(_ROW, pa.array(np.arange(table.num_rows), pa.int64()))
-    sorted_path = run_dir / ".manifest-sorted.parquet"
-    pq.write_table(table.take(pa.array(order)), sorted_path)
-    return sorted_path, scan
+    attempt: int = 0
+    recorded_before: int = 0
+    load_log_path: Path | None = None
+    dispatchers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _warmup_rows(cfg: EaselConfig, models: tuple[str, ...], per_model: int) -> list[list[dict]]:
@@ -135,21 +118,30 @@ def _auth_headers(api_key_env: str | None) -> dict[str, str] | None:
     return {"Authorization": f"Bearer {key}"}
 
 
+def _pick(given: Any, logged: Any, default: Any) -> Any:
+    """A flag beats what load.json recorded, which beats the config's default."""
+    if given is not None:
+        return given
+    return logged if logged is not None else default
+
+
 def run_load(
-    manifest_path: str | Path,
-    url: str,
+    manifest_path: str | Path | None,
+    url: str | None,
     out_dir: str | Path,
     cfg: EaselConfig,
     *,
-    api: str = "easel",
+    api: str | None = None,
     max_in_flight: int | None = None,
-    save_images: bool = True,
+    save_images: bool | None = None,
     progress: bool = True,
     dispatchers: int | None = None,
     timeout_s: float | None = None,
     warmup_requests: int | None = None,
     api_key_env: str | None = None,
     address: str | None = None,
+    resume: bool = False,
+    priority: str | None = None,
 ) -> LoadResult:
     """Replay a manifest against an endpoint, open loop, and write the run folder.
 
@@ -157,107 +149,108 @@ def run_load(
     join instead) and shuts it down afterwards.
 
     Args:
-        manifest_path: a manifest Parquet file (see load_tests.manifest).
-        url: the endpoint's base URL (e.g. http://127.0.0.1:8000).
+        manifest_path: a manifest Parquet file (see load_tests.manifest); with `resume`, None
+            means the run folder's own copy.
+        url: the endpoint's base URL (e.g. http://127.0.0.1:8000); with `resume`, None means
+            the one the folder was started with.
         out_dir: the run folder: manifest.parquet, requests.parquet, warmup.parquet,
-            load_summary.json and images/<job_id>.png.
+            load_summary.json, load.json and images/<job_id>.png.
         cfg: models (SLOs, sizes), niches, and `traffic` defaults for what is left None.
-        api: 'easel' (POST /v1/generate) or 'openai' (POST /v1/images/generations, b64_json).
-        max_in_flight: the client's bound on requests in flight; default
-            cfg.traffic.max_in_flight. Rows that find it reached are recorded as
-            `client_overload`.
-        save_images: write each image; False keeps only image_sha256.
+        api: 'easel' (POST /v1/generate, the default) or 'openai' (POST
+            /v1/images/generations, b64_json).
+        max_in_flight: a bound on open requests (split across dispatchers); default
+            cfg.traffic.max_in_flight, and when that is None too, memory decides (see
+            load_tests.process). Rows that find it reached are recorded as `client_overload`.
+        save_images: write each image (default True); False keeps only image_sha256.
         progress: draw the live progress line on stderr.
         dispatchers: dispatcher actors; default cfg.traffic.dispatchers.
         timeout_s: per-request timeout; default cfg.traffic.request_timeout_s.
         warmup_requests: per model, before the clock starts; default cfg.traffic.warmup_requests.
         api_key_env: environment variable holding a bearer token (never written anywhere).
+        resume: finish a run folder a killed run left: send only the rows without a record,
+            with the options load.json holds unless given here.
+        priority: the dispatchers' scheduling priority: 'auto' (the default: the first of
+            realtime, high, normal this process may set), 'ray' (as Ray starts workers:
+            niceness 15), 'normal' (0), 'high' (-10) or 'realtime' (SCHED_RR); see
+            load_tests.process.protect_process.
 
     Raises:
         ManifestError: the manifest file is not a manifest (bad rows never raise).
-        ValueError: a bad url, api or option.
+        ValueError: a bad url, api or option, or a folder that cannot be (re)used.
     """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from load_tests.dispatcher import Dispatcher
-
-    t = cfg.traffic
-    full_url = endpoint_url(url, api)
-    # `is None`, not `or`: an explicit 0 is a bad option to reject, not "use the default".
-    max_in_flight = t.max_in_flight if max_in_flight is None else max_in_flight
-    n_disp = t.dispatchers if dispatchers is None else dispatchers
-    timeout_s = t.request_timeout_s if timeout_s is None else timeout_s
-    warm_n = t.warmup_requests if warmup_requests is None else warmup_requests
-    if max_in_flight < 1 or n_disp < 1 or timeout_s <= 0 or warm_n < 0:
-        raise ValueError("max_in_flight and dispatchers must be >= 1, timeout_s > 0, warmup >= 0")
-    n_disp = min(n_disp, max_in_flight)
-    headers = _auth_headers(api_key_env)
     run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    log = LoadLog.read(run_dir) if resume else None
+    if resume and log is None:
+        raise ValueError(f"--resume {run_dir}: no load.json there (not a folder `easel load` ran)")
+    t = cfg.traffic
+    url = _pick(url, log and log.url, None)
+    if url is None:
+        raise ValueError("--url is required")
+    api = _pick(api, log and log.api, "easel")
+    full_url = endpoint_url(url, api)
+    n_disp = _pick(dispatchers, log and log.dispatchers, t.dispatchers)
+    timeout_s = _pick(timeout_s, log and log.timeout_s, t.request_timeout_s)
+    bound = _pick(max_in_flight, log and log.max_in_flight, t.max_in_flight)
+    save_images = _pick(save_images, log and log.save_images, True)
+    api_key_env = _pick(api_key_env, log and log.api_key_env, None)
+    priority = _pick(priority, log and log.priority, "auto")
+    warm_n = t.warmup_requests if warmup_requests is None else warmup_requests
+    if (bound is not None and bound < 1) or n_disp < 1 or timeout_s <= 0 or warm_n < 0:
+        raise ValueError("max_in_flight and dispatchers must be >= 1, timeout_s > 0, warmup >= 0")
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
+    if bound is not None:
+        n_disp = min(n_disp, bound)
+    headers = _auth_headers(api_key_env)
+    src = Path(manifest_path) if manifest_path is not None else None
+    if src is not None:
+        open_manifest(src)  # not a manifest: fail before anything is written or started
+    manifest, sha = prepare_run_folder(src, run_dir, resume)
+    if log is None:
+        log = LoadLog(url, api, sha, n_disp, timeout_s, save_images, bound, api_key_env, priority)
+    else:
+        log.url, log.api, log.dispatchers, log.timeout_s = url, api, n_disp, timeout_s
+        log.max_in_flight, log.save_images, log.priority = bound, save_images, priority
+        log.api_key_env = api_key_env
+    if not (run_dir / "config.yaml").exists():
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     images_dir = run_dir / "images"
     if save_images:
         images_dir.mkdir(exist_ok=True)
-    stream_path, scan = _prepare_manifest(Path(manifest_path), run_dir)
-    manifest = run_dir / "manifest.parquet"
-    if not (run_dir / "config.yaml").exists():
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+
+    import ray
 
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
-    node = ray.get_runtime_context().get_node_id()
-    # Dispatchers run beside the driver (they write the run folder's images) and reserve no
-    # CPU slot, so they never wait behind the replicas they are testing.
-    actor_cls = ray.remote(Dispatcher).options(
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
-    )
-    shares = [max_in_flight // n_disp + (i < max_in_flight % n_disp) for i in range(n_disp)]
-    actors = [
-        actor_cls.remote(
-            i,
-            full_url,
-            api,
-            shares[i],
-            timeout_s,
-            str(images_dir) if save_images else None,
-            headers,
-        )
-        for i in range(n_disp)
-    ]
-    requests_path = run_dir / "requests.parquet"
-    writer = RecordWriter(requests_path)
-    line = ProgressLine(scan.rows, enabled=progress)
-    warmup_path = None
     try:
-        # Actors must be up before the clock starts, or the first sends would start late.
-        t0 = time.monotonic()
-        ray.get([a.drain.remote() for a in actors])
-        _log.debug("%d dispatchers ready in %.2f s", n_disp, time.monotonic() - t0)
-        if warm_n:
-            groups = _warmup_rows(cfg, scan.models, warm_n)
-            refs = [actors[i % n_disp].warmup.remote(rows) for i, rows in enumerate(groups)]
-            warm = [r for out in ray.get(refs) for r in out]
-            if warm:
-                warmup_path = run_dir / "warmup.parquet"
-                pq.write_table(pa.Table.from_pylist(warm, schema=REQUEST_SCHEMA), warmup_path)
-            _log.debug("warm-up: %d requests in %.2f s", len(warm), time.monotonic() - t0)
-        _stream(ray, stream_path, scan, cfg, actors, writer, line)
+        attempt, warm = _attempt(
+            ray,
+            manifest,
+            run_dir,
+            cfg,
+            log,
+            full_url,
+            headers,
+            warm_n,
+            progress,
+            resume,
+        )
     finally:
-        writer.close()
-        line.close()
-        for a in actors:
-            ray.kill(a)
         if started_ray:
             ray.shutdown()
-        if stream_path != manifest:
-            stream_path.unlink(missing_ok=True)
-    if writer.count != scan.rows:
+    warmup_path = _write_warmup(run_dir, warm, resume)
+    rows = attempt.recorded_before + attempt.to_send
+    count = merge_records(run_dir, rows)
+    requests_path = run_dir / "requests.parquet"
+    if count != rows:
         raise RuntimeError(
-            f"{requests_path}: {writer.count} records for {scan.rows} manifest rows (a bug: every "
-            "row must end as exactly one record)"
+            f"{requests_path}: {count} records for {rows} manifest rows (a bug: every row must "
+            "end as exactly one record)"
         )
+    attempt.finished_at = utc_now()
+    attempt.driver_peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    log_path = log.write(run_dir)
     summary = summarize(requests_path, cfg)
     summary_path = run_dir / "load_summary.json"
     summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
@@ -270,104 +263,129 @@ def run_load(
         warmup_path=warmup_path,
         summary_path=summary_path,
         summary=summary,
-        rows=scan.rows,
+        rows=rows,
         rejected=summary.overall["rejected"],
+        attempt=attempt.attempt,
+        recorded_before=attempt.recorded_before,
+        load_log_path=log_path,
+        dispatchers=attempt.dispatchers,
     )
 
 
-class _Drainer:
-    """Moves finished records from the dispatchers to the writer and the progress line."""
-
-    def __init__(self, ray: Any, actors: list, writer: RecordWriter, line: ProgressLine) -> None:
-        self.ray, self.actors, self.writer, self.line = ray, actors, writer, line
-        self.last = 0.0
-
-    def __call__(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < _DRAIN_EVERY_S:
-            return
-        self.last = now
-        outs = self.ray.get([a.drain.remote() for a in self.actors])
-        in_flight = 0
-        for out in outs:
-            self.writer.write(out["records"])
-            self.line.add(out["records"])
-            in_flight += out["in_flight"]
-        self.line.update(in_flight=in_flight)
-
-    def reject(self, rejected: list[dict[str, Any]]) -> None:
-        records = [rejected_record(r) for r in rejected]
-        self.writer.write(records)
-        self.line.add(records)
-
-
-def _stream(
+def _attempt(
     ray: Any,
     manifest: Path,
-    scan: ManifestScan,
+    run_dir: Path,
     cfg: EaselConfig,
-    actors: list,
-    writer: RecordWriter,
-    line: ProgressLine,
-) -> None:
-    """Read the manifest as a Ray Data stream and feed the dispatchers on the horizon."""
-    import ray.data
+    log: LoadLog,
+    url: str,
+    headers: dict[str, str] | None,
+    warm_n: int,
+    progress: bool,
+    resume: bool,
+) -> tuple[Attempt, list[dict[str, Any]]]:
+    """One attempt on a started Ray: prescan, stream, send; returns it and the warm-up records."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ctx = ray.data.DataContext.get_current()
-    saved = (
-        ctx.execution_options.preserve_order,
-        ctx.enable_progress_bars,
-        ctx.target_max_block_size,
-    )
-    ctx.execution_options.preserve_order = True  # rows must reach the pumps in arrival order
-    ctx.enable_progress_bars = False  # the progress line is ours
-    ctx.target_max_block_size = _BLOCK_BYTES  # small blocks: the driver holds one at a time
-    data_log = logging.getLogger("ray.data")
-    saved_level = data_log.level
-    data_log.setLevel(logging.ERROR)  # its start/finish chatter would break the progress line
-    drain = _Drainer(ray, actors, writer, line)
-    n = len(actors)
+    from load_tests.dispatcher import Dispatcher
+    from load_tests.stream import manifest_dataset, prescan
+
+    node = ray.get_runtime_context().get_node_id()
+    here = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     t0 = time.monotonic()
-    try:
-        ds = ray.data.read_parquet(str(manifest.resolve()))
-        batches = ds.iter_batches(
-            batch_size=_BATCH_ROWS, batch_format="pyarrow", prefetch_batches=2
+    # The pre-pass runs in a task of its own (on no CPU slot, next to the file) and exits after,
+    # so its memory never stays with the driver.
+    scan_task = ray.remote(num_cpus=0, max_calls=1)(prescan).options(scheduling_strategy=here)
+    pre = ray.get(scan_task.remote(str(manifest), str(run_dir) if resume else None))
+    scan = pre.scan
+    attempt = Attempt(
+        attempt=len(log.attempts),
+        started_at=utc_now(),
+        recorded_before=len(pre.recorded),
+        to_send=scan.rows - len(pre.recorded),
+        clock_origin_s=(scan.first_due_s or 0.0) if resume else 0.0,
+        prescan_peak_rss_bytes=pre.peak_rss_bytes,
+    )
+    log.attempts.append(attempt)
+    log.write(run_dir)
+    _log.debug("prescan: %d rows in %.2f s", scan.rows, time.monotonic() - t0)
+    if not attempt.to_send:
+        return attempt, []
+    n = min(log.dispatchers, max(1, attempt.to_send))
+    explicit = log.max_in_flight
+    shares = [None if explicit is None else explicit // n + (i < explicit % n) for i in range(n)]
+    # Dispatchers run beside the driver (they write the run folder's images and records) and
+    # reserve no CPU slot, so they never wait behind the replicas they are testing.
+    actor_cls = ray.remote(Dispatcher).options(num_cpus=0, scheduling_strategy=here)
+    images = str(run_dir / "images") if log.save_images else None
+    actors = [
+        actor_cls.remote(
+            i,
+            url,
+            log.api,
+            log.timeout_s,
+            images,
+            str(run_dir / PARTS_DIR),
+            headers,
+            attempt=attempt.attempt,
+            dispatchers=n,
+            max_in_flight=shares[i],
+            priority=log.priority,
         )
-        start_wall: float | None = None
-        offset = dispatched = 0
-        for batch in batches:
-            numbers = batch.column(_ROW) if _ROW in batch.column_names else None
-            good, rejected = validate_batch(batch, cfg, offset, scan.duplicate_rows, numbers)
-            offset += batch.num_rows
-            drain.reject(rejected)
-            if start_wall is None:
-                # The stream is flowing: start the clock a moment from now, for every actor.
-                _log.debug("first manifest batch after %.2f s", time.monotonic() - t0)
-                start_wall = time.time() + _LEAD_S
-                ray.get([a.start.remote(start_wall) for a in actors])
-            if good.num_rows:
-                rows = good.to_pylist()
-                # Look ahead no further than the horizon: memory stays bounded on long runs.
-                while rows[0]["arrival_s"] - (time.time() - start_wall) > _HORIZON_S:
-                    drain()
-                    time.sleep(0.05)
-                # Round robin over the whole stream: good row k goes to dispatcher k mod n.
-                parts = [rows[(i - dispatched) % n :: n] for i in range(n)]
-                dispatched += len(rows)
-                ray.get([a.schedule.remote(p) for a, p in zip(actors, parts, strict=True) if p])
-            drain()
-        if start_wall is None:  # an empty manifest
-            return
-        _log.debug("manifest streamed after %.2f s", time.monotonic() - t0)
-        pending = [a.finish.remote() for a in actors]
+        for i in range(n)
+    ]
+    line = ProgressLine(attempt.to_send, enabled=progress)
+    warm: list[dict[str, Any]] = []
+    try:
+        ray.get([a.progress.remote() for a in actors])  # up before the clock starts
+        if warm_n:
+            groups = _warmup_rows(cfg, scan.models, warm_n)
+            refs = [actors[i % n].warmup.remote(rows) for i, rows in enumerate(groups)]
+            warm = [r for out in ray.get(refs) for r in out]
+            _log.debug("warm-up: %d requests", len(warm))
+        splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
+        # All at once: streaming_split waits until every iterator has asked for its first block.
+        origin = attempt.clock_origin_s
+        ray.get([a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)])
+        start_wall = time.time() + _LEAD_S
+        ray.get([a.start.remote(start_wall, origin) for a in actors])
+        finished = [a.finish.remote() for a in actors]
+        pending = list(finished)
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=_DRAIN_EVERY_S)
-            drain(force=True)
-        drain(force=True)
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
+            _show(line, ray.get([a.progress.remote() for a in actors]))
+        attempt.dispatchers = ray.get(finished)
     finally:
-        (
-            ctx.execution_options.preserve_order,
-            ctx.enable_progress_bars,
-            ctx.target_max_block_size,
-        ) = saved
-        data_log.setLevel(saved_level)
+        line.close()
+        for a in actors:
+            ray.kill(a)
+    return attempt, warm
+
+
+def _show(line: ProgressLine, stats: list[dict[str, Any]]) -> None:
+    line.observe(
+        sent=sum(s["sent"] for s in stats),
+        done=sum(s["done"] for s in stats),
+        failed=sum(s["failed"] for s in stats),
+        rejected=sum(s["rejected"] for s in stats),
+        in_flight=sum(s["in_flight"] for s in stats),
+        latencies_ms=[x for s in stats for x in s["latencies_ms"]],
+    )
+    line.update()
+
+
+def _write_warmup(run_dir: Path, warm: list[dict[str, Any]], resume: bool) -> Path | None:
+    """warmup.parquet: this attempt's warm-up records (after an earlier attempt's, on resume)."""
+    path = run_dir / "warmup.parquet"
+    if not warm:
+        return path if path.is_file() else None
+    table = pa.Table.from_pylist(warm, schema=REQUEST_SCHEMA)
+    if resume and path.is_file():
+        old = pq.read_table(path)
+        old = old.select([c for c in REQUEST_SCHEMA.names if c in old.column_names])
+        for f in REQUEST_SCHEMA:
+            if f.name not in old.column_names:
+                old = old.append_column(f, pa.nulls(old.num_rows, f.type))
+        table = pa.concat_tables([old.select(REQUEST_SCHEMA.names).cast(REQUEST_SCHEMA), table])
+    pq.write_table(table, path)
+    return path

@@ -84,21 +84,45 @@ def register(subparsers: Any) -> None:
         "load",
         help="load-test a running easel (or OpenAI-Images-compatible) endpoint, open loop",
         description="Send a manifest's requests on schedule (open loop) and record every one "
-        "in OUT/requests.parquet; or, with --sweep, find the highest rate that meets the SLO.",
+        "in OUT/requests.parquet; --resume DIR finishes a run that was killed (only the rows "
+        "without a record are sent); with --sweep, find the highest rate that meets the SLO.",
     )
-    ld.add_argument("--config", help="config YAML (default: the embedded default config)")
+    ld.add_argument(
+        "--config", help="config YAML (default: the embedded default config; DIR's on --resume)"
+    )
     ld.add_argument("--manifest", help="manifest .parquet (not with --sweep)")
-    ld.add_argument("--url", required=True, help="endpoint base URL, e.g. http://127.0.0.1:8000")
-    ld.add_argument("--out", required=True, help="run folder")
-    ld.add_argument("--api", choices=("easel", "openai"), default="easel")
+    ld.add_argument(
+        "--url", help="endpoint base URL, e.g. http://127.0.0.1:8000 (on --resume: the run's)"
+    )
+    ld.add_argument("--out", help="run folder")
+    ld.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish the run in DIR: send only the manifest rows that have no record yet, with "
+        "the options DIR/load.json holds (flags given here win)",
+    )
+    ld.add_argument("--api", choices=("easel", "openai"), default=None, help="default: easel")
     ld.add_argument("--api-key-env", help="environment variable holding a bearer token")
-    ld.add_argument("--max-in-flight", type=positive_int, help="client bound (default: config)")
+    ld.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        help="bound on open requests (default: config; unset there, memory decides)",
+    )
     ld.add_argument("--dispatchers", type=positive_int, help="dispatcher actors (default: config)")
     ld.add_argument("--timeout", type=float, help="per-request timeout, s (default: config)")
     ld.add_argument(
         "--warmup", type=non_negative_int, help="warm-up requests per model (default: config)"
     )
-    ld.add_argument("--no-images", action="store_true", help="keep only each image's sha256")
+    ld.add_argument(
+        "--priority",
+        choices=("auto", "ray", "normal", "high", "realtime"),
+        help="the dispatchers' CPU priority: auto (default: the first of realtime, high, "
+        "normal allowed), ray (Ray's worker niceness, 15), normal (0), high (-10) or realtime "
+        "(SCHED_RR); above niceness 15 needs CAP_SYS_NICE",
+    )
+    ld.add_argument(
+        "--no-images", action="store_true", default=None, help="keep only each image's sha256"
+    )
     ld.add_argument("--no-progress", action="store_true", help="no live progress line")
     ld.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     ld.add_argument("--sweep", action="store_true", help="saturation sweep instead of a manifest")
@@ -224,10 +248,15 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from config import load_config
     from load_tests.manifest import ManifestError
 
-    cfg = load_config(args.config)
+    out = args.resume or args.out
+    config = args.config
+    if args.resume and config is None and (Path(args.resume) / "config.yaml").is_file():
+        config = str(Path(args.resume) / "config.yaml")  # the config the run was started with
     kw: dict[str, Any] = {
         "api": args.api,
         "max_in_flight": args.max_in_flight,
@@ -236,18 +265,30 @@ def _load(args: argparse.Namespace) -> int:
         "warmup_requests": args.warmup,
         "api_key_env": args.api_key_env,
         "address": args.address,
-        "save_images": not args.no_images,
+        "save_images": None if args.no_images is None else not args.no_images,
         "progress": not args.no_progress,
+        "priority": args.priority,
     }
     try:
+        if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError("--resume DIR writes into DIR; leave out --out (or give the same)")
+        if not out:
+            raise ValueError("--out is required (or --resume DIR)")
+        cfg = load_config(config)
         if args.sweep:
-            if args.manifest:
-                raise ValueError("--sweep generates its own manifests; leave out --manifest")
+            if args.manifest or args.resume:
+                raise ValueError(
+                    "--sweep generates its own manifests; leave out --manifest/--resume"
+                )
+            if not args.url:
+                raise ValueError("--url is required")
             from load_tests.sweep import run_sweep
 
+            kw["api"] = kw["api"] or "easel"
+            kw["save_images"] = False if kw["save_images"] is None else kw["save_images"]
             res = run_sweep(
                 args.url,
-                args.out,
+                out,
                 cfg,
                 start_rate=args.start_rate,
                 factor=args.factor,
@@ -263,16 +304,19 @@ def _load(args: argparse.Namespace) -> int:
             best = "none" if res.best_rate is None else f"{res.best_rate:.4g} req/s"
             print(f"highest rate that met the SLO: {best} ({res.stopped_because}); {res.path}")
             return 0
-        if not args.manifest:
-            raise ValueError("--manifest is required (or use --sweep)")
+        if not args.manifest and not args.resume:
+            raise ValueError("--manifest is required (or use --sweep, or --resume DIR)")
+        if not args.url and not args.resume:
+            raise ValueError("--url is required")
         from load_tests.runner import run_load
 
-        result = run_load(args.manifest, args.url, args.out, cfg, **kw)
+        result = run_load(args.manifest, args.url, out, cfg, resume=bool(args.resume), **kw)
     except (ValueError, ManifestError) as exc:
         print(f"easel load: {exc}", file=sys.stderr)
         return 2
     from load_tests.stats import format_summary
 
     print(format_summary(result.summary))
-    print(f"wrote {result.requests_path} ({result.rows} rows, {result.rejected} rejected)")
+    again = f", {result.recorded_before} recorded before this resume" if args.resume else ""
+    print(f"wrote {result.requests_path} ({result.rows} rows, {result.rejected} rejected{again})")
     return 0

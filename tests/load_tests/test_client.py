@@ -1,15 +1,15 @@
-"""One request, one record: timings, headers, images and every failure class."""
+"""One request, one record: timings, headers, images, keep-alive and every failure class."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import time
 
-import aiohttp
 import pytest
 
-from load_tests.client import build_payload, endpoint_url, image_ext, send_request
+from load_tests.client import Client, build_payload, endpoint_url, image_ext
 from load_tests.echo_server import EchoServer, tiny_png
+from load_tests.http1 import Endpoint
 from tests._util import free_port
 
 
@@ -33,17 +33,8 @@ def _row(**kw):
 
 
 async def _send(url, row, api="easel", timeout_s=5.0, images_dir=None):
-    t0 = time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        return await send_request(
-            session,
-            endpoint_url(url, api),
-            api,
-            row,
-            clock=lambda: time.monotonic() - t0,
-            timeout_s=timeout_s,
-            images_dir=images_dir,
-        )
+    async with Client(endpoint_url(url, api), api, timeout_s=timeout_s) as client:
+        return await client.send(row, images_dir)
 
 
 def test_payloads_and_urls():
@@ -69,6 +60,18 @@ def test_payloads_and_urls():
     assert image_ext(tiny_png()) == ".png" and image_ext(b"{}") is None
 
 
+def test_request_bytes_are_plain_http_1_1():
+    ep = Endpoint.of("https://api.example.com/v1/images/generations?x=1", {"Authorization": "k"})
+    data = ep.request(b'{"a":1}')
+    head, body = data.split(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/images/generations?x=1 HTTP/1.1"
+    assert "Host: api.example.com" in lines and "Authorization: k" in lines
+    assert "Content-Length: 7" in lines and body == b'{"a":1}'
+    assert ep.tls and ep.port == 443
+    assert Endpoint.of("http://127.0.0.1:8123/v1/generate", {}).head.count(b"Host: 127.0.0.1:8123")
+
+
 async def test_ok_record_with_timings_headers_and_image(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -91,6 +94,58 @@ async def test_openai_api_has_null_timing_columns():
     assert rec["image_sha256"] and rec["image_path"] is None
     for col in ("provider", "queue_ms", "inference_ms", "batch_size", "cold_start"):
         assert rec[col] is None
+
+
+async def test_connections_are_kept_alive_and_reused():
+    with EchoServer() as srv:
+        async with Client(endpoint_url(srv.url, "easel"), "easel", timeout_s=5) as client:
+            recs = [await client.send(_row(job_id=f"j{i}")) for i in range(5)]
+            # Five at once need five connections; one of them was already open.
+            recs += await asyncio.gather(*(client.send(_row(job_id=f"k{i}")) for i in range(5)))
+            opened = client.pool.opened
+    assert all(r["ok"] for r in recs)
+    assert opened == 5
+
+
+async def _raw_server(answer: bytes):
+    """A server that answers every request with `answer` verbatim (then keeps or closes)."""
+
+    async def handle(reader, writer):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+            if b"Connection: close" in answer:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_chunked_and_closing_responses_are_framed():
+    png = tiny_png()
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (10, png[:10])
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(png) - 10, png[10:])
+    )
+    server, url = await _raw_server(chunked)
+    async with server, Client(url + "/v1/generate", "easel", timeout_s=5) as client:
+        recs = [await client.send(_row(job_id=f"j{i}")) for i in range(3)]
+        assert client.pool.opened == 1
+    assert all(r["ok"] for r in recs) and recs[0]["image_sha256"]
+    closing = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+        len(png),
+        png,
+    )
+    server, url = await _raw_server(closing)
+    async with server, Client(url + "/v1/generate", "easel", timeout_s=5) as client:
+        recs = [await client.send(_row(job_id=f"j{i}")) for i in range(3)]
+        assert client.pool.opened == 3  # the server said close: never reused
+    assert all(r["ok"] for r in recs)
 
 
 async def test_http_errors_are_classified():

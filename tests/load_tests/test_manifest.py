@@ -146,3 +146,116 @@ def test_scan_finds_duplicates_order_and_models(cfg, tmp_path):
     assert scan.duplicate_rows == {4, 5}
     assert not scan.sorted_by_arrival
     assert set(scan.models) == {r["model"] for r in rows}
+
+
+# --- the vectorised checks against a row-by-row reference ---------------------------------------
+
+
+def _reference_reasons(r, cfg, duplicate):
+    """Every reason one row cannot be sent, checked one row at a time in plain Python (the
+    validator before it was vectorised): an independent implementation to compare with."""
+    import re
+
+    codes = []
+    job_id = r["job_id"]
+    if job_id is None or job_id == "":
+        codes.append("missing_job_id")
+    elif not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", job_id):
+        codes.append("bad_job_id")
+    elif duplicate:
+        codes.append("duplicate_job_id")
+    a = r["arrival_s"]
+    if a is None:
+        codes.append("missing_arrival")
+    elif not math.isfinite(a):
+        codes.append("nonfinite_arrival")
+    elif a < 0:
+        codes.append("negative_arrival")
+    if r["prompt"] is None or not r["prompt"].strip():
+        codes.append("missing_prompt")
+    models = {m.name: m for m in cfg.models}
+    model = models.get(r["model"])
+    if r["model"] is None:
+        codes.append("missing_model")
+    elif model is None:
+        codes.append("unknown_model")
+    if r["niche"] is None:
+        codes.append("missing_niche")
+    elif r["niche"] not in {n.name for n in cfg.niches}:
+        codes.append("unknown_niche")
+    if model is not None:
+        res = model.resolution
+        for key in ("width", "height"):
+            v = r[key]
+            if v is not None and (v < res.min or v > res.max or v % res.multiple):
+                codes.append(f"{key}_out_of_range")
+        s = r["steps"]
+        if s is not None and not model.steps.min <= s <= model.steps.max:
+            codes.append("steps_out_of_range")
+    if r["seed"] is not None and r["seed"] < 0:
+        codes.append("negative_seed")
+    ref = r["reference_image"]
+    if ref is not None and not 0 < len(ref) <= cfg.serve.max_body_bytes:
+        codes.append("bad_reference_image")
+    return codes
+
+
+def test_vectorised_checks_match_a_row_by_row_reference_on_random_bad_rows(cfg):
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    rows = _rows(cfg, 400)
+    spoil = {
+        "job_id": [None, "", "../x", "a b", rows[0]["job_id"]],
+        "arrival_s": [None, math.nan, -math.inf, -0.5],
+        "prompt": [None, "", "   "],
+        "model": [None, "dall-e-9", "SDXL-Turbo"],
+        "niche": [None, "weddings", "corporate_headshots"],
+        "width": [1, 10_000, 65, None],
+        "height": [3, 99_999],
+        "steps": [0, 10_000, -1],
+        "seed": [-1, -(2**40)],
+        "reference_image": [b"", b"\x89PNG"],
+    }
+    for r in rows[1:]:
+        for key, values in spoil.items():
+            if rng.random() < 0.08:
+                r[key] = values[rng.integers(len(values))]
+    rows[5]["reference_image"] = b"x" * (cfg.serve.max_body_bytes + 1)  # one, it is large
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    ids = [r["job_id"] for r in rows]
+    dup_rows = {i for i, j in enumerate(ids) if j and j in ids[:i]}
+    good, rejected = validate_batch(table, cfg, 0, dup_rows)
+    got = {r["row"]: r["reject_codes"] for r in rejected}
+    want = {}
+    for i, r in enumerate(rows):
+        codes = _reference_reasons(r, cfg, i in dup_rows)
+        if codes:
+            want[i] = codes
+    assert 50 < len(want) < 390  # the draw spoiled a fair share, not all
+    assert got == want
+    assert good.column("row").to_pylist() == [i for i in range(400) if i not in want]
+    for rec in rejected:  # one message per reason
+        assert len(rec["error"].split("; ")) == len(rec["reject_codes"])
+
+
+def test_unknown_names_say_what_was_meant(cfg):
+    rows = _rows(cfg, 1)
+    rows[0].update(niche="corporate_headshots", model="SDXL-turbo")
+    _, [rej] = validate_batch(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), cfg)
+    assert rej["reject_codes"] == ["unknown_model", "unknown_niche"]
+    assert "did you mean 'corporate-headshots'?" in rej["error"]
+    assert "did you mean 'sdxl-turbo'?" in rej["error"]
+
+
+def test_check_manifest_counts_rejections_by_reason(cfg, tmp_path):
+    from load_tests.manifest import check_manifest
+
+    rows = _rows(cfg, 10)
+    rows[2]["niche"] = "weddings"
+    rows[3]["niche"] = "weddings"
+    rows[4]["model"] = "nope"
+    path = write_manifest(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp_path / "m.pq")
+    check = check_manifest(path, cfg)
+    assert (check.rows, check.rejected) == (10, 3)
+    assert check.by_code == {"unknown_model": 1, "unknown_niche": 2}
