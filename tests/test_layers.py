@@ -1,6 +1,6 @@
 """The floors of the tree: data flows one way, so no package imports a later one.
 
-config (ground) → cluster → serve_apps → load_tests → evaluation → easel (CLI, bench, report:
+config (ground) → simulators → cluster → serve_apps → load_tests → evaluation → easel (CLI, bench, report:
 the top, the only package that may import every stage). Imports inside functions count too: a
 lazy import is still a dependency.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ("config", "cluster", "serve_apps", "load_tests", "evaluation", "easel")
+FLOORS = ("config", "simulators", "cluster", "serve_apps", "load_tests", "evaluation", "easel")
 _RANK = {name: i for i, name in enumerate(FLOORS)}
 
 
