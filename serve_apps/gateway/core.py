@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from config import EaselConfig, ModelConfig
+from config import EaselConfig, ModelConfig, parse_config
 from serve_apps.gateway.availability import UpstreamStats, merge
 from serve_apps.gateway.dispatch import Dispatcher, Sender
 from serve_apps.gateway.document import DocumentStore, RoutingDocument, updated
@@ -31,7 +31,7 @@ from serve_apps.gateway.snapshots import Snapshot, read_snapshots, write_snapsho
 from serve_apps.gateway.tenants import RateLimiter, TenantAuth
 from serve_apps.gateway.upstreams import ProviderUpstream, VendorUpstream
 
-__all__ = ["Gateway", "GatewaySetupError", "endpoints_of"]
+__all__ = ["Gateway", "GatewaySetupError", "endpoints_of", "with_upstreams"]
 
 _log = logging.getLogger(__name__)
 _WATCH_S = 0.1  # how often a process looks for a newer routing document
@@ -40,6 +40,20 @@ _SNAPSHOT_S = 1.0  # how often it writes its figures for the others
 
 class GatewaySetupError(ValueError):
     """The config does not say where an upstream is (a provider endpoint, a vendor URL)."""
+
+
+def with_upstreams(
+    cfg: EaselConfig, endpoints: dict[str, str], vendors: dict[str, str]
+) -> EaselConfig:
+    """`cfg` with provider endpoints and closed models' vendor base URLs filled in (local modes)."""
+    data = cfg.model_dump(mode="json")
+    for p in data["providers"]:
+        if p["name"] in endpoints:
+            p["endpoint"] = endpoints[p["name"]]
+    for m in data["models"]:
+        if m["name"] in vendors:
+            m["api"]["base_url"] = vendors[m["name"]]
+    return parse_config(data, f"{cfg.name} with local upstreams")
 
 
 def endpoints_of(cfg: EaselConfig) -> dict[str, str]:

@@ -27,28 +27,15 @@ from typing import Any
 import httpx
 
 from cluster.local import pid_alive
-from config import EaselConfig, parse_config
+from config import EaselConfig
+from serve_apps.gateway.core import with_upstreams
 from serve_apps.gateway.server import bind
 from serve_apps.local.providers import IsolatedProviders, SharedRayProviders, status_of
 from simulators import SimulatedVendorProcess, start_vendors
 
-__all__ = ["LocalStack", "with_upstreams"]
+__all__ = ["LocalStack"]
 
 _log = logging.getLogger(__name__)
-
-
-def with_upstreams(
-    cfg: EaselConfig, endpoints: dict[str, str], vendors: dict[str, str]
-) -> EaselConfig:
-    """`cfg` with provider endpoints and closed models' vendor base URLs filled in."""
-    data = cfg.model_dump(mode="json")
-    for p in data["providers"]:
-        if p["name"] in endpoints:
-            p["endpoint"] = endpoints[p["name"]]
-    for m in data["models"]:
-        if m["name"] in vendors:
-            m["api"]["base_url"] = vendors[m["name"]]
-    return parse_config(data, f"{cfg.name} with local upstreams")
 
 
 class LocalStack:

@@ -1,4 +1,4 @@
-"""The usage ledger's bookkeeping (the Ray actor around it is exercised in test_app.py)."""
+"""The usage ledger's bookkeeping (the Ray actor around it runs in tests/serve_apps/local)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from serve_apps.provider.usage import HEARTBEAT_S, UsageLedger, replica_gpus
+from serve_apps.provider.usage import HEARTBEAT_S, UsageLedger, ledger_name, replica_gpus
 
 
 def test_register_report_heartbeat_goodbye():
@@ -42,17 +42,18 @@ def test_register_report_heartbeat_goodbye():
 
 
 @pytest.mark.parametrize(
-    ("num_gpus", "simulated", "per_replica", "api", "expected"),
+    ("num_gpus", "simulated", "per_replica", "expected"),
     [
-        (1.0, False, 1, False, 1.0),
-        (0.0, True, 1, False, 1.0),  # a CPU stand-in on a simulated GPU provider
-        (0.0, True, 2, False, 2.0),
-        (0.0, False, 1, False, 0.0),
-        (0.0, True, 1, True, 0.0),  # API models are priced per image
+        (1.0, False, 1, 1.0),
+        (0.0, True, 1, 1.0),  # a CPU stand-in on a simulated GPU provider
+        (0.0, True, 2, 2.0),
+        (0.0, False, 1, 0.0),
     ],
 )
-def test_replica_gpus(num_gpus, simulated, per_replica, api, expected):
-    got = replica_gpus(
-        num_gpus, simulated_provider=simulated, gpus_per_replica=per_replica, api=api
-    )
+def test_replica_gpus(num_gpus, simulated, per_replica, expected):
+    got = replica_gpus(num_gpus, simulated_provider=simulated, gpus_per_replica=per_replica)
     assert got == expected
+
+
+def test_one_ledger_per_provider():
+    assert ledger_name("lambda-sim") != ledger_name("runpod-sim")

@@ -1,7 +1,8 @@
-"""The HTTP API on a small app: bad input, auth, routing changes, overload, failover.
+"""The gateway's HTTP API: bad input, auth, routing changes, overload, failover, cancellation.
 
-One Serve application for the whole module, on the cheapest models there are: closed models
-behind simulated vendors (no torch in the replicas), on two simulated providers.
+One gateway for the whole module, in this process, in front of the cheapest upstreams there
+are: closed models behind their simulated vendors (each its own process), resold by two
+providers. No Ray: the gateway never needs it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import pytest
 from PIL import Image
 
 from config import EaselConfig
-from tests._util import wait_for
+from tests._util import ThreadServer, set_env, wait_for
 from tests.serve_apps._configs import small_config
-from tests.serve_apps.test_images import _bomb_png
+from tests.serve_apps.api.test_images import _bomb_png
 
 ADMIN = {"Authorization": "Bearer test-admin-key"}
+CAFE = "caf\u00e9".encode()  # a request id that is not ASCII (UTF-8 bytes on the wire)
 ALPHA = {"Authorization": "Bearer alpha-key"}
 BETA = {"Authorization": "Bearer beta-key"}
 _ENV = {
@@ -32,13 +34,37 @@ _ENV = {
 
 
 @pytest.fixture(scope="module")
-def serve_env() -> dict[str, str]:
-    return _ENV
+def cfg() -> EaselConfig:
+    return small_config()
 
 
 @pytest.fixture(scope="module")
-def cfg() -> EaselConfig:
-    return small_config()
+def vendors(cfg: EaselConfig) -> Iterator[dict[str, str]]:
+    """{closed model: its simulated vendor's URL}."""
+    from simulators import start_vendors
+
+    procs = start_vendors(cfg.models)
+    yield {m: v.url for m, v in procs.items()}
+    for v in procs.values():
+        v.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(cfg: EaselConfig, vendors: dict[str, str]) -> Iterator[object]:
+    from serve_apps.gateway.app import create_app
+    from serve_apps.gateway.core import with_upstreams
+
+    with set_env(_ENV):  # the gateway reads its keys when it starts
+        app = create_app(with_upstreams(cfg, {}, vendors))
+        server = ThreadServer(app)
+        with server:
+            server.gateway = app.state.gateway
+            yield server
+
+
+@pytest.fixture(scope="module")
+def url(gateway) -> str:
+    return gateway.url
 
 
 @pytest.fixture
@@ -68,11 +94,10 @@ def test_generate_png_with_headers(client):
     assert r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (48, 32)
     h = r.headers
-    assert h["x-easel-request-id"] == "job-1"
-    assert h["x-request-id"]  # set by Serve's proxy
+    assert h["x-easel-request-id"] == "job-1" == h["x-request-id"]
     assert h["x-easel-model"] == "api-fast"
     assert h["x-easel-provider"] in {"lambda-sim", "runpod-sim"}
-    assert h["x-easel-replica"].startswith(f"api-fast--{h['x-easel-provider']}#")
+    assert h["x-easel-replica"].startswith("vendor:simjob-")  # the vendor's own request id
     assert float(h["x-easel-queue-ms"]) >= 0 and float(h["x-easel-inference-ms"]) > 0
     assert h["x-easel-batch-size"] == "1"
     assert h["x-easel-cold-start"] in {"true", "false"}
@@ -204,6 +229,9 @@ BAD_INPUTS = [
     ("admin negative weight", "PUT", "/v1/admin/routing",
      {"json": {"weights": {"lambda-sim": -1}}, "headers": ADMIN}, 422, "invalid_request",
      ">= 0"),
+    ("non-ascii request id", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x"}, "headers": {"X-Request-Id": CAFE}}, 422,
+     "invalid_request", "X-Request-Id"),
     ("no such route", "GET", "/v2/anything", {}, 404, "not_found", "no route"),
     ("wrong method", "DELETE", "/v1/generate", {}, 405, "method_not_allowed", ""),
 ]  # fmt: skip
@@ -247,6 +275,7 @@ def test_no_route_answers_500_to_bad_input(client, url):
         ("PUT", "/v1/admin/routing"),
         ("GET", "/v1/models"),
         ("GET", "/v1/admin/usage"),
+        ("GET", "/v1/admin/availability"),
     ]
     for method, path in routes:
         for body in GARBAGE:
@@ -314,16 +343,10 @@ def test_overload_answers_503_with_retry_after_at_once(url):
     assert max(t for _, t in shed) < min(ok)
 
 
-def _vendor_url(cfg: EaselConfig, model: str) -> str:
-    from serve_apps.simulated_vendor import ensure_simulated_vendor
+def test_vendor_outage_fails_over_then_answers_503_and_recovers(client, vendors):
+    from simulators import sim_configure
 
-    return ensure_simulated_vendor(cfg.model(model))
-
-
-def test_vendor_outage_fails_over_then_answers_503_and_recovers(client, cfg):
-    from serve_apps.simulated_vendor import sim_configure
-
-    vendor = _vendor_url(cfg, "api-fast")
+    vendor = vendors["api-fast"]
     sim_configure(vendor, failure_rate=1.0)
     try:
         r = _gen(client)
@@ -338,41 +361,58 @@ def test_vendor_outage_fails_over_then_answers_503_and_recovers(client, cfg):
     wait_for(lambda: _gen(client).status_code == 200, timeout=30, interval=0.2)
 
 
-def test_killed_replica_fails_over_with_no_failed_request(client, url):
-    import ray
+def _row(client: httpx.Client, model: str, provider: str) -> dict:
+    view = client.get("/v1/admin/routing", headers=ADMIN).json()
+    return next(r for r in view["providers"] if (r["model"], r["provider"]) == (model, provider))
 
-    first = _gen(client, model="api-mid")
-    assert first.status_code == 200
-    # Pin every new request to the runpod replica first, so we know which one to kill.
-    _route(client, drain=["lambda-sim"], model="api-mid")
-    try:
 
-        async def run() -> list[httpx.Response]:
-            task = asyncio.ensure_future(_timed_burst(url, 6, model="api-mid"))
-            view = lambda: client.get("/v1/admin/routing", headers=ADMIN).json()  # noqa: E731
+def test_client_errors_never_count_against_a_provider(client):
+    before = {p: _row(client, "api-fast", p) for p in ("lambda-sim", "runpod-sim")}
+    for _ in range(5):  # more than unhealthy_after_errors
+        r = _gen(client, headers={**ALPHA, "X-Request-Id": CAFE})
+        assert r.status_code == 422
+        assert _gen(client, prompt="word " * 41).status_code == 422  # over the token limit
+    for p, row in before.items():
+        after = _row(client, "api-fast", p)
+        assert after["healthy"] and after["errors"] == row["errors"]
+    assert _gen(client).status_code == 200
 
-            def in_flight() -> bool:
-                rows = {(x["model"], x["provider"]): x for x in view()["providers"]}
-                return rows[("api-mid", "runpod-sim")]["outstanding"] >= 6
 
-            await asyncio.to_thread(wait_for, in_flight, 20)
-            _route(client, undrain=["lambda-sim"], model="api-mid")
-            names = [
-                a["name"]
-                for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"].startswith("SERVE_REPLICA::") and "#api-mid--runpod-sim#" in a["name"]
-            ]
-            assert len(names) == 1
-            ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=False)
-            return [r for r, _ in await task]
+def test_client_disconnect_cancels_the_attempt_and_releases_its_count(url, client, gateway):
+    """The cancellation leak: a client that hangs up mid-request leaves nothing outstanding."""
+    states = gateway.gateway.table.states("api-mid")
+    before = sum(s.stats.attempts["cancelled"] for s in states)
+    with httpx.Client(base_url=url, headers=ALPHA, timeout=0.3) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            _gen(impatient, model="api-mid")  # its vendor takes ~1.5 s
+    hung_up = time.monotonic()
+    # Released well before the vendor would have answered: the attempt was cancelled.
+    wait_for(lambda: sum(s.outstanding for s in states) == 0, timeout=0.8, interval=0.01)
+    assert time.monotonic() - hung_up < 0.9
+    assert sum(s.stats.attempts["cancelled"] for s in states) == before + 1
+    assert all(not s.inflight and not s.trial for s in states)
+    view = client.get("/v1/admin/routing", headers=ADMIN).json()
+    assert all(r["outstanding"] == 0 for r in view["providers"])
 
-        responses = asyncio.run(run())
-    finally:
-        _route(client, undrain=["lambda-sim"])
-    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
-    moved = [r for r in responses if r.headers["x-easel-attempts"] == "2"]
-    assert moved, "no request was failed over"
-    assert {r.headers["x-easel-provider"] for r in moved} == {"lambda-sim"}
+
+def test_unknown_models_create_no_metric_series(client):
+    assert _gen(client, model="never-served-model").status_code == 404
+    text = client.get("/metrics").text
+    assert "never-served-model" not in text
+    assert 'easel_gateway_rejected_total{code="model_not_found"}' in text
+    assert 'easel_gateway_requests_total{model="api-fast",status="200"}' in text
+
+
+def test_availability_route_reports_per_upstream_figures(client):
+    r = client.get("/v1/admin/availability", headers=ADMIN)
+    assert r.status_code == 200
+    rows = {(x["model"], x["provider"]): x for x in r.json()["rows"]}
+    assert set(rows) == {(m, p) for m in ("api-fast", "api-slow", "api-mid")
+                         for p in ("lambda-sim", "runpod-sim")}  # fmt: skip
+    fast = rows[("api-fast", "lambda-sim")]
+    assert fast["requests"] >= 1 and 0 <= fast["uptime_pct"] <= 100
+    for key in ("error_rate", "failovers", "detect_s", "recover_s", "errors_by_class"):
+        assert key in fast
 
 
 # --- tenants, usage, OpenAI shape -----------------------------------------------------------
@@ -405,12 +445,12 @@ def test_openai_images_shape(client):
     assert r.json()["data"][0]["url"].startswith("data:image/png;base64,")
 
 
-def test_usage_route_lists_every_replica(client, cfg):
+def test_usage_route_has_the_vendors_images(client, cfg):
     r = client.get("/v1/admin/usage", headers=ADMIN)
     assert r.status_code == 200
     rows = r.json()["replicas"]
-    names = {(x["model"], x["provider"]) for x in rows if x["alive"]}
-    assert names == {(m.name, p) for m in cfg.models for p in m.providers}
-    assert all(x["gpus"] == 0 for x in rows)  # API models are priced per image
+    assert rows and all(x["gpus"] == 0 for x in rows)  # API models are priced per image
+    assert {x["model"] for x in rows} <= {m.name for m in cfg.models}
     fast = [x for x in rows if x["model"] == "api-fast"]
     assert sum(x["images"] for x in fast) >= 5 and sum(x["busy_s"] for x in fast) > 0
+    assert all(x["last_seen_s"] >= x["started_s"] for x in rows)
