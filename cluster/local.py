@@ -110,11 +110,17 @@ class RayHead:
         self.temp_dir = tempfile.mkdtemp(prefix="er-", dir="/tmp")
         self.token = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
         self._log_path = Path(self.temp_dir) / "ray-start.log"
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """This cluster's Prometheus endpoint (Ray's and Serve's metrics, the replicas' own)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def env(self) -> dict[str, str]:
         """The environment a driver of this cluster needs (its own auth token)."""
@@ -136,7 +142,7 @@ class RayHead:
             "--ray-client-server-port": free_port(),
             "--dashboard-agent-grpc-port": free_port(),
             "--dashboard-agent-listen-port": free_port(),
-            "--metrics-export-port": free_port(),
+            "--metrics-export-port": self.metrics_port,
             "--runtime-env-agent-port": free_port(),
         }
         base = _free_range(_WORKER_PORTS)

@@ -42,7 +42,7 @@ class RoutingConfig(Strict):
         ge=1,
         le=1_000,
         description="Provider errors (5xx, timeouts) in a row that mark a provider unhealthy; "
-        "a refused connection or a failed probe marks it at once.",
+        "a refused connection (request or probe) marks it at once.",
     )
     recheck_after_s: float = Field(
         default=5.0,
@@ -62,7 +62,7 @@ class RoutingConfig(Strict):
         "request path).",
     )
     probe_timeout_s: float = Field(
-        default=1.0, gt=0, le=60, description="A probe slower than this counts as failed."
+        default=2.0, gt=0, le=60, description="A probe slower than this counts as failed."
     )
     connect_timeout_s: float = Field(
         default=2.0, gt=0, le=60, description="TCP connect timeout to a provider or vendor."

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from config import EaselConfig
 from easel.cost import COST_FORMULA, deployment_costs, model_costs, niche_costs, spent_usd
+from easel.report.availability import availability_section
 from easel.report.floor import FLOOR_FORMULA, floor_rows
 from load_tests.stats import json_safe
 
@@ -508,5 +509,6 @@ def build_summary(
         "floor": {"formula": FLOOR_FORMULA, "rows": [f.to_dict() for f in floors]},
         "load": _load_section(cfg, manifest, overall),
         "load_curve": _sweep_curve(run_dir) or _window_curve(cfg, req or []) or {},
+        "availability": availability_section(run_dir),
         "repro": dict(repro or {}),
     }

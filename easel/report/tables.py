@@ -403,6 +403,8 @@ def floor_table(s: Summary) -> Table:
 
 def all_tables(s: Summary) -> list[Table]:
     """Every table of the report, in reading order."""
+    from easel.report.availability import availability_table
+
     return [
         quality_table(s),
         cost_table(s),
@@ -411,4 +413,5 @@ def all_tables(s: Summary) -> list[Table]:
         floor_table(s),
         cost_deployment_table(s),
         price_table(s),
+        availability_table(s),
     ]

@@ -27,6 +27,7 @@ __all__ = [
     "availability_rows",
     "merge",
     "nearest_rank",
+    "since",
 ]
 
 # Upper bounds (ms) of the latency histogram; the last bucket is +Inf.
@@ -212,3 +213,22 @@ def availability_rows(stats: Iterable[UpstreamStats], start: float, end: float) 
             }
         )
     return rows
+
+
+def since(after: UpstreamStats, before: UpstreamStats | None) -> UpstreamStats:
+    """What happened between two snapshots of one upstream: counts subtract, episodes stay.
+
+    For a window of a gateway that was already running (`easel bench --url`); `availability_rows`
+    then keeps the episodes and unhealthy time inside the window. Recent latencies cannot be
+    subtracted: the later snapshot's are kept.
+    """
+    if before is None:
+        return after
+    out = UpstreamStats.from_json(after.to_json())
+    out.attempts = after.attempts - before.attempts  # Counter subtraction drops what is <= 0
+    out.failovers = after.failovers - before.failovers
+    out.buckets = [a - b for a, b in zip(after.buckets, before.buckets, strict=True)]
+    out.latency_sum_ms = after.latency_sum_ms - before.latency_sum_ms
+    out.vendor_images = after.vendor_images - before.vendor_images
+    out.vendor_busy_s = after.vendor_busy_s - before.vendor_busy_s
+    return out

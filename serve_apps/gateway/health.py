@@ -1,11 +1,12 @@
 """Active health: each gateway process probes each provider's `/v1/stats`, off the request path.
 
 Every `routing.probe_interval_s` the prober asks every provider endpoint, at once and with a
-`probe_timeout_s` deadline, for its per-model replicas and capacity, and hands the answer to the
-routing table (`RoutingTable.probe_result`): a provider that does not answer is unhealthy at
-once, a model without a running replica too, and `least_outstanding` learns each provider's
-capacity. Closed models' vendors are not probed (a vendor API has no health route to trust):
-their health is passive, with a trial request after `recheck_after_s`.
+`probe_timeout_s` deadline, for its per-model replicas and capacity (`/v1/stats?usage=false`), and
+hands the answer to the routing table (`RoutingTable.probe_result`): a provider that refuses the
+connection is down at once, one that answers late or wrongly several times in a row is sick, a
+model without a running replica too, and `least_outstanding` learns each provider's capacity.
+Closed models' vendors are not probed (a vendor API has no health route to trust): their health
+is passive.
 """
 
 from __future__ import annotations
@@ -80,16 +81,21 @@ class Prober:
             await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
 
     async def _probe(self, provider: str, url: str) -> None:
-        parsed = None
+        parsed, unreachable = None, False
         try:
-            async with self._session.get(f"{url}/v1/stats", timeout=self._timeout) as resp:
+            async with self._session.get(
+                f"{url}/v1/stats", params={"usage": "false"}, timeout=self._timeout
+            ) as resp:
                 if resp.status == 200:
                     parsed = parse_stats(await resp.json())
                 else:
                     _log.info("probe of %s answered %d", provider, resp.status)
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            unreachable = True
+            _log.info("probe of %s: unreachable (%r)", provider, exc)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             _log.info("probe of %s failed: %r", provider, exc)
         if parsed is None:
-            self.table.probe_result(provider, None, {})
+            self.table.probe_result(provider, None, {}, unreachable=unreachable)
         else:
             self.table.probe_result(provider, *parsed)

@@ -5,17 +5,23 @@
 place when one arrives, and offers the policy the candidates for a request: healthy, undrained,
 not full. Health is this process's own:
 
-- passive, from the outcome of every attempt: a refused connection marks an upstream unhealthy at
-  once; `unhealthy_after_errors` errors or timeouts in a row do too; a client's mistake, overload
-  (`shed`) and a cancelled request never count against it;
-- active, from the probes of `health.py`: a failed probe marks every model of that provider
-  unhealthy at once, a probe that shows no running replica marks that model;
-- recovery: any successful attempt; a good probe once `recheck_after_s` has passed (at once when
-  the upstream was marked for being unreachable); for a closed model's vendor, which has no probe,
-  one trial request once `recheck_after_s` has passed.
+- passive, from the outcome of every attempt: a refused connection marks an upstream unhealthy
+  (*down*) at once; `unhealthy_after_errors` errors or timeouts in a row mark it (*sick*); a
+  client's mistake, overload (`shed`) and a cancelled request never count against it;
+- active, from the probes of `health.py`: a provider that refuses the probe's connection is down
+  at once (every model of it); `_PROBE_FAILURES` slow or failed probes in a row make it sick (a
+  busy provider answers late, which is not an outage); a probe that shows no running replica for a
+  model makes that model sick;
+- recovery: any successful attempt; a good probe (at once for a provider that was unreachable,
+  once `recheck_after_s` has passed for one marked for errors); for a closed model's vendor,
+  which has no probe, a successful request.
 
-When an upstream is marked unhealthy while another healthy one serves the model, its attempts in
-flight are abandoned (cancelled) so they fail over instead of waiting out the deadline.
+Unhealthy upstreams get no traffic while a healthy one serves the model. When none is healthy, a
+request still goes to the sick ones (a slow answer beats a failed request) and, once
+`recheck_after_s` has passed since it was marked, one trial request at a time goes to a down one.
+When an upstream goes down, or loses its last running replica, while another healthy one serves
+the model, its attempts in flight are abandoned (cancelled) so that they fail over at once
+instead of waiting for a replacement or for the deadline.
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ __all__ = ["Choice", "RoutingTable", "UpstreamState", "route_cost"]
 _log = logging.getLogger(__name__)
 
 Kind = Literal["provider", "vendor"]
+# Why an upstream is unreachable, not merely slow or failing: it gets trial requests only.
+_DOWN = frozenset({"connect", "unreachable"})
+# Why its attempts in flight will not be answered: abandon them (when another can serve). A
+# model without a running replica parks them in Serve's queue until a new replica is up.
+_ABANDON = _DOWN | {"no_replica"}
+# Slow or failed probes in a row before a provider that accepts connections is marked.
+_PROBE_FAILURES = 3
 
 
 def route_cost(cfg: EaselConfig, model: ModelConfig, provider: str) -> float:
@@ -69,12 +82,18 @@ class UpstreamState:
     unhealthy_since: float | None = None  # monotonic
     reason: str | None = None
     trial: bool = False  # a trial request is in flight
+    probe_failures: int = 0  # slow or failed probes in a row
     streak_start_s: float | None = None  # wall time of the first failure since the last success
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def healthy(self) -> bool:
         return self.unhealthy_since is None
+
+    @property
+    def down(self) -> bool:
+        """Marked unhealthy for being unreachable (not merely slow or failing)."""
+        return self.reason in _DOWN
 
     @property
     def load(self) -> float:
@@ -91,8 +110,8 @@ class Choice:
     """What the table offers for one attempt: an upstream, or why there is none."""
 
     upstream: UpstreamState | None
-    # none: no open upstream left; full: every healthy one is at its limit; unhealthy: no
-    # healthy one, and none due for a trial yet.
+    # none: no open upstream left; full: every healthy one is at its limit; unhealthy: none
+    # is healthy or sick, and no down one is due for a trial yet.
     why: Literal["ok", "none", "full", "unhealthy"] = "ok"
     retry_after: float = 1.0
 
@@ -179,8 +198,9 @@ class RoutingTable:
     def choose(self, model: str, exclude: Iterable[str] = ()) -> Choice:
         """An upstream of `model` for the next attempt, not one of `exclude` (already tried).
 
-        Healthy, undrained ones that are not full go to the policy; with none, an unhealthy one
-        whose recheck time has passed gets one trial request. KeyError for an unknown model.
+        Healthy, undrained ones that are not full go to the policy; with none, the sick ones do;
+        with none of those, a down one whose recheck time has passed gets one trial request.
+        KeyError for an unknown model.
         """
         slots = self._states[model]
         done = set(exclude)
@@ -193,6 +213,9 @@ class RoutingTable:
             return Choice(self.policy.select(ready))
         if healthy:
             return Choice(None, "full")
+        sick = [s for s in open_ if not s.down and not s.full]
+        if sick:
+            return Choice(self.policy.select(sick))
         now = self._clock()
         due = [
             s for s in open_ if not s.trial and now - (s.unhealthy_since or now) >= self._recheck_s
@@ -233,13 +256,19 @@ class RoutingTable:
             if s.healthy and (outcome == "connect" or s.consecutive_errors >= self._threshold):
                 self.mark_unhealthy(s, outcome)
             elif not s.healthy:
-                s.unhealthy_since = self._clock()  # a failed trial: wait another recheck
+                s.unhealthy_since = self._clock()  # failed again: wait another recheck
+                if outcome == "connect" and not s.down:  # sick, now unreachable too
+                    s.reason = "connect"
 
     # --- health -------------------------------------------------------------------------------
 
     def mark_unhealthy(self, s: UpstreamState, reason: str) -> None:
-        """Take `s` out of rotation; abandon its attempts in flight if another can serve."""
+        """Take `s` out of rotation; if it is down or has no replica, abandon its attempts in
+        flight when another healthy upstream can serve them."""
         if not s.healthy:
+            if reason in _ABANDON and s.reason not in _ABANDON:
+                s.reason = reason  # sick before, unreachable (or without a replica) now
+                self._abandon(s)
             return
         now_wall = self._wall()
         s.unhealthy_since = self._clock()
@@ -247,6 +276,10 @@ class RoutingTable:
         first = s.streak_start_s if s.streak_start_s is not None else now_wall
         s.stats.episodes.append(Episode(first, now_wall, reason))
         _log.warning("%s/%s marked unhealthy (%s)", s.model, s.provider, reason)
+        if reason in _ABANDON:
+            self._abandon(s)
+
+    def _abandon(self, s: UpstreamState) -> None:
         others = [o for o in self.states(s.model) if o is not s and o.healthy and not o.drained]
         if others:
             for task in list(s.inflight):
@@ -262,12 +295,18 @@ class RoutingTable:
         _log.warning("%s/%s healthy again", s.model, s.provider)
 
     def probe_result(
-        self, provider: str, models: dict[str, bool] | None, capacity: dict[str, float]
+        self,
+        provider: str,
+        models: dict[str, bool] | None,
+        capacity: dict[str, float],
+        *,
+        unreachable: bool = False,
     ) -> None:
         """A probe of `provider` ended: `models` {model: has a running replica}, None if it failed.
 
-        A failed probe marks every model of the provider unhealthy at once; a good one restores
-        a model marked for being unreachable at once, one marked for errors once
+        A refused connection (`unreachable`) marks every model of the provider down at once;
+        `_PROBE_FAILURES` other failures in a row mark them sick. A good probe restores a model
+        marked for being unreachable (or unprobed) at once, one marked for errors once
         `recheck_after_s` has passed.
         """
         now = self._clock()
@@ -275,10 +314,15 @@ class RoutingTable:
             if s.provider != provider or s.kind != "provider":
                 continue
             if models is None:
+                s.probe_failures += 1
                 if s.streak_start_s is None:
                     s.streak_start_s = self._wall()
-                self.mark_unhealthy(s, "probe")
+                if unreachable:
+                    self.mark_unhealthy(s, "unreachable")
+                elif s.probe_failures >= _PROBE_FAILURES:
+                    self.mark_unhealthy(s, "probe")
                 continue
+            s.probe_failures = 0
             if s.model in capacity:
                 s.capacity = capacity[s.model]
             up = models.get(s.model, False)
@@ -287,7 +331,7 @@ class RoutingTable:
                     s.streak_start_s = self._wall()
                 self.mark_unhealthy(s, "no_replica")
             elif not s.healthy and (
-                s.reason in ("probe", "connect", "no_replica")
+                s.reason in ("probe", "connect", "unreachable", "no_replica")
                 or now - (s.unhealthy_since or now) >= self._recheck_s
             ):
                 self._recover(s)

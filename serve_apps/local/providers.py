@@ -64,6 +64,13 @@ class SharedRayProviders:
         self.started_ray = False
         self.endpoints: dict[str, str] = {}
         self.ray_address: str | None = None
+        self.metrics_port: int | None = None
+
+    def metrics_url(self, provider: str) -> str | None:
+        """Ray's Prometheus endpoint (Serve's and the replicas' metrics) for `provider`."""
+        return (
+            None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
+        )
 
     def start(self) -> dict[str, str]:
         """Deploy every provider's app (all at once) and return {provider: endpoint}."""
@@ -89,6 +96,7 @@ class SharedRayProviders:
                 )
             self.started_ray = True
         self.ray_address = ray.get_runtime_context().gcs_address
+        self.metrics_port = ray._private.worker.global_worker.node.metrics_export_port
         serve.start(http_options={"host": self.host, "port": free_port(self.host)})
         from ray.serve.context import _get_global_client
 
@@ -130,11 +138,16 @@ class SharedRayProviders:
             ray.shutdown()
             self.started_ray = False
             return
-        for p in self.providers:  # a shared cluster: remove only what this run deployed
-            try:
-                serve.delete(app_name(p))
-            except Exception:  # tearing down must not hide what the caller was doing
-                _log.warning("removing %s failed", app_name(p), exc_info=True)
+        # A shared cluster: remove only what this run deployed, all at once.
+        try:
+            for p in self.providers:
+                serve.delete(app_name(p), _blocking=False)
+            deadline = time.monotonic() + 60
+            names = {app_name(p) for p in self.providers}
+            while names & set(serve.status().applications) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        except Exception:  # tearing down must not hide what the caller was doing
+            _log.warning("removing the provider apps failed", exc_info=True)
 
 
 class IsolatedProviders:
@@ -198,6 +211,9 @@ class IsolatedProviders:
     def address(self, provider: str) -> str:
         return self.heads[provider].address
 
+    def metrics_url(self, provider: str) -> str | None:
+        return self.heads[provider].metrics_url
+
     def kill(self, provider: str) -> list[int]:
         """An outage: SIGKILL every process of `provider`'s cluster; returns their pids."""
         return self.heads[provider].kill()
@@ -220,4 +236,5 @@ def status_of(providers: Any, provider: str) -> dict[str, Any]:
         "ray_address": address,
         "pids": providers.pids(provider),
         "models": [m.name for m in provider_models(providers.cfg, provider)],
+        "metrics_url": providers.metrics_url(provider),
     }

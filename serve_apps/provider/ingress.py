@@ -33,9 +33,10 @@ from serve_apps.provider.results import ErrorResult, ImageResult
 __all__ = ["ProviderIngress", "api"]
 
 _log = logging.getLogger(__name__)
-# Serve's deployment status is read at most this often; probes from many gateway processes
-# then cost the controller one call per interval, not one each.
-_STATUS_TTL_S = 0.5
+# Serve's deployment status is refreshed in the background at most this often, and answers come
+# from the last refresh: under load a status call takes up to a second here, and a probe must
+# not wait for it (probes from many gateway processes then cost one call per interval, too).
+_STATUS_TTL_S = 1.0
 
 api = FastAPI(
     title="easel provider",
@@ -75,9 +76,9 @@ class ProviderIngress:
         self._ongoing = dict.fromkeys(handles, 0)
         self._in_flight = 0
         self._rng = random.SystemRandom()
-        self._status: dict[str, tuple[int, int]] = {}
+        self._status: dict[str, tuple[int, int]] | None = None
         self._status_at = -1e9
-        self._status_lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
     # --- model requests -----------------------------------------------------------------------
 
@@ -192,15 +193,18 @@ class ProviderIngress:
         return JSONResponse({"status": "ready", "provider": self.provider.name})
 
     @api.get("/v1/stats", summary="Replicas, queues and capacity per model; the usage ledger")
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, usage: bool = True) -> dict[str, Any]:
+        """`usage=false` leaves out the ledger's rows (what the gateway's probes ask for)."""
         from serve_apps.provider.usage import read_usage_async
 
-        return {
+        out = {
             "provider": self.provider.name,
             "time_s": time.time(),
             "models": await self._model_stats(),
-            "usage": await read_usage_async(self.provider.name),
         }
+        if usage:
+            out["usage"] = await read_usage_async(self.provider.name)
+        return out
 
     async def _model_stats(self) -> list[dict[str, Any]]:
         counts = await self._replica_counts()
@@ -224,12 +228,18 @@ class ProviderIngress:
         return out
 
     async def _replica_counts(self) -> dict[str, tuple[int, int]]:
-        async with self._status_lock:
-            if time.monotonic() - self._status_at > _STATUS_TTL_S:
-                app_name = serve.get_replica_context().app_name
-                try:
-                    self._status = await asyncio.to_thread(_replica_counts, app_name)
-                except Exception as exc:  # Serve starting or stopping: keep the last answer
-                    _log.debug("serve status failed: %r", exc)
-                self._status_at = time.monotonic()
-            return self._status
+        """The last known replica counts; a refresh runs in the background when they are old."""
+        stale = time.monotonic() - self._status_at > _STATUS_TTL_S
+        if stale and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_status())
+        if self._status is None:  # nothing known yet: the first answer waits for it
+            await asyncio.shield(self._refresh)  # type: ignore[arg-type]
+        return self._status or {}
+
+    async def _refresh_status(self) -> None:
+        app_name = serve.get_replica_context().app_name
+        try:
+            self._status = await asyncio.to_thread(_replica_counts, app_name)
+        except Exception as exc:  # Serve starting or stopping: keep the last answer
+            _log.debug("serve status failed: %r", exc)
+        self._status_at = time.monotonic()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from serve_apps.gateway.availability import Episode, UpstreamStats, availability_rows, merge
+from serve_apps.gateway.availability import (
+    Episode,
+    UpstreamStats,
+    availability_rows,
+    merge,
+    since,
+)
 
 
 def _stats(oks: list[float], errors: int = 0, started: float = 100.0) -> UpstreamStats:
@@ -54,3 +60,16 @@ def test_rows_give_uptime_error_rate_detect_and_recover():
     assert row["detect_s"] == pytest.approx(0.5) and row["recover_s"] == pytest.approx(20.0)
     (empty,) = availability_rows([UpstreamStats("m", "q", 0.0)], 0.0, 10.0)
     assert empty["error_rate"] is None and empty["uptime_pct"] == 100.0
+
+
+def test_since_gives_the_window_between_two_snapshots():
+    before = _stats([10.0] * 5, errors=1)
+    after = UpstreamStats.from_json(before.to_json())
+    for _ in range(3):
+        after.record("ok", 20.0)
+    after.record("timeout", None)
+    after.failovers = 2
+    w = since(after, before)
+    assert (w.attempts["ok"], w.attempts["timeout"], w.errors, w.failovers) == (3, 1, 1, 2)
+    assert sum(w.buckets) == 3 and w.latency_sum_ms == pytest.approx(60.0)
+    assert since(after, None) is after

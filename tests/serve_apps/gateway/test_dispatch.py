@@ -140,7 +140,7 @@ async def test_an_attempt_on_an_upstream_marked_unhealthy_is_abandoned_and_fails
         await asyncio.sleep(0.01)
         if s.outstanding:
             break
-    table.probe_result("runpod-sim", None, {})  # its probe fails while the request waits
+    table.probe_result("runpod-sim", None, {}, unreachable=True)  # its cluster is gone
     _, meta = await asyncio.wait_for(task, 5)
     assert meta.provider == "lambda-sim" and meta.attempts == 2
     assert scripts["runpod-sim"].cancelled == 1 and s.outstanding == 0

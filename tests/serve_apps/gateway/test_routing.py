@@ -159,7 +159,20 @@ def test_client_errors_shed_and_cancelled_never_count_against_a_provider():
     assert row["requests"] == 3  # cancelled attempts reached no verdict
 
 
-def test_unhealthy_vendor_gets_one_trial_after_recheck_and_a_failed_trial_waits_again():
+def test_with_none_healthy_a_sick_upstream_still_gets_requests():
+    t, _ = _table()
+    for _ in range(2):
+        _send(t, "proprietary-a", "error", exclude=["lambda-sim"])
+    for _ in range(2):
+        _send(t, "proprietary-a", "timeout", exclude=["azure-sim"])
+    assert not any(s.healthy for s in t.states("proprietary-a"))
+    # A slow answer beats a failed request: both are still offered, without waiting.
+    assert t.choose("proprietary-a").upstream is not None
+    tried = [t.choose("proprietary-a").upstream.provider]
+    assert t.choose("proprietary-a", tried).upstream is not None
+
+
+def test_a_down_vendor_gets_one_trial_after_recheck_and_a_failed_trial_waits_again():
     t, clock = _table()
     for p in ("azure-sim", "lambda-sim"):
         _send(
@@ -206,11 +219,19 @@ def test_a_cancelled_trial_clears_its_flag():
 
 def test_probes_mark_and_restore_a_provider():
     t, clock = _table()
-    t.probe_result("lambda-sim", None, {})
-    assert not _row(t, "lambda-sim")["healthy"] and _row(t, "lambda-sim")["reason"] == "probe"
+    t.probe_result("lambda-sim", None, {}, unreachable=True)
+    assert not _row(t, "lambda-sim")["healthy"] and _row(t, "lambda-sim")["reason"] == "unreachable"
     assert _row(t, "lambda-sim", "proprietary-a")["healthy"]  # a vendor is not the provider's
     t.probe_result("lambda-sim", {"sdxl-turbo": True}, {"sdxl-turbo": 8.0})
     assert _row(t, "lambda-sim")["healthy"]  # reachable again: at once
+    # A slow probe is not an outage: only three in a row make a provider sick.
+    for _ in range(2):
+        t.probe_result("lambda-sim", None, {})
+    assert _row(t, "lambda-sim")["healthy"]
+    t.probe_result("lambda-sim", None, {})
+    assert _row(t, "lambda-sim")["reason"] == "probe"
+    t.probe_result("lambda-sim", {"sdxl-turbo": True}, {})
+    assert _row(t, "lambda-sim")["healthy"]
     t.probe_result("runpod-sim", {"sdxl-turbo": False}, {})
     assert _row(t, "runpod-sim")["reason"] == "no_replica"
     # Marked for errors, a good probe restores only once recheck_after_s has passed.
@@ -228,9 +249,8 @@ def test_episodes_record_detection_and_recovery_times():
     _send(t, outcome="error", exclude=["runpod-sim", "azure-sim"])
     clock.now += 0.4
     _send(t, outcome="error", exclude=["runpod-sim", "azure-sim"])  # marked now
-    assert t.choose("sdxl-turbo", ["runpod-sim", "azure-sim"]).upstream is None
     clock.now += 5.0
-    _send(t, outcome="ok", exclude=["runpod-sim", "azure-sim"])  # the trial, once due
+    _send(t, outcome="ok", exclude=["runpod-sim", "azure-sim"])  # sick, but the only one
     (ep,) = t.state("sdxl-turbo", "lambda-sim").stats.episodes
     assert ep.marked_s - ep.first_failure_s == pytest.approx(0.4)
     assert ep.recovered_s - ep.marked_s == pytest.approx(5.0)
@@ -240,19 +260,22 @@ def test_episodes_record_detection_and_recovery_times():
 async def test_marking_unhealthy_abandons_attempts_in_flight_when_another_can_serve():
     t, _ = _table()
     s = t.state("sdxl-turbo", "lambda-sim")
-    waiting = asyncio.ensure_future(asyncio.sleep(60))
-    s.inflight.add(waiting)
-    t.mark_unhealthy(s, "probe")
+    slow = asyncio.ensure_future(asyncio.sleep(60))
+    s.inflight.add(slow)
+    t.mark_unhealthy(s, "error")  # sick: its attempts may still answer
     await asyncio.sleep(0)
-    assert waiting.cancelled()
+    assert not slow.cancelled()
+    t.mark_unhealthy(s, "no_replica")  # its replicas are gone: they wait for a new one
+    await asyncio.sleep(0)
+    assert slow.cancelled()
     # The last healthy one left keeps its attempts: better slow than failed.
     alone, _ = _table()
     for p in ("runpod-sim", "azure-sim"):
-        alone.mark_unhealthy(alone.state("sdxl-turbo", p), "probe")
+        alone.mark_unhealthy(alone.state("sdxl-turbo", p), "unreachable")
     last = alone.state("sdxl-turbo", "lambda-sim")
     keep = asyncio.ensure_future(asyncio.sleep(60))
     last.inflight.add(keep)
-    alone.mark_unhealthy(last, "probe")
+    alone.mark_unhealthy(last, "unreachable")
     await asyncio.sleep(0)
     assert not keep.cancelled()
     keep.cancel()
