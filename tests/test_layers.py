@@ -1,8 +1,8 @@
 """The floors of the tree: data flows one way, so no package imports a later one.
 
-config (ground) → simulators → cluster → serve_apps → load_tests → evaluation → easel (CLI, bench, report:
-the top, the only package that may import every stage). Imports inside functions count too: a
-lazy import is still a dependency.
+config (ground) → simulators → cluster → serve_apps → load_tests → evaluation → easel (CLI,
+bench, report: the top, the only package that may import every stage). Imports inside functions
+count too: a lazy import is still a dependency.
 """
 
 from __future__ import annotations

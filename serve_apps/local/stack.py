@@ -172,6 +172,20 @@ class LocalStack:
             "state_dir": str(self.state_dir),
         }
 
+    def kill_provider(self, provider: str) -> list[int]:
+        """An outage: SIGKILL every process of `provider` (its Ray cluster when isolated, its
+        app's replicas on the shared Ray otherwise); returns their pids."""
+        import os
+        import signal
+
+        if isinstance(self.providers, IsolatedProviders):
+            return self.providers.kill(provider)
+        pids = self.providers.pids(provider)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
     def alive(self) -> bool:
         return self.gateway is not None and pid_alive(self.gateway.pid)
 

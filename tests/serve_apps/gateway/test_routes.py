@@ -382,9 +382,9 @@ def test_client_disconnect_cancels_the_attempt_and_releases_its_count(url, clien
     """The cancellation leak: a client that hangs up mid-request leaves nothing outstanding."""
     states = gateway.gateway.table.states("api-mid")
     before = sum(s.stats.attempts["cancelled"] for s in states)
-    with httpx.Client(base_url=url, headers=ALPHA, timeout=0.3) as impatient:
-        with pytest.raises(httpx.ReadTimeout):
-            _gen(impatient, model="api-mid")  # its vendor takes ~1.5 s
+    impatient = httpx.Client(base_url=url, headers=ALPHA, timeout=0.3)
+    with impatient, pytest.raises(httpx.ReadTimeout):
+        _gen(impatient, model="api-mid")  # its vendor takes ~1.5 s
     hung_up = time.monotonic()
     # Released well before the vendor would have answered: the attempt was cancelled.
     wait_for(lambda: sum(s.outstanding for s in states) == 0, timeout=0.8, interval=0.01)
