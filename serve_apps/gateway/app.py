@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from config import EaselConfig
+from serve_apps.api.asgi import new_app
 from serve_apps.gateway.core import Gateway
 from serve_apps.gateway.routes import add_routes
 
@@ -39,7 +40,7 @@ def create_app(
         finally:
             await gateway.stop()
 
-    app = FastAPI(
+    app = new_app(
         title="easel",
         version="0.1.0",
         description="Text-to-image models across providers: generate, OpenAI-compatible images, "

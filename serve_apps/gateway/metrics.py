@@ -13,8 +13,8 @@ the gateway, `snapshots.py`), so one scrape of any process sees the whole gatewa
 - `easel_gateway_unhealthy_seconds_total{model,provider}`: time marked unhealthy;
 - `easel_gateway_unhealthy_episodes_total{model,provider}`.
 
-`grafana/easel.json` charts these, Serve's `ray_serve_*` series of each provider cluster and the
-load runs' figures.
+`docs/grafana/easel.json` charts these, Serve's `ray_serve_*` series of each provider cluster
+and the load runs' figures.
 """
 
 from __future__ import annotations

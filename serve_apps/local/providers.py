@@ -39,8 +39,8 @@ def served_providers(cfg: EaselConfig) -> list[str]:
     return [p.name for p in cfg.providers if provider_models(cfg, p.name)]
 
 
-def app_name(provider: str) -> str:
-    return f"provider-{provider}"
+def app_name(provider: str, prefix: str = "") -> str:
+    return f"{prefix}provider-{provider}"
 
 
 class SharedRayProviders:
@@ -50,16 +50,23 @@ class SharedRayProviders:
         cfg: The config.
         address: A Ray to join; None starts a local one when this process has none.
         host: Where Serve's HTTP proxy binds.
+        prefix: Put before every app name and route, so that two federations can share a Ray.
     """
 
     mode = "default"
 
     def __init__(
-        self, cfg: EaselConfig, *, address: str | None = None, host: str = "127.0.0.1"
+        self,
+        cfg: EaselConfig,
+        *,
+        address: str | None = None,
+        host: str = "127.0.0.1",
+        prefix: str = "",
     ) -> None:
         self.cfg = cfg
         self.address = address
         self.host = host
+        self.prefix = prefix
         self.providers = served_providers(cfg)
         self.started_ray = False
         self.endpoints: dict[str, str] = {}
@@ -103,20 +110,22 @@ class SharedRayProviders:
         port = _get_global_client().http_config.port  # an existing Serve keeps its own port
         targets = [
             serve.RunTarget(
-                target=build_provider_app(self.cfg, p), name=app_name(p), route_prefix=f"/{p}"
+                target=build_provider_app(self.cfg, p),
+                name=app_name(p, self.prefix),
+                route_prefix=f"/{self.prefix}{p}",
             )
             for p in self.providers
         ]
         if targets:
             serve.run_many(targets, wait_for_applications_running=True)
-        self.endpoints = {p: f"http://127.0.0.1:{port}/{p}" for p in self.providers}
+        self.endpoints = {p: f"http://127.0.0.1:{port}/{self.prefix}{p}" for p in self.providers}
         return self.endpoints
 
     def pids(self, provider: str) -> list[int]:
         """The processes of `provider`'s app: its ingress and model replicas."""
         import ray
 
-        prefix = f"SERVE_REPLICA::{app_name(provider)}#"
+        prefix = f"SERVE_REPLICA::{app_name(provider, self.prefix)}#"
         out = []
         for a in ray._private.state.actors().values():  # GCS, no dashboard needed
             if a.get("State") == "ALIVE" and (a.get("Name") or "").startswith(prefix):
@@ -140,10 +149,10 @@ class SharedRayProviders:
             return
         # A shared cluster: remove only what this run deployed, all at once.
         try:
-            for p in self.providers:
-                serve.delete(app_name(p), _blocking=False)
+            names = {app_name(p, self.prefix) for p in self.providers}
+            for name in names:
+                serve.delete(name, _blocking=False)
             deadline = time.monotonic() + 60
-            names = {app_name(p) for p in self.providers}
             while names & set(serve.status().applications) and time.monotonic() < deadline:
                 time.sleep(0.2)
         except Exception:  # tearing down must not hide what the caller was doing

@@ -49,6 +49,8 @@ class LocalStack:
         address: A Ray to join for the providers (default mode only).
         state_dir: Where the stack keeps its files (default: a new temp folder, removed by stop).
         gateway_env: Extra environment for the gateway process (e.g. the admin key).
+        app_prefix: Default mode: put before the provider apps' names and routes, so that two
+            stacks can share one Ray (a benchmark comparing two configs does).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class LocalStack:
         address: str | None = None,
         state_dir: str | Path | None = None,
         gateway_env: dict[str, str] | None = None,
+        app_prefix: str = "",
     ) -> None:
         if isolated and address:
             raise ValueError("--isolated starts its own clusters; it does not join --address")
@@ -79,7 +82,7 @@ class LocalStack:
             config_path.write_text(cfg.to_yaml())
             self.providers = IsolatedProviders(cfg, config_path)
         else:
-            self.providers = SharedRayProviders(cfg, address=address)
+            self.providers = SharedRayProviders(cfg, address=address, prefix=app_prefix)
         self.gateway: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
         self.gateway_cfg: EaselConfig | None = None

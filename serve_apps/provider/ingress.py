@@ -19,11 +19,12 @@ import random
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from config import EaselConfig, ModelConfig, ProviderConfig
+from serve_apps.api.asgi import new_app
 from serve_apps.api.errors import ApiError, error_response, install_error_handlers
 from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
 from serve_apps.api.responses import ImageMeta, model_card, wants_json
@@ -38,7 +39,7 @@ _log = logging.getLogger(__name__)
 # not wait for it (probes from many gateway processes then cost one call per interval, too).
 _STATUS_TTL_S = 1.0
 
-api = FastAPI(
+api = new_app(
     title="easel provider",
     version="0.1.0",
     description="One provider cluster's models (called by the easel gateway). Errors: "
