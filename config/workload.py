@@ -9,10 +9,22 @@ from pydantic import Field, model_validator
 from config._base import Name, Strict
 
 __all__ = [
+    "QUALITY_METRICS",
+    "REPLAY_FILLABLE",
     "NicheConfig",
+    "QualityMetric",
     "SloConfig",
     "TrafficConfig",
 ]
+
+# Per-image scores a niche's quality floor may name. Each is a column of the scoring stage's
+# image_scores.parquet (evaluation.quality_goodput maps them); a metric that does not apply to an
+# image (clip_ref without a reference image) is not checked for it. Add a metric here and there.
+QualityMetric = Literal["clip_text", "clip_ref"]
+QUALITY_METRICS: tuple[str, ...] = ("clip_text", "clip_ref")
+
+# Manifest fields a replay may draw from the config's mix when its log lacks them (`--fill`).
+REPLAY_FILLABLE = ("model", "niche", "prompt")
 
 
 class NicheConfig(Strict):
@@ -27,6 +39,12 @@ class NicheConfig(Strict):
         "and labelled synthetic in the report.",
     )
     weight: float = Field(default=1.0, gt=0, le=1_000, description="Share of traffic.")
+    quality_floor: dict[QualityMetric, Annotated[float, Field(ge=-1, le=1)]] = Field(
+        default_factory=dict,
+        description="Least per-image score an image of this niche needs to count in "
+        "quality-aware goodput, per named metric (cosines: clip_text to the prompt, clip_ref to "
+        "the job's reference image where it has one). Empty: no quality condition.",
+    )
 
 
 class TrafficConfig(Strict):
@@ -49,6 +67,27 @@ class TrafficConfig(Strict):
     model_mix: dict[str, float] = Field(
         default_factory=dict, description="Share of traffic per model; empty means even."
     )
+    model_aliases: dict[str, Name] = Field(
+        default_factory=dict,
+        description="Replay: a log's model name -> the config's model name (e.g. 'flux-2-dev': "
+        "flux2-dev). Names neither here nor in `models` are rejected row by row.",
+    )
+    niche_aliases: dict[str, Name] = Field(
+        default_factory=dict,
+        description="Replay: a log's niche name -> the config's niche name.",
+    )
+    replay_fill: list[Literal["model", "niche", "prompt"]] = Field(
+        default_factory=list,
+        description="Replay: fields drawn from the config's mix when the log lacks them. A "
+        "field neither in the log nor listed here is an error, never silently invented.",
+    )
+    replay_jitter_s: float | Literal["auto"] | None = Field(
+        default="auto",
+        description="Replay: spread each row uniformly over this many seconds after its log "
+        "time (log-time seconds, before the speed-up). 'auto': 1 s when every timestamp is a "
+        "whole second and some seconds hold several rows (a 1-second log), else none. "
+        "None or 0: never.",
+    )
     max_in_flight: int = Field(default=256, ge=1, le=1_000_000, description="Client bound.")
     warmup_requests: int = Field(
         default=1, ge=0, le=10_000, description="Requests per model sent before the clock starts."
@@ -65,6 +104,9 @@ class TrafficConfig(Strict):
     def _replay(self) -> Self:
         if self.pattern == "replay" and not self.replay_path:
             raise ValueError("pattern 'replay' needs replay_path")
+        jitter = self.replay_jitter_s
+        if isinstance(jitter, float) and not 0 <= jitter <= 3_600:
+            raise ValueError(f"replay_jitter_s must be 'auto' or 0..3600 seconds, got {jitter}")
         for share in self.model_mix.values():
             if share < 0:
                 raise ValueError("model_mix shares must be >= 0")
@@ -76,3 +118,17 @@ class SloConfig(Strict):
         default=0.01, ge=0, le=1, description="Share of requests allowed to fail."
     )
     percentile: float = Field(default=95, gt=0, lt=100, description="Percentile the SLO is on.")
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Fewest requests per model a saturation-sweep step needs before its verdict "
+        "counts; the sweep sizes its steps to reach it.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of the percentile and proportion intervals (the sweep's verdict, "
+        "the report's intervals).",
+    )

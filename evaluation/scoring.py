@@ -162,7 +162,9 @@ def score_run(
             "label": feature.label,
             "key": feature.key,
             "comparable": feature.comparable,
+            "not_comparable_because": feature.not_comparable_because,
             "resize_policy": feature.resize_policy,
+            "dim": feature.dim,
         },
         "clip": {"label": clip.label, "key": clip.key, "comparable": clip.comparable},
         "references": {

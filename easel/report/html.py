@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from easel.report.markdown import header_lines
+from easel.report.repro import format_weights
 from easel.report.tables import Table, all_tables
 
 __all__ = ["EmbeddedPlot", "render_html"]
@@ -71,6 +72,7 @@ def _repro(s: Mapping[str, Any]) -> str:
         ("config hash", f"{r.get('config_hash')} ({r.get('config_name')})"),
         ("seeds", f"config {r.get('seed')}, traffic {r.get('traffic_seed')}"),
         ("command", r.get("command") or "n/a"),
+        ("weights", format_weights(r.get("weights") or {}) or "n/a"),
         ("CPU", f"{hw.get('cpu')} × {hw.get('cpu_count')}"),
         ("memory", f"{hw.get('memory_gb')} GB"),
         ("GPUs", ", ".join(hw.get("gpus") or []) or "none"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from easel.report.repro import format_weights
 from easel.report.tables import Table, all_tables, fmt_num
 
 __all__ = ["Plot", "render_markdown", "table_markdown"]
@@ -77,6 +78,7 @@ def _repro_lines(s: Mapping[str, Any]) -> list[str]:
         f"- config hash: `{r.get('config_hash')}` ({r.get('config_name')}); seed {r.get('seed')}, "
         f"traffic seed {r.get('traffic_seed')}",
         f"- command: `{r.get('command') or 'n/a'}`",
+        f"- weights: {format_weights(r.get('weights') or {}) or 'n/a'}",
         f"- hardware: {hw.get('cpu')} × {hw.get('cpu_count')} CPUs, {hw.get('memory_gb')} GB RAM, "
         f"GPUs: {', '.join(hw.get('gpus') or []) or 'none'}; {hw.get('platform')}",
         f"- Python {r.get('python')}; "

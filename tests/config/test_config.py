@@ -74,6 +74,15 @@ def test_production_example_validates_with_real_checkpoints() -> None:
     )
 
 
+def test_production_example_pins_every_hub_checkpoint() -> None:
+    cfg = load_config(shipped_config_path(PRODUCTION_EXAMPLE))
+    for m in cfg.models:
+        if m.backend == "diffusers":
+            assert m.revision and len(m.revision) == 40, m.name
+    assert cfg.model("sdxl-lightning").unet_revision
+    assert {p.kubernetes.context for p in cfg.providers} == {"lambda", "aws", "azure"}
+
+
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
     cfg = load_config()
     path = tmp_path / "resolved.yaml"
@@ -131,6 +140,16 @@ def test_dangling_provider_is_named(tmp_path: Path, default_doc: dict) -> None:
         ),
         (lambda d: d["traffic"].update(pattern="replay"), "replay_path"),
         (lambda d: d.pop("models"), "models: required key is missing"),
+        # Deployment: pinned revisions are commits, for hub checkpoints only.
+        (lambda d: d["models"][0].update(revision="main"), "models[flux2-dev].revision"),
+        (lambda d: d["models"][0].update(revision="a" * 40), "is not a hub id"),
+        (lambda d: d["models"][2].update(unet_revision="b" * 40), "unet_revision pins"),
+        (
+            lambda d: d["providers"][0].update(kubernetes={"hostname": "x.example.com"}),
+            "set serve_service_type LoadBalancer",
+        ),
+        (lambda d: d["providers"][0].update(kubernetes={"namespace": "Bad_NS"}), "namespace"),
+        (lambda d: d.update(kubernetes={"name": "1easel"}), "kubernetes.name"),
     ],
 )
 def test_invalid_values_fail_with_the_key(tmp_path, default_doc, mutate, expected) -> None:
