@@ -44,22 +44,19 @@ _PROMPT = "studio photo of a ceramic mug on a wooden table"
 
 
 def bare_app(cfg: EaselConfig, model: str) -> Any:
-    """A bare Ray Serve app: one deployment, its own FastAPI ingress, the same batching."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
+    """A bare Ray Serve app: one deployment that is its own HTTP ingress, the same batching."""
     from ray import serve
+    from starlette.responses import Response
 
     from serve_apps.provider.app import resolve_tiny_weights
 
     m = resolve_tiny_weights(cfg).model(model)
-    api = FastAPI()
 
     @serve.deployment(
         max_ongoing_requests=m.max_ongoing_requests,
         max_queued_requests=m.max_queued_requests,
         ray_actor_options={"num_cpus": m.num_cpus, "num_gpus": m.num_gpus},
     )
-    @serve.ingress(api)
     class Bare:
         def __init__(self, model_json: dict[str, Any]) -> None:
             from concurrent.futures import ThreadPoolExecutor
@@ -90,8 +87,7 @@ def bare_app(cfg: EaselConfig, model: str) -> Any:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.pool, self._run, seeds)
 
-        @api.post("/v1/generate")
-        async def generate(self, request: Request) -> Response:
+        async def __call__(self, request: Any) -> Response:  # a Starlette request
             body = await request.json()
             png = await self.batch(int(body["seed"]))
             return Response(png, media_type="image/png")

@@ -51,6 +51,7 @@ from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
 from config.workload import (
     QUALITY_METRICS,
     REPLAY_FILLABLE,
+    ConditioningConfig,
     NicheConfig,
     QualityMetric,
     SloConfig,
@@ -69,6 +70,7 @@ __all__ = [
     "Batching",
     "CompareConfig",
     "CompositeAnchors",
+    "ConditioningConfig",
     "ConfigError",
     "CostConfig",
     "EaselConfig",

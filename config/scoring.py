@@ -105,6 +105,22 @@ class EvaluationConfig(Strict):
         description="Images per KID subset. A smaller set caps it; the size used is recorded "
         "(scores.parquet kid_subset_size) and a capped row is flagged.",
     )
+    face_embedder: Literal["dlib", "arcface-onnx"] = Field(
+        default="dlib",
+        description="Identity preservation's face embedding: 'dlib' (the pretrained 128-d ResNet "
+        "of face-recognition-models, weights inside the package) or 'arcface-onnx' (a local "
+        "ArcFace ONNX file in face_weights; needs onnxruntime).",
+    )
+    face_weights: str | None = Field(
+        default=None, description="Local ArcFace ONNX weights, for face_embedder 'arcface-onnx'."
+    )
+    face_min_side: int = Field(
+        default=160,
+        ge=32,
+        le=2_048,
+        description="Images whose short side is below this are upscaled before face detection "
+        "(dlib's detector misses faces under ~40 px).",
+    )
     sensitivity_delta: float = Field(
         default=0.10,
         gt=0,
@@ -115,6 +131,10 @@ class EvaluationConfig(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> Self:
+        if self.face_embedder == "arcface-onnx" and not self.face_weights:
+            raise ValueError("face_embedder 'arcface-onnx' needs face_weights (a local .onnx file)")
+        if self.face_weights and self.face_embedder != "arcface-onnx":
+            raise ValueError("face_weights is read only with face_embedder 'arcface-onnx'")
         if set(self.weights) != {"fid", "clip", "human"}:
             raise ValueError("weights needs exactly the keys fid, clip, human")
         if any(w < 0 for w in self.weights.values()) or abs(sum(self.weights.values()) - 1) > 1e-6:

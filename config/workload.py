@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,7 @@ from config._base import Name, Strict
 __all__ = [
     "QUALITY_METRICS",
     "REPLAY_FILLABLE",
+    "ConditioningConfig",
     "NicheConfig",
     "QualityMetric",
     "SloConfig",
@@ -18,13 +19,64 @@ __all__ = [
 ]
 
 # Per-image scores a niche's quality floor may name. Each is a column of the scoring stage's
-# image_scores.parquet (evaluation.quality_goodput maps them); a metric that does not apply to an
-# image (clip_ref without a reference image) is not checked for it. Add a metric here and there.
-QualityMetric = Literal["clip_text", "clip_ref"]
-QUALITY_METRICS: tuple[str, ...] = ("clip_text", "clip_ref")
+# image_scores.parquet (evaluation.goodput.METRICS maps them); a metric that does not
+# apply to an image (clip_ref without a reference image, identity without a reference face,
+# garment without a garment photo) is not checked for it. Add a metric here and there.
+QualityMetric = Literal["clip_text", "clip_ref", "identity", "garment"]
+QUALITY_METRICS: tuple[str, ...] = get_args(QualityMetric)
 
 # Manifest fields a replay may draw from the config's mix when its log lacks them (`--fill`).
 REPLAY_FILLABLE = ("model", "niche", "prompt")
+
+
+class ConditioningConfig(Strict):
+    """Per-job reference photos of an image-conditioned niche, and how its outputs are judged.
+
+    `identity`: each job carries one or more photos of a person (a headshot made from the
+    customer's own photos); outputs are scored by face-embedding similarity to them. `try-on`:
+    each job carries a person and a garment photo; outputs are scored by the person's identity
+    and by CLIP similarity to the garment.
+    """
+
+    kind: Literal["identity", "try-on"]
+    subjects_dir: str | None = Field(
+        default=None,
+        description="Folder of photos of people that jobs are conditioned on. Left out: a set "
+        "derived locally from the sample photos that ship inside scikit-image, labelled as such "
+        "in the report.",
+    )
+    garments_dir: str | None = Field(
+        default=None,
+        description="try-on only: folder of garment photos. Left out: garments drawn locally, "
+        "labelled synthetic.",
+    )
+    consent: str | None = Field(
+        default=None,
+        max_length=2_000,
+        description="Consent and licence note for the photos in subjects_dir/garments_dir "
+        "(who agreed to what, or the licence); required with either folder, recorded in the "
+        "report.",
+    )
+    references_per_job: int = Field(
+        default=1, ge=1, le=8, description="Subject photos a job carries (identity niches)."
+    )
+    local_set_size: int = Field(
+        default=16, ge=2, le=64, description="Images in a locally built subject/garment set."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kind != "try-on" and self.garments_dir is not None:
+            raise ValueError(
+                f"garments_dir is for kind 'try-on' only (this niche is {self.kind!r})"
+            )
+        folders = [k for k in ("subjects_dir", "garments_dir") if getattr(self, k)]
+        if folders and not (self.consent or "").strip():
+            raise ValueError(
+                f"{' and '.join(folders)} set without a consent note: say whose photos these are "
+                "and under what consent or licence they may be used (conditioning.consent)"
+            )
+        return self
 
 
 class NicheConfig(Strict):
@@ -43,8 +95,31 @@ class NicheConfig(Strict):
         default_factory=dict,
         description="Least per-image score an image of this niche needs to count in "
         "quality-aware goodput, per named metric (cosines: clip_text to the prompt, clip_ref to "
-        "the job's reference image where it has one). Empty: no quality condition.",
+        "the job's reference image where it has one, identity: the output face to the reference "
+        "face, where the references hold one, an output with no face failing it; garment: CLIP "
+        "of the garment photo to the output, try-on). Empty: no quality condition.",
     )
+    conditioning: ConditioningConfig | None = Field(
+        default=None,
+        description="Image-conditioned niche: jobs carry reference photos (identity, try-on).",
+    )
+
+    @model_validator(mode="after")
+    def _floor_applies(self) -> Self:
+        # A floor on a metric the niche's jobs never have would never be checked: say so here
+        # rather than report a goodput that silently ignored it.
+        kind = self.conditioning.kind if self.conditioning else None
+        if "identity" in self.quality_floor and kind is None:
+            raise ValueError(
+                "quality_floor.identity needs reference faces: set conditioning "
+                "(kind 'identity' or 'try-on') on this niche"
+            )
+        if "garment" in self.quality_floor and kind != "try-on":
+            raise ValueError(
+                "quality_floor.garment is for try-on niches only (conditioning.kind 'try-on'; "
+                f"this niche's is {kind!r})"
+            )
+        return self
 
 
 class TrafficConfig(Strict):

@@ -22,7 +22,8 @@ run A's config: the baseline decides) and the interval of the difference exclude
 inside the interval never fails the gate, and neither does a real but tolerated change.
 
 Runs that differ in their models (names, or a model's weights or API), niches or references
-(the reference images, or the network that featurised them) are refused with the reasons: their
+(the reference images, or the network that featurised them; the photo sets image-conditioned
+jobs draw from, or the face embedder that scored identity) are refused with the reasons: their
 numbers measure different things. Other config differences (steps, batching, traffic, a vendor's
 latency) are what a regression gate exists to catch; they are listed in compare.md.
 """
@@ -145,6 +146,12 @@ def _references(cfg: EaselConfig, meta: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
+def _photo_sets(meta: dict[str, Any] | None) -> dict[tuple[str, str], Any]:
+    """(niche, role) -> SHA-256 of the photo sets conditioned jobs drew from (score_meta.json)."""
+    sets = (meta or {}).get("conditioning_sets") or []
+    return {(x["niche"], x["role"]): x.get("sha256") for x in sets}
+
+
 def incomparable_because(
     cfg_a: EaselConfig,
     cfg_b: EaselConfig,
@@ -177,6 +184,13 @@ def incomparable_because(
                 f"niche {niche!r} was scored against other references (other images, feature "
                 "network or resize)"
             )
+    sa, sb = _photo_sets(meta_a), _photo_sets(meta_b)
+    for niche, role in sorted(set(sa) & set(sb)):
+        if sa[(niche, role)] != sb[(niche, role)]:
+            reasons.append(f"niche {niche!r} was conditioned on other {role} photos")
+    fa, fb = (((m or {}).get("face_embedder") or {}).get("key") for m in (meta_a, meta_b))
+    if fa and fb and fa != fb:
+        reasons.append(f"identity was scored by another face embedder: {fa} vs {fb}")
     return reasons
 
 

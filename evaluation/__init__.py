@@ -15,8 +15,8 @@ from config.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evaluation.composite import composite_scores, weight_sensitivity
+    from evaluation.goodput import quality_goodput
     from evaluation.humaneval import HumanEvalResult, PairsResult, fit_human, make_pairs
-    from evaluation.quality_goodput import quality_goodput
     from evaluation.scoring import SCORES_FILE, ScoreResult, score_run
 
 __all__ = [
@@ -42,7 +42,7 @@ _HOME = {
     "PairsResult": "evaluation.humaneval",
     "fit_human": "evaluation.humaneval",
     "make_pairs": "evaluation.humaneval",
-    "quality_goodput": "evaluation.quality_goodput",
+    "quality_goodput": "evaluation.goodput",
 }
 
 

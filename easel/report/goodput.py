@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from config import EaselConfig
 from easel.report.cells import Summary, Table, display_names, fmt_pct_interval
-from evaluation.quality_goodput import quality_goodput
+from evaluation.goodput import quality_goodput
 
 __all__ = ["goodput_section", "goodput_table"]
 

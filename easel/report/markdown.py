@@ -8,7 +8,7 @@ from typing import Any
 from easel.report.repro import format_weights
 from easel.report.tables import Table, all_tables, fmt_num
 
-__all__ = ["Plot", "render_markdown", "table_markdown"]
+__all__ = ["Plot", "reference_set_lines", "render_markdown", "table_markdown"]
 
 # (key, title, path relative to the run folder)
 Plot = tuple[str, str, str]
@@ -70,8 +70,9 @@ def header_lines(s: Mapping[str, Any]) -> list[str]:
 
 def _repro_lines(s: Mapping[str, Any]) -> list[str]:
     r = s.get("repro") or {}
-    if not r:
-        return ["Not recorded (the report was written without a run record)."]
+    sets = [f"- {line}" for line in reference_set_lines(r)]
+    if not set(r) - {"reference_sets"}:
+        return ["Not recorded (the report was written without a run record).", *sets]
     hw = r.get("hardware") or {}
     pk = r.get("packages") or {}
     lines = [
@@ -87,7 +88,20 @@ def _repro_lines(s: Mapping[str, Any]) -> list[str]:
     ]
     if r.get("ray_resources"):
         lines.append(f"- Ray cluster resources: {r['ray_resources']}")
-    return lines
+    return lines + sets
+
+
+def reference_set_lines(r: Mapping[str, Any]) -> list[str]:
+    """One line per reference set the run scored against, with its content hash."""
+    out = []
+    for x in r.get("reference_sets") or []:
+        kind = "synthetic/derived" if x.get("synthetic") else "user folder"
+        consent = f"; consent/licence: {x['consent']}" if x.get("consent") else ""
+        out.append(
+            f"reference set {x['niche']} {x['role']}: {x.get('n')} images ({kind}), "
+            f"sha256 {x['sha256']}{consent}"
+        )
+    return out
 
 
 def _stage_lines(s: Mapping[str, Any]) -> list[str]:

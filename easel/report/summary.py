@@ -18,6 +18,12 @@ import pyarrow.parquet as pq
 
 from config import EaselConfig
 from easel.report.availability import availability_section
+from easel.report.conditioning import (
+    conditioning_disclosures,
+    conditioning_section,
+    read_score_meta,
+    reference_set_hashes,
+)
 from easel.report.cost_section import cost_section
 from easel.report.curves import SWEEP_PATTERNS, sweep_curve, window_curve
 from easel.report.disclosures import disclosures
@@ -255,6 +261,13 @@ def build_summary(
     req = None if req_t is None else _records(req_t.select(_REQUEST_COLUMNS))
     usage = None if usage_t is None else _records(usage_t)
     scores = None if scores_t is None else [_score_row(r) for r in _records(scores_t)]
+    score_meta = read_score_meta(run_dir)
+    conditioning = conditioning_section(
+        None if scores_t is None else _records(scores_t), score_meta
+    )
+    repro = dict(repro or {})
+    if score_meta is not None:
+        repro["reference_sets"] = reference_set_hashes(score_meta)
 
     # Latency from merged histograms: per model, per (model, provider) for the floor, per niche.
     latency: list[dict[str, Any]] = []
@@ -336,7 +349,7 @@ def build_summary(
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {"name": cfg.name, "description": cfg.description, "hash": cfg.digest()},
         "run": dict(run or {}),
-        "disclosures": disclosures(cfg, scores),
+        "disclosures": disclosures(cfg, scores) + conditioning_disclosures(conditioning),
         "models": _model_meta(cfg),
         "niches": [
             {"name": n.name, "display_name": n.display_name, "synthetic": n.reference_dir is None}
@@ -357,6 +370,7 @@ def build_summary(
             for name in ("manifest", "requests", "usage", "scores")
         },
         "quality": quality,
+        "conditioning": conditioning,
         "cost": cost,
         "latency": latency,
         "per_niche": per_niche,
@@ -366,5 +380,5 @@ def build_summary(
         "traffic": traffic_section(run_dir, req_t),
         "load_curve": sweep_curve(run_dir) or window_curve(cfg, req or []) or {},
         "availability": availability_section(run_dir),
-        "repro": dict(repro or {}),
+        "repro": repro,
     }

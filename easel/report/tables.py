@@ -21,6 +21,7 @@ from easel.report.cells import (
     fmt_pct_interval,
     fmt_usd,
 )
+from easel.report.conditioning import identity_table
 from easel.report.goodput import goodput_table
 from easel.report.models_table import models_table
 from easel.report.traffic import traffic_table
@@ -432,6 +433,7 @@ def all_tables(s: Summary) -> list[Table]:
         latency_table(s),
         goodput_table(s),
         niche_table(s),
+        identity_table(s),
         floor_table(s),
         cost_deployment_table(s),
         price_table(s),

@@ -54,7 +54,15 @@ def test_embedded_default_config_describes_the_post() -> None:
     assert all(m.api and m.api.simulated for m in closed)
     assert {m.api.protocol for m in closed} == {"openai_images", "queue"}
     assert len(cfg.providers) == 3 and all(p.simulated for p in cfg.providers)
-    assert len(cfg.niches) == 3
+    # the post's three niches, plus virtual try-on (its Q2 plan), image-conditioned like headshots
+    assert [n.name for n in cfg.niches] == [
+        "corporate-headshots",
+        "ecommerce-products",
+        "creative-portraits",
+        "try-on",
+    ]
+    kinds = {n.name: n.conditioning.kind for n in cfg.niches if n.conditioning}
+    assert kinds == {"corporate-headshots": "identity", "try-on": "try-on"}
     # Real A100 80GB prices, GPU clouds and a large cloud (CONTEXT.md's ranges).
     prices = sorted(p.price_per_gpu_hour for p in cfg.providers)
     assert 1.6 <= prices[0] <= 1.9 and 3.4 <= prices[-1] <= 5.1

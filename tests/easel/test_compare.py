@@ -98,7 +98,8 @@ def test_runs_of_other_models_niches_or_references_are_refused(
     b = make_run(tmp_path / "b", parse_config(data), jobs_per_pair=5, seed=2)
     assert main(["compare", str(baseline), str(b)]) == 2
     err = capsys.readouterr().err
-    assert "refusing" in err and "different niches: only in A ['creative-portraits']" in err
+    assert "refusing" in err
+    assert "different niches: only in A ['creative-portraits', 'try-on']" in err
     assert not (b / "compare.md").exists()
 
     other = config_with(**{"flux2-dev": {"weights": "tiny://flux2-klein"}})
@@ -113,6 +114,14 @@ def test_runs_of_other_models_niches_or_references_are_refused(
         (run / "score_meta.json").write_text(json.dumps(meta))
     with pytest.raises(IncomparableRuns, match="'corporate-headshots' was scored against other"):
         compare_runs(baseline, d)
+    # Identity figures from other subject photos, or another face embedder, measure other things.
+    for run, sha, face in ((baseline, "a" * 64, "dlib:1"), (d, "b" * 64, "arcface:2")):
+        sets = [{"niche": "try-on", "role": "subjects", "sha256": sha}]
+        meta = {"conditioning_sets": sets, "face_embedder": {"key": face}}
+        (run / "score_meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IncomparableRuns, match="'try-on' was conditioned on other subjects") as e:
+        compare_runs(baseline, d)
+    assert "another face embedder: dlib:1 vs arcface:2" in str(e.value)
     (baseline / "score_meta.json").unlink()
 
 

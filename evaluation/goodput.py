@@ -9,8 +9,12 @@ unscored (its image could not be scored, so its quality is unknown: a miss), or 
 manifest rows are the client's mistakes and count for no model.
 
 Metrics are looked up in `METRICS`, which says which column of image_scores.parquet holds each
-and whether it applies to every image (clip_text) or only where its input exists (clip_ref: jobs
-with a reference image). Another metric plugs in by adding it here and to `config.QualityMetric`.
+and when it applies: to every image (clip_text: a missing value means the image could not be
+scored), where its input exists (clip_ref: jobs with a reference image; garment: try-on jobs whose
+garment photo was compared), or where another column says so (identity: jobs whose reference
+photos hold a face, `face_found` not null; no face found in the output fails the floor). A metric
+that does not apply to an image is not checked for it. Another metric plugs in by adding it here
+and to `config.QualityMetric`.
 """
 
 from __future__ import annotations
@@ -29,16 +33,27 @@ __all__ = ["METRICS", "Metric", "quality_goodput"]
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-image score a floor can name: its image_scores column, and whether a missing value
-    means "does not apply" (False) or "could not be scored" (True)."""
+    """A per-image score a floor can name.
+
+    Attributes:
+        column: its image_scores.parquet column.
+        always: it applies to every scored image, so a missing value means "could not be
+            scored" (the request is unscored); otherwise a missing value means "does not apply".
+        applies: a column that says whether the metric applies to an image, overriding the
+            value's presence: null there means "does not apply", false "applies and failed" (a
+            miss, as is a missing value where it is true).
+    """
 
     column: str
-    always: bool
+    always: bool = False
+    applies: str | None = None
 
 
 METRICS: dict[str, Metric] = {
     "clip_text": Metric("clip_text", always=True),
-    "clip_ref": Metric("clip_ref", always=False),
+    "clip_ref": Metric("clip_ref"),
+    "identity": Metric("identity_cos", applies="face_found"),
+    "garment": Metric("garment_cos"),
 }
 
 _REQUEST_COLUMNS = ("job_id", "model", "niche", "ok", "latency_ms", "error_class")
@@ -54,13 +69,25 @@ def _floor_misses(floor: dict[str, float], image: dict[str, Any] | None) -> list
     for name, least in floor.items():
         metric = METRICS[name]
         value = image.get(metric.column)
-        if value is None or pd.isna(value):
+        missing = _missing(value)
+        if metric.applies is not None:
+            gate = image.get(metric.applies)
+            if _missing(gate):
+                continue  # does not apply (identity: the references hold no face)
+            if not bool(gate) or missing:  # identity: no face found in the output
+                misses.append(name)
+                continue
+        elif missing:
             if metric.always:
                 return None
             continue  # does not apply to this image
         if float(value) < least:
             misses.append(name)
     return misses
+
+
+def _missing(v: Any) -> bool:
+    return v is None or bool(pd.isna(v))
 
 
 def _row(outcome: Counter[str], below: Counter[str], conf: float, scored: bool) -> dict:
