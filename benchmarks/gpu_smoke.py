@@ -3,11 +3,12 @@
 No weights can be downloaded where easel is built, so this checks the next best thing before a
 deployment: that every production model, built at its real size (the published architecture of
 each component, weights drawn at random directly on the GPU in the model's dtype), fits the
-GPUs it is given (placed by `serve_apps.placement`), runs one batch of `max_batch_size` images
-at the production config's default resolution and steps through the real diffusers pipeline
-class, and how its seconds per image compare with the physical floor (steps x TFLOP per step /
-the GPU's peak). Images are noise; shapes, memory and time are real. Tokenizers and schedulers
-come from the tiny builds (token ids fall inside the full vocabularies).
+GPUs it is given (placed by `serve_apps.provider.placement`), runs one batch of
+`max_batch_size` images at the production config's default resolution and steps through the
+real diffusers pipeline class, and how its seconds per image compare with the physical floor
+(steps x TFLOP per step / the GPU's peak). Images are noise; shapes, memory and time are real.
+Tokenizers and schedulers come from the tiny builds (token ids fall inside the full
+vocabularies).
 
 Usage (on a machine with CUDA):
     python benchmarks/gpu_smoke.py [--config config/shipped/production.example.yaml]
@@ -235,7 +236,7 @@ def component_builders(model: ModelConfig, pipe: Any, shrink: int = 1) -> dict[s
 def tiny_pipeline(model: ModelConfig) -> Any:
     """The tiny build of the model's pipeline class (tokenizers, scheduler, the call)."""
     from config import parse_config
-    from serve_apps.pipelines import load_pipeline
+    from serve_apps.provider.pipelines import load_pipeline
 
     recipe = {
         "Flux2Pipeline": "flux2-dev",
@@ -278,7 +279,7 @@ def build_pipeline(
     """
     import torch
 
-    from serve_apps.placement import plan_placement
+    from serve_apps.provider.placement import plan_placement
 
     pipe = tiny_pipeline(model)
     builders = component_builders(model, pipe, shrink)
@@ -312,7 +313,7 @@ def run_one(model: ModelConfig, pipe: Any, *, batch: int, steps: int, size: int)
     """Seconds for one batched call (after a 1-step warm-up), synchronised on CUDA."""
     import torch
 
-    from serve_apps.pipelines import generate
+    from serve_apps.provider.pipelines import generate
 
     def call(n_steps: int) -> None:
         generate(
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_smoke: no CUDA device here; nothing measured (run it on a GPU machine)")
         return 0
     from easel.report.floor import floor_seconds
-    from serve_apps.placement import PlacementError
+    from serve_apps.provider.placement import PlacementError
 
     cfg = load_config(args.config)
     wanted = set(args.models.split(",")) if args.models else None

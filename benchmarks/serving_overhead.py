@@ -1,17 +1,19 @@
-"""What serving through easel costs, and what batching gains, on one tiny model.
+"""What serving through easel costs against a bare Ray Serve app of the same model, and what
+batching gains.
 
-Everything is measured in one run on one machine, as ratios against a baseline measured in the
-same run, in alternating rounds (A, B, A, B, ...) so that drift in the machine's load hits both
-sides alike:
+Everything is measured in one run on one machine, as differences and ratios against a baseline
+measured in the same run, in alternating rounds (A, B, A, B, ...) so that drift in the machine's
+load hits both sides alike:
 
-1. overhead: the model called in-process (`load_pipeline` + `generate` + PNG encode, torch
-   limited to the threads Ray gives the replica) against the same model through the whole stack
-   (HTTP proxy -> ingress -> router actor -> model replica -> back), one request at a time.
-   Overhead = easel - direct at p50 and p95; the replica's own queue time (which includes the
-   batch window a lone request waits out, `batch_wait_timeout_s`) is reported beside it.
-2. batching: a closed loop of `--concurrency` clients through easel with the model's configured
-   `max_batch_size`, against the same app redeployed with `max_batch_size: 1`; gain = images/s
-   ratio (pooled over rounds).
+1. the bare app: one Ray Serve deployment that is its own HTTP ingress and runs the same
+   pipeline (`load_pipeline` + `generate` + PNG encode) with the same `@serve.batch` settings
+   (`max_batch_size`, `batch_wait_timeout_s`) and the same CPUs, on the same Ray;
+2. easel: the same model through the whole federation (client -> gateway process -> provider
+   app's ingress -> model deployment -> back), as `easel cluster up --local` runs it.
+
+Figures: one request at a time, the p50 and p95 of each and easel's added p50; `--concurrency`
+closed-loop clients, each side's images/s and easel's ratio to the bare app; and batching's gain:
+easel with the model's `max_batch_size` against easel with `max_batch_size: 1` (images/s ratio).
 
 Usage:
     python benchmarks/serving_overhead.py [--model sdxl-lightning] [--requests 60]
@@ -34,81 +36,71 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import one_model_config, pct, summary
 
-from config import EaselConfig, ModelConfig, load_config, parse_config
+from config import EaselConfig
 
 _PROMPT = "studio photo of a ceramic mug on a wooden table"
 
 
-def _pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[max(0, -(-int(q * len(data)) // 100) - 1)]  # nearest rank
+def bare_app(cfg: EaselConfig, model: str) -> Any:
+    """A bare Ray Serve app: one deployment that is its own HTTP ingress, the same batching."""
+    from ray import serve
+    from starlette.responses import Response
+
+    from serve_apps.provider.app import resolve_tiny_weights
+
+    m = resolve_tiny_weights(cfg).model(model)
+
+    @serve.deployment(
+        max_ongoing_requests=m.max_ongoing_requests,
+        max_queued_requests=m.max_queued_requests,
+        ray_actor_options={"num_cpus": m.num_cpus, "num_gpus": m.num_gpus},
+    )
+    class Bare:
+        def __init__(self, model_json: dict[str, Any]) -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from config import ModelConfig
+            from serve_apps.provider.pipelines import load_pipeline
+
+            self.m = ModelConfig.model_validate(model_json)
+            self.pipe = load_pipeline(self.m)
+            self.pool = ThreadPoolExecutor(max_workers=1)
+            self.batch.set_max_batch_size(self.m.batching.max_batch_size)
+            self.batch.set_batch_wait_timeout_s(self.m.batching.batch_wait_timeout_s)
+
+        def _run(self, seeds: list[int]) -> list[bytes]:
+            from serve_apps.api.images import encode_png
+            from serve_apps.provider.pipelines import generate
+
+            m = self.m
+            images = generate(
+                self.pipe, [_PROMPT] * len(seeds), width=m.resolution.default,
+                height=m.resolution.default, steps=m.steps.default, guidance=m.guidance.default,
+                seeds=seeds,
+            )  # fmt: skip
+            return [encode_png(im) for im in images]
+
+        @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
+        async def batch(self, seeds: list[int]) -> list[bytes]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self._run, seeds)
+
+        async def __call__(self, request: Any) -> Response:  # a Starlette request
+            body = await request.json()
+            png = await self.batch(int(body["seed"]))
+            return Response(png, media_type="image/png")
+
+    return Bare.bind(m.model_dump(mode="json"))
 
 
-def _summary(ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(ms),
-        "p50_ms": round(_pct(ms, 50), 2),
-        "p95_ms": round(_pct(ms, 95), 2),
-        "mean_ms": round(statistics.fmean(ms), 2),
-    }
-
-
-def one_model_config(model: str, max_batch_size: int | None = None) -> EaselConfig:
-    """The default config cut down to `model` on its first provider (one replica)."""
-    data = load_config().model_dump(mode="json")
-    m = next(x for x in data["models"] if x["name"] == model)
-    m["providers"] = m["providers"][:1]
-    if max_batch_size is not None:
-        m["batching"]["max_batch_size"] = max_batch_size
-    data["models"] = [m]
-    data["traffic"]["model_mix"] = {}
-    data["routing"]["weights"] = {}
-    return parse_config(data, f"<default config, {model} only>")
-
-
-class Direct:
-    """The model in this process, as a replica would run it."""
-
-    def __init__(self, m: ModelConfig) -> None:
-        import torch
-
-        from serve_apps.pipelines import load_pipeline
-
-        # Ray gives a worker OMP_NUM_THREADS = its whole CPUs (at least 1), so the replica's
-        # torch runs with that many threads; the baseline does too, or it measures threading.
-        torch.set_num_threads(max(1, int(m.num_cpus)))
-        self.threads = torch.get_num_threads()
-        self.m = m
-        t0 = time.perf_counter()
-        self.pipe = load_pipeline(m)
-        self.load_s = time.perf_counter() - t0
-
-    def request_ms(self, seed: int) -> float:
-        from serve_apps.images import encode_png
-        from serve_apps.pipelines import generate
-
-        m = self.m
-        t0 = time.perf_counter()
-        (img,) = generate(
-            self.pipe,
-            [_PROMPT],
-            width=m.resolution.default,
-            height=m.resolution.default,
-            steps=m.steps.default,
-            guidance=m.guidance.default,
-            seeds=[seed],
-        )
-        encode_png(img)
-        return (time.perf_counter() - t0) * 1000
-
-
-def _through_easel(c: httpx.Client, model: str, seed: int) -> tuple[float, float, float]:
+def _one(c: httpx.Client, model: str, seed: int) -> float:
     t0 = time.perf_counter()
     r = c.post("/v1/generate", json={"model": model, "prompt": _PROMPT, "seed": seed})
     took = (time.perf_counter() - t0) * 1000
     r.raise_for_status()
-    return took, float(r.headers["x-easel-inference-ms"]), float(r.headers["x-easel-queue-ms"])
+    return took
 
 
 async def _closed_loop(url: str, model: str, n: int, concurrency: int) -> dict[str, Any]:
@@ -122,9 +114,11 @@ async def _closed_loop(url: str, model: str, n: int, concurrency: int) -> dict[s
             r = await c.post("/v1/generate", json={"model": model, "prompt": _PROMPT, "seed": i})
             r.raise_for_status()
             ms.append((time.perf_counter() - t0) * 1000)
-            sizes.append(int(r.headers["x-easel-batch-size"]))
+            if "x-easel-batch-size" in r.headers:
+                sizes.append(int(r.headers["x-easel-batch-size"]))
 
-    async with httpx.AsyncClient(base_url=url, timeout=300) as c:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as c:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(c) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
@@ -135,13 +129,14 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     images = sum(r["images"] for r in rounds)
     wall = sum(r["wall_s"] for r in rounds)
     ms = [x for r in rounds for x in r["ms"]]
+    sizes = [x for r in rounds for x in r["sizes"]]
     return {
         "images": images,
         "wall_s": round(wall, 3),
         "images_per_s": round(images / wall, 3),
         "images_per_s_by_round": [round(r["images"] / r["wall_s"], 3) for r in rounds],
-        "mean_batch_size": round(statistics.fmean(x for r in rounds for x in r["sizes"]), 2),
-        **_summary(ms),
+        "mean_batch_size": round(statistics.fmean(sizes), 2) if sizes else None,
+        **summary(ms),
     }
 
 
@@ -158,81 +153,88 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from serve_apps.app import APP_NAME, build_app, run_app
+    from cluster.local import free_port
+    from serve_apps.local.stack import LocalStack
 
     cfg = one_model_config(args.model)
     m = cfg.model(args.model)
-    direct = Direct(m)
+    per_round = max(1, args.requests // args.rounds)
+    n_loop = args.concurrency * max(2, per_round // 2)
+    seq: dict[str, list[float]] = {"bare": [], "easel": []}
+    loops: dict[str, list[dict[str, Any]]] = {"bare": [], "easel": [], "easel_unbatched": []}
     ray.init(
         address="local",
         include_dashboard=False,
         log_to_driver=False,
-        resources={p.resource: 1.0 for p in cfg.providers},
+        resources={p.resource: 1000 for p in cfg.providers},
     )
-    per_round = max(1, args.requests // args.rounds)
-    d_ms: list[float] = []
-    e_ms: list[float] = []
-    e_infer: list[float] = []
-    e_queue: list[float] = []
-    batched: list[dict[str, Any]] = []
-    unbatched: list[dict[str, Any]] = []
     try:
-        url = run_app(cfg, host="127.0.0.1", port=18_000 + os.getpid() % 1000)
-        with httpx.Client(base_url=url, timeout=120) as c:
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+        serve.run(bare_app(cfg, args.model), name="bare", route_prefix="/bare")
+        from ray.serve.context import _get_global_client
+
+        bare_url = f"http://127.0.0.1:{_get_global_client().http_config.port}/bare"
+        stacks = {
+            "easel": LocalStack(cfg),
+            # Both stacks share this Ray: the second one's provider apps get other names.
+            "easel_unbatched": LocalStack(
+                one_model_config(args.model, max_batch_size=1), app_prefix="unbatched-"
+            ),
+        }
+        for st in stacks.values():
+            st.start()
+        urls = {"bare": bare_url, **{k: st.url for k, st in stacks.items()}}
+        with (
+            httpx.Client(base_url=urls["bare"], timeout=120) as bare,
+            httpx.Client(base_url=urls["easel"], timeout=120) as easel,
+        ):
             for i in range(args.warmup):
-                direct.request_ms(i)
-                _through_easel(c, args.model, i)
+                _one(bare, args.model, i)
+                _one(easel, args.model, i)
             for r in range(args.rounds):
                 for i in range(per_round):
-                    d_ms.append(direct.request_ms(i))
-                for i in range(per_round):
-                    took, infer, queue = _through_easel(c, args.model, i)
-                    e_ms.append(took)
-                    e_infer.append(infer)
-                    e_queue.append(queue)
-                print(f"round {r + 1}: direct p50 {_pct(d_ms, 50):.1f} ms, easel p50 "
-                      f"{_pct(e_ms, 50):.1f} ms", flush=True)  # fmt: skip
-        # Batching: the same app with its max_batch_size, then with 1, in alternating rounds;
-        # Serve replaces the deployment in place (same app name and route).
-        n_loop = args.concurrency * max(2, per_round // 2)
+                    seq["bare"].append(_one(bare, args.model, i))
+                    seq["easel"].append(_one(easel, args.model, i))
+                print(f"round {r + 1}: bare p50 {pct(seq['bare'], 50):.1f} ms, easel p50 "
+                      f"{pct(seq['easel'], 50):.1f} ms", flush=True)  # fmt: skip
         for r in range(args.rounds):
-            for size, sink in ((None, batched), (1, unbatched)):
-                serve.run(
-                    build_app(one_model_config(args.model, max_batch_size=size)),
-                    name=APP_NAME,
-                    route_prefix="/",
-                )
+            for side, url in urls.items():
                 asyncio.run(_closed_loop(url, args.model, args.concurrency, args.concurrency))
-                sink.append(asyncio.run(_closed_loop(url, args.model, n_loop, args.concurrency)))
-            print(f"round {r + 1}: batched {batched[-1]['images'] / batched[-1]['wall_s']:.2f} "
-                  f"img/s, unbatched {unbatched[-1]['images'] / unbatched[-1]['wall_s']:.2f} "
-                  "img/s", flush=True)  # fmt: skip
+                loops[side].append(
+                    asyncio.run(_closed_loop(url, args.model, n_loop, args.concurrency))
+                )
+            print(f"round {r + 1}: " + ", ".join(
+                f"{k} {v[-1]['images'] / v[-1]['wall_s']:.2f} img/s" for k, v in loops.items()),
+                flush=True)  # fmt: skip
+        for st in stacks.values():
+            st.stop()
     finally:
-        serve.shutdown()
         ray.shutdown()
 
-    b, u = _pooled(batched), _pooled(unbatched)
-    d, e = _summary(d_ms), _summary(e_ms)
+    bare_s, easel_s = summary(seq["bare"]), summary(seq["easel"])
+    pooled = {k: _pooled(v) for k, v in loops.items()}
     result = {
         "model": args.model,
         "resolution": m.resolution.default,
         "steps": m.steps.default,
         "max_batch_size": m.batching.max_batch_size,
         "batch_wait_timeout_s": m.batching.batch_wait_timeout_s,
+        "concurrency": args.concurrency,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
-        "direct": {"load_s": round(direct.load_s, 2), "torch_threads": direct.threads, **d},
-        "easel": {
-            **e,
-            "replica_inference_p50_ms": round(_pct(e_infer, 50), 2),
-            "replica_queue_p50_ms": round(_pct(e_queue, 50), 2),
+        "one_at_a_time": {
+            "bare": bare_s,
+            "easel": easel_s,
+            "easel_added_p50_ms": round(easel_s["p50_ms"] - bare_s["p50_ms"], 2),
+            "easel_added_p95_ms": round(easel_s["p95_ms"] - bare_s["p95_ms"], 2),
         },
-        "overhead_p50_ms": round(e["p50_ms"] - d["p50_ms"], 2),
-        "overhead_p95_ms": round(e["p95_ms"] - d["p95_ms"], 2),
-        "easel_over_direct_p50": round(e["p50_ms"] / d["p50_ms"], 3),
-        "batched": b,
-        "unbatched": u,
-        "batching_throughput_gain": round(b["images_per_s"] / u["images_per_s"], 3),
+        "closed_loop": pooled,
+        "easel_over_bare_images_per_s": round(
+            pooled["easel"]["images_per_s"] / pooled["bare"]["images_per_s"], 3
+        ),
+        "batching_throughput_gain": round(
+            pooled["easel"]["images_per_s"] / pooled["easel_unbatched"]["images_per_s"], 3
+        ),
         "command": "python benchmarks/serving_overhead.py " + " ".join(argv or sys.argv[1:]),
     }
     out = Path(args.out)

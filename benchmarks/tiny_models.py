@@ -2,8 +2,8 @@
 
 Builds every recipe from scratch into a private cache (EASEL_CACHE is pointed at a temp folder,
 the user's cache is never touched), then loads each default-config model through
-`serve_apps.pipelines.load_pipeline` and times `generate` at 64x64, batch 1 and batch 4, with
-the model's default steps and guidance. Reported per image, with the batching gain as a ratio
+`serve_apps.provider.pipelines.load_pipeline` and times `generate` at 64x64, batch 1 and batch 4,
+with the model's default steps and guidance. Reported per image, with the batching gain as a ratio
 against batch 1 in the same run (the baseline). Each point is timed --repeats times after one
 warm-up call; the table shows the best (least disturbed by other processes on a shared machine),
 the JSON also keeps the median.
@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from config import load_config
-        from serve_apps import pipelines, tiny_models
+        from serve_apps.provider import pipelines, tiny
 
         results: dict[str, dict] = {"recipes": {}, "models": {}}
         results["torch_threads"] = torch.get_num_threads()
         results["cpus"] = os.cpu_count()
         total = time.perf_counter()
-        for name in tiny_models.RECIPES:
-            tiny_models.build(name)
-            item = tiny_models.info(name)
+        for name in tiny.RECIPES:
+            tiny.build(name)
+            item = tiny.info(name)
             results["recipes"][name] = {
                 "pipeline": item.pipeline,
                 "build_s": item.build_s,

@@ -6,10 +6,8 @@ other part, with `providers[].endpoint` filled in for each provider that serves 
 the endpoint the config gives; else `http://<hostname>:<port>` for a provider exposed through a
 load balancer with a DNS name; else, for a provider in the gateway's own Kubernetes cluster, the
 Serve Service KubeRay creates for its RayService. A provider in another cluster with none of
-these cannot be reached, and render says so.
-
-`providers[].endpoint` is the federation's field (issue 10); until it exists in the schema it is
-read with getattr and only written into the gateway's copy of the config.
+these cannot be reached, and render says so. Only the gateway's copy of the config carries the
+filled-in endpoints; the providers' copies keep what the config says.
 """
 
 from __future__ import annotations
@@ -42,9 +40,8 @@ __all__ = ["gateway_config_yaml", "gateway_manifests", "gateway_url", "provider_
 
 def provider_endpoint(cfg: EaselConfig, provider: ProviderConfig) -> str:
     """The base URL the gateway reaches `provider`'s Serve app at (see the module docstring)."""
-    explicit = getattr(provider, "endpoint", None)
-    if explicit:
-        return str(explicit)
+    if provider.endpoint:
+        return provider.endpoint
     if provider.kubernetes.hostname:
         return f"http://{provider.kubernetes.hostname}:{cfg.serve.port}"
     if context_of(cfg, provider) == context_of(cfg):
@@ -72,7 +69,7 @@ def gateway_config_yaml(cfg: EaselConfig) -> str:
     urls = endpoints(cfg)
     data = cfg.model_dump(mode="json")
     for p in data["providers"]:
-        if p["name"] in urls and not p.get("endpoint"):
+        if p["name"] in urls and not p["endpoint"]:
             p["endpoint"] = urls[p["name"]]
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

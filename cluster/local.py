@@ -1,24 +1,27 @@
-"""A real multi-node Ray cluster on this machine: a head plus one Ray node per provider.
+"""Ray clusters on this machine, each a provider of its own, and the state file of a local run.
 
-Each provider node carries the `provider:<name>` resource, so the per-(model, provider)
-deployments land on it exactly as they land on that provider's GPU nodes in the cloud, and
-removing a node is what losing a provider looks like. Built on `ray.cluster_utils.Cluster`
-(separate raylets, object stores and worker processes per node, one GCS).
+`RayHead` starts one independent Ray cluster (`ray start --head --block` in a session of its
+own), the way each provider is its own Ray cluster in production. Several side by side collide
+on Ray's defaults (CONTEXT.md), so each gets its own GCS, node-manager, object-manager, worker,
+client-server, dashboard-agent, metrics and runtime-env-agent ports, its own temp folder, and its
+own auth token (in its environment, never `~/.ray/auth_token`). `pids()` lists the processes of
+that cluster (its session), so a drill can kill a provider outright; `stop()` ends them all.
 
-`easel cluster up --local` runs a `LocalCluster` in a detached supervisor process and records it
-in a state file; `easel cluster down` stops that process, which takes its nodes down with it (and
-Ray's reaper does so too if the supervisor is killed outright).
+The state file helpers (`write_state`, `read_state`, `pid_alive`) record what a detached
+`easel cluster up --local` started, for `status` and `down`.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,17 +29,17 @@ from typing import Any
 from config.cache import cache_dir
 
 __all__ = [
-    "LOCAL_PROVIDER_UNITS",
-    "LocalCluster",
+    "RayHead",
     "default_state_path",
+    "free_port",
+    "pid_alive",
     "read_state",
-    "running",
-    "start_detached",
-    "stop_detached",
+    "session_pids",
+    "write_state",
 ]
 
-# Units of `provider:<name>` per local provider node, as on KubeRay and launcher nodes.
-LOCAL_PROVIDER_UNITS = 100
+# Worker ports per cluster: Ray hands one to each worker process it starts.
+_WORKER_PORTS = 200
 
 
 def default_state_path() -> Path:
@@ -44,118 +47,206 @@ def default_state_path() -> Path:
     return cache_dir() / "local-cluster.json"
 
 
-class LocalCluster:
-    """A head node plus one node per provider, each with `provider:<name>` resources.
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_range(n: int) -> int:
+    """The first of `n` consecutive ports in 20000-39999 that look free (sampled)."""
+    for _ in range(200):
+        base = 20_000 + secrets.randbelow(100) * n
+        probes = (base, base + n // 2, base + n - 1)
+        try:
+            for port in probes:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no free range of {n} ports found")
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process of session `sid` (a cluster started in a session of its own)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid and pid_alive(int(entry.name)):
+                out.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return sorted(out)
+
+
+class RayHead:
+    """One independent single-node Ray cluster on this machine, with private ports and token.
 
     Args:
-        providers: Provider names, one Ray node each.
-        head_cpus: Logical CPUs of the head (the driver, Serve's controller and ingress live
-            there; provider work goes to provider nodes by resource).
-        node_cpus: Logical CPUs of each provider node.
-        object_store_mb: Object store per node, MB (kept small: many nodes share one machine).
+        name: A label (the provider), used in the temp folder's name and the logs.
+        num_cpus: Logical CPUs of the node.
+        resources: Custom resources of the node (e.g. `{"provider:lambda-sim": 1000}`).
+        object_store_mb: Object store size (kept small: several clusters share one machine).
     """
 
     def __init__(
         self,
-        providers: list[str],
-        head_cpus: float = 1,
-        node_cpus: float = 2,
+        name: str,
+        *,
+        num_cpus: float = 2,
+        resources: dict[str, float] | None = None,
         object_store_mb: int = 100,
     ) -> None:
-        if not providers:
-            raise ValueError("a local cluster needs at least one provider")
-        if len(set(providers)) != len(providers):
-            raise ValueError(f"provider names repeat: {providers}")
-        self.providers = list(providers)
-        self.head_cpus = head_cpus
-        self.node_cpus = node_cpus
-        self.object_store_bytes = object_store_mb * 1024 * 1024
-        self._cluster: Any = None
-        self._nodes: dict[str, Any] = {}
-
-    def start(self) -> LocalCluster:
-        """Start the head and every provider node; returns when all are registered."""
-        from ray.cluster_utils import Cluster
-
-        self._cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": self.head_cpus,
-                "object_store_memory": self.object_store_bytes,
-                "include_dashboard": False,
-            },
-        )
-        try:
-            for name in self.providers:
-                self.add_provider(name, wait=False)
-            self._cluster.wait_for_nodes()
-        except BaseException:
-            self.shutdown()
-            raise
-        return self
+        self.name = name
+        self.num_cpus = num_cpus
+        self.resources = dict(resources or {})
+        self.object_store_mb = object_store_mb
+        self.port = free_port()
+        # Short: Ray's unix socket paths live under it and must stay below ~107 characters.
+        self.temp_dir = tempfile.mkdtemp(prefix="er-", dir="/tmp")
+        self.token = secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+        self._log_path = Path(self.temp_dir) / "ray-start.log"
 
     @property
     def address(self) -> str:
-        """The GCS address drivers pass to `ray.init(address=...)`."""
-        if self._cluster is None:
-            raise RuntimeError("the local cluster is not started")
-        return str(self._cluster.address)
+        return f"127.0.0.1:{self.port}"
 
-    def add_provider(self, name: str, wait: bool = True) -> None:
-        """(Re)start the node of provider `name`."""
-        if name in self._nodes:
-            raise ValueError(f"provider {name!r} already has a node")
-        self._nodes[name] = self._cluster.add_node(
-            num_cpus=self.node_cpus,
-            resources={f"provider:{name}": LOCAL_PROVIDER_UNITS},
-            object_store_memory=self.object_store_bytes,
-            wait=wait,
-        )
-        if name not in self.providers:
-            self.providers.append(name)
+    @property
+    def metrics_url(self) -> str:
+        """This cluster's Prometheus endpoint (Ray's and Serve's metrics, the replicas' own)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def remove_provider(self, name: str, graceful: bool = False) -> None:
-        """Take provider `name`'s node away, as an outage would (processes killed)."""
-        node = self._nodes.pop(name, None)
-        if node is None:
-            raise KeyError(f"provider {name!r} has no node (alive: {sorted(self._nodes)})")
-        self._cluster.remove_node(node, allow_graceful=graceful)
+    def env(self) -> dict[str, str]:
+        """The environment a driver of this cluster needs (its own auth token)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ADDRESS=self.address)
+        return env
 
-    def alive(self) -> list[str]:
-        """Providers whose node is up."""
-        return [p for p in self.providers if p in self._nodes]
+    def start(self, timeout_s: float = 120) -> RayHead:
+        """Start the cluster; returns once a driver can connect."""
+        self.launch()
+        return self.wait(timeout_s)
 
-    def node_ids(self) -> dict[str, str]:
-        """Ray node id (hex) of each live provider node."""
-        return {p: n.node_id for p, n in self._nodes.items()}
+    def launch(self) -> None:
+        """Start the cluster's processes without waiting (`wait` does): several start at once."""
+        ports = {
+            "--port": self.port,
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+            "--ray-client-server-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--metrics-export-port": self.metrics_port,
+            "--runtime-env-agent-port": free_port(),
+        }
+        base = _free_range(_WORKER_PORTS)
+        cmd = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+            "--node-ip-address", "127.0.0.1", "--temp-dir", self.temp_dir,
+            "--num-cpus", str(self.num_cpus), "--include-dashboard", "false",
+            "--disable-usage-stats", "--object-store-memory",
+            str(self.object_store_mb * 1024 * 1024),
+            "--min-worker-port", str(base), "--max-worker-port", str(base + _WORKER_PORTS - 1),
+            *(x for k, v in ports.items() for x in (k, str(v))),
+        ]  # fmt: skip
+        if self.resources:
+            cmd += ["--resources", json.dumps(self.resources)]
+        env = self.env()
+        env.pop("RAY_ADDRESS")
+        with open(self._log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,  # its processes are one session: pids() and kill them
+            )  # fmt: skip
 
-    def shutdown(self) -> None:
-        """Kill every node, head last. Safe to call twice.
+    def wait(self, timeout_s: float = 120) -> RayHead:
+        """Return once the launched cluster is up; RuntimeError (with its log) otherwise."""
+        assert self.process is not None, "launch() first"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start for {self.name} exited:\n{self.log_tail()}")
+            if self._ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"Ray cluster {self.name} did not come up in {timeout_s:g}s")
 
-        Not graceful: nothing on a throwaway local cluster needs flushing, and a graceful stop
-        waits on every replica's shutdown timeout.
+    def _ready(self) -> bool:
+        # `ray start --block` prints this once the head's processes are all up.
+        try:
+            return b"Ray runtime started" in self._log_path.read_bytes()
+        except OSError:
+            return False
+
+    def pids(self) -> list[int]:
+        """The processes of this cluster (GCS, raylet, workers, agents)."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return session_pids(self.process.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> list[int]:
+        """SIGKILL every process of the cluster at once, as an outage would; returns the pids.
+
+        Not graceful on purpose: nothing on a throwaway local cluster needs flushing, and a
+        graceful `ray stop` waits out every worker's shutdown timeout (a minute here).
         """
-        if self._cluster is None:
-            return
-        cluster, self._cluster = self._cluster, None
-        self._nodes.clear()
-        for node in list(cluster.worker_nodes):
-            cluster.remove_node(node, allow_graceful=False)
-        if cluster.head_node is not None:
-            cluster.remove_node(cluster.head_node, allow_graceful=False)
+        if self.process is None:
+            return []
+        pids = session_pids(self.process.pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return pids
 
-    def __enter__(self) -> LocalCluster:
+    def stop(self, timeout_s: float = 30) -> None:
+        """Kill every process of the cluster and remove its temp folder. Safe to call twice."""
+        if self.process is not None:
+            deadline = time.monotonic() + timeout_s
+            while self.kill() and time.monotonic() < deadline:
+                time.sleep(0.1)  # a worker may fork while we kill: until none is left
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            self.process = None
+        import shutil
+
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> RayHead:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+        self.stop()
 
 
-# --- the detached supervisor behind `easel cluster up --local` / `down` ---------------------
+# --- the state file of a detached local run ---------------------------------------------------
+
+
+def write_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write atomically: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
 
 
 def read_state(path: str | Path) -> dict[str, Any] | None:
-    """The recorded local cluster, or None when there is none."""
+    """The recorded local run, or None when there is none."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -165,74 +256,8 @@ def read_state(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def start_detached(
-    providers: list[str],
-    state_path: str | Path,
-    node_cpus: float = 2,
-    head_cpus: float = 1,
-    timeout: float = 180.0,
-) -> dict[str, Any]:
-    """Start a LocalCluster in a background process; returns its state once it is up.
-
-    Raises RuntimeError (with the log's tail) when it fails or does not come up in `timeout`.
-    """
-    state_path = Path(state_path)
-    existing = read_state(state_path)
-    if existing and _alive(existing.get("pid")):
-        raise RuntimeError(
-            f"a local cluster is already running (pid {existing['pid']}, address "
-            f"{existing['address']}); stop it with `easel cluster down`"
-        )
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.unlink(missing_ok=True)
-    log_path = state_path.with_suffix(".log")
-    cmd = [
-        sys.executable, "-m", "cluster.local", "--state", str(state_path),
-        "--node-cpus", str(node_cpus), "--head-cpus", str(head_cpus), *providers,
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # survives the terminal that ran `cluster up`
-        )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = read_state(state_path)
-        if state and state.get("pid") == proc.pid:
-            return state
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the local cluster exited with status {proc.returncode}:\n{_tail(log_path)}"
-            )
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"the local cluster did not come up in {timeout:g}s:\n{_tail(log_path)}")
-
-
-def stop_detached(state_path: str | Path, timeout: float = 60.0) -> dict[str, Any] | None:
-    """Stop the recorded local cluster; returns its state, or None when none was running."""
-    state_path = Path(state_path)
-    state = read_state(state_path)
-    if state is None:
-        return None
-    pid = int(state["pid"])
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)  # its own session: only what it started
-    state_path.unlink(missing_ok=True)
-    return state
-
-
-def running(state: dict[str, Any]) -> bool:
-    """Whether the supervisor of a recorded local cluster is still alive."""
-    return _alive(state.get("pid"))
-
-
-def _alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
     if not isinstance(pid, int):
         return False
     try:
@@ -241,54 +266,7 @@ def _alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours is not alive.
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _supervise(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.local")
-    parser.add_argument("--state", required=True)
-    parser.add_argument("--node-cpus", type=float, default=2)
-    parser.add_argument("--head-cpus", type=float, default=1)
-    parser.add_argument("providers", nargs="+")
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    state_path = Path(args.state)
-    cluster = LocalCluster(args.providers, head_cpus=args.head_cpus, node_cpus=args.node_cpus)
-    started = time.monotonic()
-    cluster.start()
-    try:
-        state = {
-            "pid": os.getpid(),
-            "address": cluster.address,
-            "providers": cluster.alive(),
-            "node_ids": cluster.node_ids(),
-            "started_at": time.time(),
-            "startup_s": round(time.monotonic() - started, 2),
-            "log": str(state_path.with_suffix(".log")),
-        }
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(state_path)  # readers never see half a file
-        print(f"local cluster up at {cluster.address}: {state}", flush=True)
-        stop.wait()
-    finally:
-        cluster.shutdown()
-        print("local cluster down", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_supervise())

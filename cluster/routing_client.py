@@ -1,8 +1,11 @@
-"""HTTP client for a running easel app's admin routing route (`/v1/admin/routing`).
+"""HTTP client for a running easel gateway's admin routes.
 
 `easel route ...` and `easel operator` use it to read per-provider weights, health, outstanding
-requests and p95, and to change weights, the policy and drains without a redeploy. The admin key
-travels as a bearer token and is never printed.
+requests and p95 (`/v1/admin/routing`), and to change weights, the policy and drains without a
+redeploy; the gateway applies a change on every one of its processes. `easel bench` reads the
+usage rows for costing (`/v1/admin/usage`) and the availability figures
+(`/v1/admin/availability`) through it too. The admin key travels as a bearer token and is never
+printed.
 """
 
 from __future__ import annotations
@@ -161,6 +164,14 @@ class RoutingClient:
             body["model"] = model
         return self._request("PUT", body)
 
+    def usage(self) -> list[dict[str, Any]]:
+        """Every replica's usage row (the providers' ledgers and the vendors' images)."""
+        return list(self._get_json("/v1/admin/usage")["replicas"])
+
+    def availability(self) -> dict[str, Any]:
+        """The gateway's per-upstream availability figures (`rows`, raw `stats`, the window)."""
+        return self._get_json("/v1/admin/availability")
+
     def wait_drained(
         self, providers: Iterable[str], timeout: float = 120.0, interval: float = 0.25
     ) -> RoutingView:
@@ -180,20 +191,33 @@ class RoutingClient:
                 raise RoutingError(f"still in flight after {timeout:g}s: {left}")
             time.sleep(interval)
 
-    def _request(self, method: str, body: dict[str, Any] | None = None) -> RoutingView:
+    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            resp = self._http.request(method, ROUTE, json=body)
+            resp = self._http.request(method, route, json=body)
         except httpx.HTTPError as exc:
-            raise RoutingError(f"cannot reach {self.url}{ROUTE}: {exc}") from None
+            raise RoutingError(f"cannot reach {self.url}{route}: {exc}") from None
         if resp.status_code in (401, 403):
             raise RoutingError(
                 f"{self.url} refused the admin key ({resp.status_code}: {_error(resp)}); set the "
                 "admin key env variable (serve.admin_key_env) on both the server and this client"
             )
         if resp.status_code >= 400:
-            raise RoutingError(f"{method} {ROUTE} answered {resp.status_code}: {_error(resp)}")
+            raise RoutingError(f"{method} {route} answered {resp.status_code}: {_error(resp)}")
         try:
-            return _view(resp.json())
+            return resp.json()
+        except ValueError as exc:
+            raise RoutingError(f"{route} answered something that is not JSON: {exc}") from None
+
+    def _get_json(self, route: str) -> dict[str, Any]:
+        data = self._call("GET", route)
+        if not isinstance(data, dict):
+            raise RoutingError(f"{route} answered {type(data).__name__}, not an object")
+        return data
+
+    def _request(self, method: str, body: dict[str, Any] | None = None) -> RoutingView:
+        data = self._call(method, ROUTE, body)
+        try:
+            return _view(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise RoutingError(f"{ROUTE} answered something unexpected: {exc}") from None
 

@@ -27,34 +27,77 @@ class Tenant(Strict):
 
 
 class RoutingConfig(Strict):
-    policy: Literal["weighted", "least_outstanding", "cheapest_healthy"] = "least_outstanding"
+    """How the gateway picks a provider, judges its health and fails over."""
+
+    policy: Literal["weighted", "least_outstanding", "cheapest_healthy"] = Field(
+        default="least_outstanding",
+        description="'weighted': random by weight; 'least_outstanding': fewest requests in "
+        "flight per unit of the provider's capacity (replicas x max_ongoing_requests); "
+        "'cheapest_healthy': lowest price first.",
+    )
     weights: dict[str, float] = Field(
         default_factory=dict, description="Per-provider weight for 'weighted'; missing = 1."
     )
-    unhealthy_after_errors: int = Field(default=3, ge=1, le=1_000)
-    recheck_after_s: float = Field(default=5.0, gt=0, le=3_600)
-    request_timeout_s: float = Field(default=120, gt=0, le=3_600)
+    unhealthy_after_errors: int = Field(
+        default=3,
+        ge=1,
+        le=1_000,
+        description="Provider errors (5xx, timeouts) in a row that mark a provider unhealthy; "
+        "a refused connection (request or probe) marks it at once.",
+    )
+    recheck_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3_600,
+        description="Least time a provider stays unhealthy before a good probe (or, for a vendor "
+        "API, one trial request) may restore it.",
+    )
+    request_timeout_s: float = Field(
+        default=120, gt=0, le=3_600, description="Deadline of one request over all its attempts."
+    )
+    probe_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="How often each gateway process probes each provider's /v1/stats (off the "
+        "request path).",
+    )
+    probe_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="A probe slower than this counts as failed."
+    )
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="TCP connect timeout to a provider or vendor."
+    )
 
 
 class ServeConfig(Strict):
-    host: str = Field(default="127.0.0.1")
-    port: int = Field(default=8000, ge=1, le=65_535)
+    """The gateway (the API customers call) and the provider apps behind it."""
+
+    host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
+    port: int = Field(default=8000, ge=1, le=65_535, description="Port the gateway binds.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Gateway processes sharing the port, each with its own routing state.",
+    )
     admin_key_env: str | None = Field(default="EASEL_ADMIN_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1_024, le=1 << 31)
     max_reference_pixels: int = Field(default=4096 * 4096, ge=64, le=1 << 31)
     tenants: list[Tenant] = Field(default_factory=list)
     ingress_replicas: int = Field(
-        default=1, ge=1, le=1_000, description="Replicas of the HTTP ingress deployment."
+        default=1, ge=1, le=1_000, description="Replicas of each provider app's ingress."
     )
     ingress_num_cpus: float = Field(
-        default=0.5, ge=0, le=64, description="CPUs reserved per ingress replica."
+        default=0.5, ge=0, le=64, description="CPUs reserved per provider-ingress replica."
     )
     ingress_max_in_flight: int = Field(
         default=1_000,
         ge=1,
         le=1_000_000,
-        description="Requests one ingress replica holds at once; beyond, 503 with Retry-After "
-        "at once (the model deployments' own queues are bounded by max_queued_requests).",
+        description="Requests one provider-ingress replica holds at once; beyond, 503 with "
+        "Retry-After at once (the model deployments' own queues are bounded by "
+        "max_queued_requests).",
     )
 
 

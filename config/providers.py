@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from config._base import DNS_LABEL, Name, Strict
 
@@ -90,7 +91,11 @@ class ProviderKubernetes(Strict):
 
 
 class ProviderConfig(Strict):
-    """One place that runs replicas: a cloud region with a GPU type and a dated price."""
+    """One place that runs replicas: a cloud region with a GPU type and a dated price.
+
+    Each provider is its own Ray cluster running the provider app; the gateway reaches it at
+    `endpoint` over HTTP.
+    """
 
     name: Name
     cloud: str = Field(min_length=1, description="Cloud or GPU cloud, e.g. 'aws', 'lambda'.")
@@ -104,6 +109,14 @@ class ProviderConfig(Strict):
     simulated: bool = Field(
         description="True when this provider is simulated on the local machine (a Ray custom "
         "resource on a local node), not a real cloud."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Base URL of this provider's cluster (its provider app), as the gateway "
+        "reaches it, e.g. 'http://easel-lambda.example.com:8000'. None: filled in by the local "
+        "modes (`easel cluster up --local`, `easel serve`, `easel bench`) that start it, and "
+        "on Kubernetes by `easel k8s render` (kubernetes.hostname, or the provider's Serve "
+        "Service when it shares the gateway's cluster).",
     )
     min_replicas: int = Field(default=0, ge=0, le=10_000, description="Operator lower bound.")
     max_replicas: int = Field(default=8, ge=0, le=10_000, description="Operator upper bound.")
@@ -121,6 +134,13 @@ class ProviderConfig(Strict):
         pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$",
         description="GCP project the cluster launcher creates this provider's VMs in (GCP only).",
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {value!r}")
+        return None if value is None else value.rstrip("/")
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:

@@ -4,6 +4,13 @@ config → ray → models → serve → manifest → load → usage → score �
 writes its files into the run folder as it finishes, so a failing stage keeps everything the
 earlier ones wrote; the failure (stage, reason) goes into summary.json and bench.log, the report
 is still written from what exists, and the command exits non-zero.
+
+Serving is the federation as it runs anywhere: `serve` starts the providers (one Serve app each
+on the bench's Ray, or with `--isolated` one Ray cluster each), the simulated vendors and the
+gateway (`serve_apps.local.LocalStack`), and the load test goes through the gateway. With
+`--url` nothing is deployed: the stages run against a gateway that is already up, and usage for
+costing and the availability figures are read from it (`/v1/admin/usage`, the providers' ledgers
+and the vendors' images; `/v1/admin/availability`), for this run's window only.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class BenchOptions:
     jobs: int | None = None
     manifest: str | None = None
     address: str | None = None
+    url: str | None = None
+    isolated: bool = False
     sweep: bool = False
     progress: bool = True
     argv: list[str] | None = None
@@ -130,6 +139,8 @@ class _Run:
         self.run_dir: Path | None = None
         self.started_ray = False
         self.app_url: str | None = None
+        self.stack: Any = None
+        self.availability_before: dict[str, Any] | None = None
         self.repro: dict[str, Any] = {}
         self.started_at = dt.datetime.now(dt.UTC)
         self.t0 = time.perf_counter()
@@ -144,6 +155,10 @@ class _Run:
         self.cfg = resolve_config(self.opts.config, jobs=self.opts.jobs)
         if self.opts.manifest and self.opts.jobs:
             raise BenchError("--jobs and --manifest are exclusive: a manifest fixes its own jobs")
+        if self.opts.url and self.opts.isolated:
+            raise BenchError("--url and --isolated are exclusive: --url deploys nothing")
+        if self.opts.url and not self.opts.url.startswith(("http://", "https://")):
+            raise BenchError(f"--url must start with http:// or https://, got {self.opts.url!r}")
         self.run_dir = _prepare_out(
             Path(self.opts.out) if self.opts.out else _default_out(self.cfg)
         )
@@ -170,22 +185,24 @@ class _Run:
             self.started_ray = True  # we connected; we disconnect (the cluster stays up)
             how = f"joined {self.opts.address}"
         else:
+            hosts_providers = not (self.opts.url or self.opts.isolated)
             real = [p.name for p in cfg.providers if not p.simulated]
-            if real:
+            if real and hosts_providers:
                 raise BenchError(
-                    f"providers {real} are not simulated: a local Ray cannot host them; join "
-                    "their cluster with --address"
+                    f"providers {real} are not simulated: a local Ray cannot host them; run "
+                    "against their gateway with --url, or join their cluster with --address"
                 )
-            # A fresh local cluster (never a stale /tmp/ray one). Each simulated provider is a
-            # custom resource on this node. Logical CPUs are at least 4 so the replicas'
-            # fractional CPUs, the load test's Ray Data tasks and the scorers can all be placed
-            # on a 2-core laptop (they mostly wait on each other, not on the cores).
+            # A fresh local cluster (never a stale /tmp/ray one). In the default mode each
+            # simulated provider is a Serve app on it, pinned by its custom resource. Logical
+            # CPUs are at least 4 so the replicas' fractional CPUs, the load test's Ray Data
+            # tasks and the scorers can all be placed on a 2-core laptop (they mostly wait on
+            # each other, not on the cores).
             ray.init(
                 address="local",
                 num_cpus=max(4, os.cpu_count() or 1),
                 include_dashboard=False,
                 log_to_driver=False,
-                resources={p.resource: 1000 for p in cfg.providers},
+                resources={p.resource: 1000 for p in cfg.providers} if hosts_providers else {},
             )
             self.started_ray = True
             how = "started a local Ray"
@@ -196,26 +213,40 @@ class _Run:
             if not k.startswith(("node:", "memory", "object_store"))
         }
         missing = [p.resource for p in cfg.providers if p.resource not in res]
-        if missing:
+        if missing and not (self.opts.url or self.opts.isolated):
             raise BenchError(f"the Ray cluster has no resource for providers {missing}")
         return f"{how}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
 
     def models(self) -> str:
+        if self.opts.url:
+            raise _Skip(f"the gateway at {self.opts.url} serves its own models")
         cfg = self._cfg()
         recipes = sorted({m.tiny_recipe for m in cfg.models if m.tiny_recipe})
         if not recipes:
             return "no tiny models in this config"
-        from serve_apps import tiny_models
+        from serve_apps.provider import tiny
 
         for r in recipes:
-            tiny_models.ensure(r)
+            tiny.ensure(r)
         return f"tiny builds ready: {', '.join(recipes)}"
 
     def serve(self) -> str:
-        from serve_apps.app import run_app
+        if self.opts.url:
+            self.app_url = self.opts.url.rstrip("/")
+            self.availability_before = self._admin(lambda c: c.availability(), required=False)
+            raise _Skip(f"using the running gateway at {self.app_url}; nothing deployed")
+        from serve_apps.local.stack import LocalStack
 
-        self.app_url = run_app(self._cfg(), host=APP_HOST, port=_free_port(), blocking=False)
-        return f"serving at {self.app_url}"
+        cfg = self._cfg()
+        key_env = cfg.serve.admin_key_env
+        env = {key_env: os.environ[key_env]} if key_env and os.environ.get(key_env) else {}
+        self.stack = LocalStack(cfg, isolated=self.opts.isolated, host=APP_HOST, port=0,
+                                gateway_env=env)  # fmt: skip
+        self.stack.start()
+        self.app_url = self.stack.url
+        providers = self.stack.providers.providers
+        mode = "one Ray cluster each" if self.opts.isolated else "Serve apps of one Ray"
+        return f"gateway at {self.app_url} in front of {len(providers)} providers ({mode})"
 
     def manifest(self) -> str:
         import pyarrow.parquet as pq
@@ -267,18 +298,42 @@ class _Run:
         return f"{len(res.steps)} steps, highest passing rate {best}: {res.stopped_because}"
 
     def usage(self) -> str:
+        import json
+
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from serve_apps.usage import read_usage
-
-        rows = _window(read_usage(), self.wall_start)
+        rows = _window(self._admin(lambda c: c.usage()), self.wall_start)
         if not rows:
-            raise BenchError("the usage ledger recorded no replica (cannot price GPU time)")
+            raise BenchError("the usage ledgers recorded no replica (cannot price GPU time)")
         pq.write_table(pa.Table.from_pylist(rows), self._dir() / "usage.parquet")
+        avail = self._admin(lambda c: c.availability(), required=False)
+        note = ""
+        if avail is not None:
+            window = _availability_window(avail, self.availability_before, self.wall_start)
+            (self._dir() / "availability.json").write_text(json.dumps(window, indent=2) + "\n")
+            note = f"; availability of {len(window['rows'])} upstreams"
         self._stop_app()  # free the replicas' CPU and memory for scoring
         gpu_s = sum((r["last_seen_s"] - r["started_s"]) * r["gpus"] for r in rows)
-        return f"{len(rows)} replicas, {gpu_s:,.0f} GPU-s charged"
+        return f"{len(rows)} replicas, {gpu_s:,.0f} GPU-s charged{note}"
+
+    def _admin(self, call: Callable[[Any], Any], *, required: bool = True) -> Any:
+        """`call(client)` on the gateway's admin routes; None when not required and refused."""
+        from cluster.routing_client import RoutingClient, RoutingError
+
+        env = self._cfg().serve.admin_key_env
+        key = os.environ.get(env) if env else None
+        try:
+            with RoutingClient(self._url(), key, timeout=60) as client:
+                return call(client)
+        except RoutingError as exc:
+            if required:
+                raise BenchError(
+                    f"{exc} (the bench reads usage from the gateway's admin routes: export the "
+                    f"gateway's admin key as {env or 'serve.admin_key_env'})"
+                ) from None
+            log.warning("gateway admin route refused: %s", exc)
+            return None
 
     def score(self) -> str:
         from evaluation import score_run
@@ -344,20 +399,14 @@ class _Run:
             self._log_handler = None
 
     def _stop_app(self) -> None:
-        if self.app_url is None:
-            return
         self.app_url = None
+        stack, self.stack = self.stack, None
+        if stack is None:  # nothing deployed (--url), or already stopped
+            return
         try:
-            from ray import serve
-
-            from serve_apps.app import APP_NAME
-
-            if self.started_ray and not self.opts.address:
-                serve.shutdown()
-            else:  # a shared cluster: remove only what this run deployed
-                serve.delete(APP_NAME)
+            stack.stop()
         except Exception:  # tearing down must never hide the run's own outcome
-            log.warning("serve teardown failed:\n%s", traceback.format_exc())
+            log.warning("teardown of the local stack failed:\n%s", traceback.format_exc())
 
     def _run_meta(self, status: str, error: str | None, failed: str | None) -> dict[str, Any]:
         return {
@@ -385,6 +434,23 @@ def _window(rows: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:
             r["started_s"], r["load_s"] = start, 0.0
         out.append(r)
     return out
+
+
+def _availability_window(
+    after: dict[str, Any], before: dict[str, Any] | None, start: float
+) -> dict[str, Any]:
+    """The gateway's availability figures for this run only (from `start`, less `before`)."""
+    from serve_apps.gateway.availability import UpstreamStats, availability_rows, since
+
+    earlier = {
+        (s["model"], s["provider"]): UpstreamStats.from_json(s)
+        for s in (before or {}).get("stats", [])
+    }
+    stats = [UpstreamStats.from_json(s) for s in after.get("stats", [])]
+    stats = [since(s, earlier.get((s.model, s.provider))) for s in stats]
+    end = float(after.get("end_s") or time.time())
+    begin = max(start, float(after.get("start_s") or start))
+    return {"start_s": begin, "end_s": end, "rows": availability_rows(stats, begin, end)}
 
 
 def _describe(exc: BaseException) -> str:
@@ -473,14 +539,6 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         return BenchResult(run.run_dir, status, code, run.stages, summary, error)
     finally:
         run.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((APP_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _record_report_time(path: Path, summary: dict[str, Any], wall_s: float) -> None:

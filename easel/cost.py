@@ -148,7 +148,7 @@ def deployment_costs(
 
     Args:
         cfg: the run's config (prices, overhead, fee, which models are APIs).
-        usage: per-replica records (`serve_apps.usage.read_usage()` / usage.parquet): model,
+        usage: per-replica records (the gateway's `/v1/admin/usage` rows / usage.parquet): model,
             provider, gpus, started_s, load_s, last_seen_s, busy_s, images.
         images: images made per (model, provider), overriding the replicas' own counts (e.g. the
             successful requests); None counts what the replicas report.
@@ -174,8 +174,9 @@ def deployment_costs(
                 # A replica pays from its start (the cold-start load included) to the last time
                 # it was seen alive, busy or not.
                 a = max(0.0, _num(r, "last_seen_s") - _num(r, "started_s"))
-                # `gpus` is what the replica is charged for (serve_apps.usage.replica_gpus); a
-                # record without it is charged the provider's GPUs per replica.
+                # `gpus` is what the replica is charged for
+                # (serve_apps.provider.usage.replica_gpus); a record without it is charged the
+                # provider's GPUs per replica.
                 gpus = r.get("gpus")
                 gpus = float(prov.gpus_per_replica if gpus is None else gpus)
                 alive += a

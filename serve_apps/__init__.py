@@ -1,26 +1,19 @@
-"""serve_apps: the Ray Serve application that serves every model of the config to customers.
+"""serve_apps: what answers requests, as the federation runs it.
 
-The public surface, imported lazily so that `easel --help` never loads Ray or torch:
-`app_builder` (the Serve import path `serve_apps.app:app_builder`), `build_app`, `run_app`
-(serve_apps.app) and `read_usage` (serve_apps.usage). Modules: `ingress` (HTTP API),
-`routing` (per-provider policies) and `router_actor` (where that state lives), `deployments`
-(diffusers and HTTP-API backends), `schemas`, `responses`, `errors`, `images`, `tenants`,
-`usage`, `metrics`, plus the tiny model zoo (`tiny_models`, `pipelines`) and the closed-model
-clients (`http_api`, `simulated_vendor`).
+- `gateway/`: the API customers call; routes each request to provider clusters and closed-model
+  vendors over HTTP, with weights, drains, health, failover and tenants; N processes or replicas,
+  routing state in each.
+- `provider/`: the provider app each provider's own Ray cluster runs
+  (`serve_apps.provider:app_builder`, args `{config, provider}`): an ingress plus one Serve
+  deployment per model, the diffusers backend and batcher, the usage ledger, the tiny model zoo.
+- `vendors/`: the real OpenAI-images and queue clients (the gateway's upstreams for closed models).
+- `api/`: the HTTP contract both tiers speak (schemas, errors, images, response metadata).
+- `local/`: the local modes: providers as Serve apps of one Ray (default) or as separate Ray
+  clusters (`--isolated`), simulated vendors, and the gateway, started and stopped together.
+
+Imported lazily, so `easel --help` loads neither Ray nor torch.
 """
 
 from __future__ import annotations
 
-from config.lazy import lazy_exports
-
-__all__ = ["app_builder", "build_app", "read_usage", "run_app"]
-
-_LAZY = {
-    "app_builder": "serve_apps.app",
-    "build_app": "serve_apps.app",
-    "run_app": "serve_apps.app",
-    "read_usage": "serve_apps.usage",
-}
-
-
-__getattr__ = lazy_exports("serve_apps", _LAZY)
+__all__ = ["api", "gateway", "local", "provider", "vendors"]

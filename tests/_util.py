@@ -49,3 +49,40 @@ def set_env(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class ThreadServer:
+    """An ASGI app served by uvicorn on a thread of this process, on a free port of 127.0.0.1.
+
+    Its lifespan runs (startup before `url` is returned, shutdown on `stop`), so a gateway app's
+    background work starts and stops as it does in its own process.
+    """
+
+    def __init__(self, app: object) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+            lifespan="on", loop="asyncio",
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self, timeout: float = 30) -> ThreadServer:
+        self._thread.start()
+        wait_for(lambda: self._server.started, timeout=timeout, interval=0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> ThreadServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,8 +1,8 @@
 """The floors of the tree: data flows one way, so no package imports a later one.
 
-config (ground) → cluster → serve_apps → load_tests → evaluation → easel (CLI, bench, report:
-the top, the only package that may import every stage). Imports inside functions count too: a
-lazy import is still a dependency.
+config (ground) → simulators → cluster → serve_apps → load_tests → evaluation → easel (CLI,
+bench, report: the top, the only package that may import every stage). Imports inside functions
+count too: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ("config", "cluster", "serve_apps", "load_tests", "evaluation", "easel")
+FLOORS = ("config", "simulators", "cluster", "serve_apps", "load_tests", "evaluation", "easel")
 _RANK = {name: i for i, name in enumerate(FLOORS)}
 
 
@@ -42,3 +42,21 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "mod.py"
     bad.write_text("def f():\n    from easel.bench import run_bench\n")
     assert _imports(bad) == [(2, "easel.bench")]
+
+
+@pytest.mark.parametrize("package", FLOORS)
+def test_every_public_name_of_a_package_resolves(package: str) -> None:
+    """`__all__` names what exists: an attribute (lazy or not) or a subpackage."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    missing = []
+    for name in mod.__all__:
+        try:
+            getattr(mod, name)
+        except AttributeError:
+            try:
+                importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError:
+                missing.append(name)
+    assert not missing, f"{package}.__all__ names what does not exist: {missing}"

@@ -18,10 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
         help="the main job: deploy, load-test, score, price and report, end to end",
-        description="Start (or join) Ray, build the tiny models the config uses, deploy the "
-        "serving app, generate (or take) the job manifest, run the open-loop load test, score "
-        "the images, price them and write the run folder with report.md / report.html. "
-        "Flags beat the config file; the file beats the schema's defaults.",
+        description="Start (or join) Ray, build the tiny models the config uses, start the "
+        "providers and the gateway (or use a running gateway with --url), generate (or take) "
+        "the job manifest, run the open-loop load test through the gateway, score the images, "
+        "price them and write the run folder with report.md / report.html. Flags beat the "
+        "config file; the file beats the schema's defaults.",
     )
     bench.add_argument("--config", help="config file (default: the embedded default config)")
     bench.add_argument(
@@ -33,6 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--address",
         help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of "
         "starting a local one",
+    )
+    bench.add_argument(
+        "--url",
+        help="run against this already running easel gateway (e.g. http://gateway:8000): "
+        "deploy nothing, read usage and availability from it (needs its admin key)",
+    )
+    bench.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one Ray cluster per provider (as in production) instead of one Ray for all",
     )
     bench.add_argument(
         "--sweep",
@@ -63,6 +74,8 @@ def _bench(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             manifest=args.manifest,
             address=args.address,
+            url=args.url,
+            isolated=args.isolated,
             sweep=args.sweep,
             progress=not args.quiet,
             argv=_command_line(args),
@@ -74,12 +87,13 @@ def _bench(args: argparse.Namespace) -> int:
 def _command_line(args: argparse.Namespace) -> list[str]:
     """The bench command as given (rebuilt from the parsed flags), for the report."""
     argv = ["easel", "bench"]
-    for flag in ("config", "out", "jobs", "manifest", "address"):
+    for flag in ("config", "out", "jobs", "manifest", "address", "url"):
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag}", str(value)]
-    if args.sweep:
-        argv.append("--sweep")
+    for flag in ("isolated", "sweep"):
+        if getattr(args, flag):
+            argv.append(f"--{flag}")
     return argv
 
 

@@ -1,4 +1,4 @@
-"""`easel` subcommands owned by cluster: `cluster`, `k8s`, `scale`, `operator` and `route`.
+"""`easel` subcommands for where things run: `cluster`, `k8s`, `scale`, `operator` and `route`.
 
 Only argparse-level imports at the top; Ray, the kubernetes client and httpx load inside the
 handlers. Exit status: 0 done, 1 the cluster or the API refused, 2 bad input.
@@ -43,11 +43,12 @@ def _fail(command: str, message: str, status: int = 1) -> int:
 def _register_cluster(subparsers: argparse._SubParsersAction) -> None:
     cluster = subparsers.add_parser(
         "cluster",
-        help="providers, a local multi-provider Ray cluster, cluster-launcher configs",
-        description="The provider catalogue of the config; `up --local` starts a real "
-        "multi-node Ray on this machine (a head plus one node per provider, each with its "
-        "provider:<name> resource) and `down` stops it; `launcher` writes Ray cluster-launcher "
-        "configs for the providers at AWS, GCP and Azure.",
+        help="providers, a local federation (providers + gateway), cluster-launcher configs",
+        description="The provider catalogue of the config; `up --local` starts the providers "
+        "(each its own Ray Serve app, or with --isolated its own Ray cluster), the simulated "
+        "vendors and the gateway on this machine, in the background, and returns when the "
+        "gateway is ready; `status --json` says where everything is; `down` stops it all; "
+        "`launcher` writes Ray cluster-launcher configs for the providers at AWS, GCP and Azure.",
     )
     actions = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
 
@@ -56,22 +57,30 @@ def _register_cluster(subparsers: argparse._SubParsersAction) -> None:
     providers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     providers.set_defaults(func=_cluster_providers)
 
-    up = actions.add_parser("up", help="start a local multi-provider Ray cluster")
+    up = actions.add_parser("up", help="start the providers and the gateway on this machine")
     _config_arg(up)
     up.add_argument(
         "--local", action="store_true", required=True, help="on this machine (the only mode)"
     )
+    up.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one Ray cluster per provider (own ports, temp folder, auth token) instead of one "
+        "Ray with one Serve application per provider",
+    )
+    up.add_argument("--host", help="where the gateway binds (default: serve.host)")
+    up.add_argument("--port", type=int, help="the gateway's port (default: serve.port; 0: free)")
+    up.add_argument("--workers", type=int, help="gateway processes (default: serve.workers)")
     _state_arg(up)
-    up.add_argument("--node-cpus", type=float, default=2, help="logical CPUs per provider node")
-    up.add_argument("--head-cpus", type=float, default=1, help="logical CPUs of the head")
     up.set_defaults(func=_cluster_up)
 
-    down = actions.add_parser("down", help="stop the local cluster `up --local` started")
+    down = actions.add_parser("down", help="stop everything `up --local` started")
     _state_arg(down)
     down.set_defaults(func=_cluster_down)
 
-    status = actions.add_parser("status", help="is the local cluster up, and where")
+    status = actions.add_parser("status", help="the gateway and each provider: where, pids, health")
     _state_arg(status)
+    status.add_argument("--json", action="store_true", help="print JSON (the stable shape)")
     status.set_defaults(func=_cluster_status)
 
     launcher = actions.add_parser("launcher", help="write Ray cluster-launcher configs")
@@ -104,47 +113,62 @@ def _state(args: argparse.Namespace) -> Any:
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
-    from cluster.local import start_detached
     from config import load_config
+    from serve_apps.local.providers import served_providers
+    from serve_apps.local.supervise import start_detached
 
     cfg = load_config(args.config)
-    providers = [p.name for p in cfg.providers]
-    print(f"easel: starting a local Ray cluster: head + {len(providers)} provider nodes "
-          f"({', '.join(providers)}) ...", flush=True)  # fmt: skip
+    if args.port is not None and not 0 <= args.port <= 65_535:
+        return _fail("cluster up", f"--port {args.port} is not in 0..65535", 2)
+    providers = served_providers(cfg)
+    mode = "one Ray cluster each" if args.isolated else "one Serve app each, on one Ray"
+    print(f"easel: starting {len(providers)} providers ({', '.join(providers)}; {mode}), "
+          "the simulated vendors and the gateway ...", flush=True)  # fmt: skip
     try:
         state = start_detached(
-            providers, _state(args), node_cpus=args.node_cpus, head_cpus=args.head_cpus
-        )
+            _state(args), config=args.config, isolated=args.isolated, host=args.host,
+            port=args.port, workers=args.workers,
+        )  # fmt: skip
     except RuntimeError as exc:
         return _fail("cluster up", str(exc))
-    print(f"easel: local cluster up in {state['startup_s']}s at {state['address']} "
-          f"(pid {state['pid']}, log {state['log']})")  # fmt: skip
-    print(f"  serve on it:  easel serve --address {state['address']}")
-    print("  stop it:      easel cluster down")
+    print(f"easel: up in {state['startup_s']}s; gateway {state['gateway']['url']} (supervisor "
+          f"pid {state['supervisor_pid']}, log {state['log']})")  # fmt: skip
+    for p in state["providers"]:
+        print(f"  {p['name']:<12} {p['endpoint']}  ray {p['ray_address']}  {len(p['pids'])} pids")
+    print("  status:  easel cluster status --json")
+    print("  stop it: easel cluster down")
     return 0
 
 
 def _cluster_down(args: argparse.Namespace) -> int:
-    from cluster.local import stop_detached
+    from serve_apps.local.supervise import stop_detached
 
     state = stop_detached(_state(args))
     if state is None:
         print("easel: no local cluster is recorded; nothing to stop")
     else:
-        print(f"easel: local cluster at {state['address']} (pid {state['pid']}) stopped")
+        print(f"easel: local cluster (gateway {state['gateway']['url']}) stopped")
     return 0
 
 
 def _cluster_status(args: argparse.Namespace) -> int:
-    from cluster.local import read_state, running
+    from cluster.local import read_state
+    from serve_apps.local.supervise import live_status
 
     state = read_state(_state(args))
     if state is None:
-        print("easel: no local cluster is recorded")
+        print("easel: no local cluster is recorded", file=sys.stderr)
         return 1
-    up = running(state)
-    print(json.dumps({**state, "running": up}, indent=2))
-    return 0 if up else 1
+    status = live_status(state)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(f"mode {status['mode']}, gateway {status['gateway']['url']}, "
+              f"{'running' if status['running'] else 'NOT running'}")  # fmt: skip
+        for p in status["providers"]:
+            health = "healthy" if p["healthy"] else "UNHEALTHY"
+            print(f"  {p['name']:<12} {health:<9} {p['endpoint']}  models {', '.join(p['models'])}")
+    return 0 if status["running"] else 1
 
 
 def _cluster_launcher(args: argparse.Namespace) -> int:
@@ -305,13 +329,13 @@ def _k8s_weights(args: argparse.Namespace) -> int:
         return _fail("k8s weights", str(exc), 2)
     except OSError as exc:  # network, disk full, a gated repo without a token
         return _fail("k8s weights", f"download failed: {exc}")
-    tiny = [i for i in items if i.kind == "tiny"]
-    if tiny:
+    tiny_items = [i for i in items if i.kind == "tiny"]
+    if tiny_items:
         # Tiny builds live in $EASEL_CACHE; replicas there read them from the same folder.
         os.environ["EASEL_CACHE"] = str(cache / "easel")
-        from serve_apps import tiny_models
+        from serve_apps.provider import tiny
 
-        paths += [tiny_models.ensure(i.source) for i in tiny]
+        paths += [tiny.ensure(i.source) for i in tiny_items]
     for path in paths:
         print(f"cached {path}")
     return 0
@@ -496,7 +520,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _url_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--url", help="the running app (default: http://<serve.host>:<serve.port> of the config)"
+        "--url", help="the gateway (default: http://<serve.host>:<serve.port> of the config)"
     )
 
 
@@ -512,10 +536,11 @@ def _routing(args: argparse.Namespace, cfg: Any) -> Any:
 def _register_route(subparsers: argparse._SubParsersAction) -> None:
     route = subparsers.add_parser(
         "route",
-        help="per-provider routing on a running app: show, set, drain, undrain",
-        description="Read and change the routing of a running easel app through its admin "
-        "route, without a redeploy. The admin key comes from the env variable the config "
-        "names (serve.admin_key_env, default EASEL_ADMIN_KEY).",
+        help="per-provider routing on a running gateway: show, set, drain, undrain",
+        description="Read and change the routing of a running easel gateway through its admin "
+        "route, without a redeploy: the change reaches every gateway process. The admin key "
+        "comes from the env variable the config names (serve.admin_key_env, default "
+        "EASEL_ADMIN_KEY).",
     )
     actions = route.add_subparsers(dest="route_command", metavar="ACTION", required=True)
 

@@ -1,4 +1,4 @@
-"""`easel` subcommands owned by serve_apps: `serve` and `models build|list`.
+"""`easel` subcommands for what answers requests: `serve`, `gateway` and `models build|list`.
 
 Only argparse-level imports at the top; torch, diffusers and Ray load inside the handlers.
 """
@@ -6,17 +6,27 @@ Only argparse-level imports at the top; torch, diffusers and Ray load inside the
 from __future__ import annotations
 
 import argparse
+import sys
 
 from config.cli_types import non_negative_int
-from serve_apps.tiny_models import DEFAULT_SEED, RECIPES
+from serve_apps.provider.tiny.recipes import RECIPES
+from serve_apps.provider.tiny.zoo import DEFAULT_SEED
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add serve_apps' commands to the `easel` parser."""
+    """Add the serving commands to the `easel` parser."""
     _register_serve(subparsers)
+    _register_gateway(subparsers)
     _register_models(subparsers)
+
+
+def _port_ok(command: str, port: int | None) -> bool:
+    if port is not None and not 0 <= port <= 65_535:
+        print(f"easel {command}: --port {port} is not in 0..65535", file=sys.stderr)
+        return False
+    return True
 
 
 # --- easel serve ------------------------------------------------------------------------------
@@ -25,42 +35,92 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
-        help="serve every model of the config over HTTP until Ctrl-C",
-        description="Start a local Ray (or join one with --address), deploy the Serve "
-        "application of the config and serve until Ctrl-C. --host/--port override the "
-        "config's serve.host/serve.port.",
+        help="serve every model of the config over HTTP until Ctrl-C (providers + gateway)",
+        description="Start the providers (one Serve application each, on a local Ray or the "
+        "one --address joins), the simulated vendors and the gateway in front, and serve "
+        "until Ctrl-C. --host/--port are the gateway's and override serve.host/serve.port.",
     )
     serve.add_argument("--config", help="config file (default: the embedded default config)")
-    serve.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+    serve.add_argument("--host", help="address the gateway binds (default: serve.host)")
+    serve.add_argument("--port", type=int, help="the gateway's port (default: serve.port, 8000)")
     serve.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--workers", type=int, help="gateway processes (default: serve.workers)")
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
+    import signal
+    import threading
 
     from config import load_config
-    from serve_apps.app import ensure_ray, run_app, wait_until_interrupted
+    from serve_apps.local.stack import LocalStack
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
-    if args.port is not None and not 1 <= args.port <= 65_535:
-        print(f"easel serve: --port {args.port} is not in 1..65535")
+    if not _port_ok("serve", args.port):
         return 2
-    started_ray = ensure_ray(config, args.address)
-    print(f"easel: deploying {len(config.models)} models of {config.name!r} ...", flush=True)
+    stack = LocalStack(
+        config,
+        host=args.host or config.serve.host,
+        port=config.serve.port if args.port is None else args.port,
+        workers=args.workers or config.serve.workers,
+        address=args.address,
+    )
+    print(f"easel: starting {len(config.models)} models of {config.name!r} ...", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        url = run_app(config, host=args.host, port=args.port)
-    except BaseException:
-        if started_ray:  # a failed or interrupted deploy must not leave a Ray behind
-            import ray
-
-            ray.shutdown()
-        raise
-    print(f"easel: serving on {url} (docs: {url}/docs); Ctrl-C to stop", flush=True)
-    wait_until_interrupted(shutdown_ray=started_ray)
+        stack.start()
+        print(f"easel: serving on {stack.url} (docs: {stack.url}/docs); Ctrl-C to stop", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
     return 0
+
+
+# --- easel gateway ----------------------------------------------------------------------------
+
+
+def _register_gateway(subparsers: argparse._SubParsersAction) -> None:
+    gw = subparsers.add_parser(
+        "gateway",
+        help="run only the gateway, in front of provider endpoints named in the config",
+        description="The gateway alone (what a Kubernetes Deployment runs): it routes to the "
+        "providers at providers[].endpoint and to the closed models' APIs at api.base_url. "
+        "--host/--port/--workers override serve.host/serve.port/serve.workers.",
+    )
+    gw.add_argument("--config", help="config file (default: the embedded default config)")
+    gw.add_argument("--host", help="address to bind (default: serve.host)")
+    gw.add_argument("--port", type=int, help="port (default: serve.port)")
+    gw.add_argument("--workers", type=int, help="processes sharing the port (default: 1)")
+    gw.set_defaults(func=_gateway)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import logging
+
+    from serve_apps.gateway.core import GatewaySetupError
+    from serve_apps.gateway.server import serve_gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not _port_ok("gateway", args.port):
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"easel gateway: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        return serve_gateway(
+            args.config, host=args.host, port=args.port, workers=args.workers,
+            ready=lambda url: print(f"easel: gateway on {url}", flush=True),
+        )  # fmt: skip
+    except GatewaySetupError as exc:
+        print(f"easel gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 # --- easel models -----------------------------------------------------------------------------
@@ -97,14 +157,14 @@ def _register_models(subparsers: argparse._SubParsersAction) -> None:
 def _models_build(args: argparse.Namespace) -> int:
     import time
 
-    from serve_apps import tiny_models
+    from serve_apps.provider import tiny
 
     for name in [args.only] if args.only else list(RECIPES):
-        before = tiny_models.info(name)
+        before = tiny.info(name)
         start = time.perf_counter()
-        tiny_models.build(name, seed=args.seed, force=args.force)
+        tiny.build(name, seed=args.seed, force=args.force)
         took = time.perf_counter() - start
-        after = tiny_models.info(name)
+        after = tiny.info(name)
         fresh = args.force or not before.built or before.seed != args.seed
         state = f"built in {after.build_s:.2f} s" if fresh else f"up to date ({took:.2f} s)"
         print(
@@ -116,7 +176,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from config import load_config
-    from serve_apps import tiny_models
+    from serve_apps.provider import tiny
 
     config = load_config(args.config)
     users: dict[str, list[str]] = {}
@@ -124,7 +184,7 @@ def _models_list(args: argparse.Namespace) -> int:
         if model.tiny_recipe:
             users.setdefault(model.tiny_recipe, []).append(model.name)
     rows = [("recipe", "pipeline", "size MB", "parameters", "seed", "used by", "path")]
-    for item in tiny_models.list_models():
+    for item in tiny.list_models():
         rows.append(
             (
                 item.recipe,

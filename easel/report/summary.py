@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
+from easel.report.availability import availability_section
 from easel.report.conditioning import (
     conditioning_disclosures,
     conditioning_section,
@@ -378,5 +379,6 @@ def build_summary(
         "goodput": goodput_section(run_dir, cfg, req_t),
         "traffic": traffic_section(run_dir, req_t),
         "load_curve": sweep_curve(run_dir) or window_curve(cfg, req or []) or {},
+        "availability": availability_section(run_dir),
         "repro": repro,
     }

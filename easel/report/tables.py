@@ -424,6 +424,8 @@ def floor_table(s: Summary) -> Table:
 
 def all_tables(s: Summary) -> list[Table]:
     """Every table of the report, in reading order."""
+    from easel.report.availability import availability_table
+
     return [
         models_table(s),
         quality_table(s),
@@ -436,4 +438,5 @@ def all_tables(s: Summary) -> list[Table]:
         cost_deployment_table(s),
         price_table(s),
         traffic_table(s),
+        availability_table(s),
     ]

@@ -61,7 +61,7 @@ def test_the_shrunk_variant_runs_one_batch_through_the_pipeline(tiny, name):
 
 
 def test_flux2_dev_is_placed_over_two_80gb_gpus(tiny):
-    from serve_apps.placement import plan_placement
+    from serve_apps.provider.placement import plan_placement
 
     model, pipe = tiny["flux2-dev"]
     sizes = {n: c * 2 for n, c in gpu_smoke.parameter_counts(model, pipe).items()}  # bf16

@@ -107,9 +107,9 @@ def test_a_fetched_checkpoint_loads_offline_at_its_revision(tmp_path, easel_cach
     """The cache the Job fills is the layout `from_pretrained(repo, revision=...)` reads with
     HF_HUB_OFFLINE=1: a tiny build stands in for the hub checkpoint (no download here). The
     cache has no `refs/main`, so the load only works because the loader asks for the revision."""
-    from serve_apps import tiny_models
+    from serve_apps.provider import tiny
 
-    built = tiny_models.ensure("sdxl-turbo")
+    built = tiny.ensure("sdxl-turbo")
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = "easel-test/tiny-sdxl-turbo"
     hf_home = tmp_path / "hf"
@@ -129,7 +129,7 @@ def test_a_fetched_checkpoint_loads_offline_at_its_revision(tmp_path, easel_cach
     script = textwrap.dedent(f"""
         import json
         from config import ModelConfig
-        from serve_apps.pipelines import load_pipeline
+        from serve_apps.provider.pipelines import load_pipeline
         model = ModelConfig.model_validate(json.loads({json.dumps(json.dumps(model))}))
         pipe = load_pipeline(model, device="cpu")
         print(type(pipe).__name__)

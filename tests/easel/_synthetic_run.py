@@ -1,7 +1,7 @@
 """A plausible run folder written from numbers, so cost and report are tested without Ray.
 
 The files follow the stages' contracts: manifest (load_tests.manifest), requests
-(load_tests.records.REQUEST_SCHEMA), usage (serve_apps.usage.read_usage's keys), scores
+(load_tests.records.REQUEST_SCHEMA), usage (the gateway's /v1/admin/usage rows), scores
 (evaluation's per-(model, niche) and per-model rows) and image_scores (per-image CLIP cosines).
 """
 

@@ -18,6 +18,7 @@ RUN_FILES = (
     "manifest.parquet",
     "requests.parquet",
     "usage.parquet",
+    "availability.json",
     "scores.parquet",
     "summary.json",
     "report.md",
@@ -27,7 +28,8 @@ RUN_FILES = (
 
 
 def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
-    """24 jobs over all six models, four niches and three simulated providers, for real."""
+    """24 jobs over all six models, four niches and three simulated providers, for real:
+    providers as Serve apps of the bench's Ray, the vendors and the gateway, traffic through it."""
     run = tmp_path / "run"
     assert main(["bench", "--jobs", "24", "--out", str(run), "--quiet"]) == 0
 
@@ -50,10 +52,14 @@ def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
     usage = pq.read_table(run / "usage.parquet").to_pylist()
     assert {(r["model"], r["provider"]) for r in usage} == {
         (m.name, p) for m in config_with().models for p in m.providers
-    }
+    }  # the providers' replicas and the vendors' images
+    avail = json.loads((run / "availability.json").read_text())
+    assert sum(r["requests"] for r in avail["rows"]) >= 24
+    assert all(r["error_rate"] in (None, 0.0) for r in avail["rows"])
     assert s["repro"]["config_hash"] == s["config"]["hash"]
     md = (run / "report.md").read_text()
     assert "What was simulated or tiny" in md and "### Physical floor" in md
+    assert "### Provider availability" in md
     # Serving passes no reference photos yet: the identity table says none was measured, and
     # every reference set scored against is recorded with its hash.
     assert "No job in this run carried reference photos" in md
@@ -159,6 +165,26 @@ def test_bad_flags_fail_before_anything_starts(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit):
         main(["bench", "--jobs", "0"])
+    args = ["bench", "--url", "http://127.0.0.1:1", "--isolated", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "r2")]) == 2
+    assert main(["bench", "--url", "ftp://x", "--out", str(tmp_path / "r3"), "--quiet"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_isolated_runs_end_to_end(tmp_path: Path) -> None:
+    """`easel bench --isolated`: one Ray cluster per provider, as in production."""
+    import yaml
+
+    data = config_with().model_dump(mode="json")
+    data["models"] = [m for m in data["models"] if m["name"] in ("sdxl-turbo", "proprietary-a")]
+    data["traffic"]["model_mix"] = {}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    args = ["bench", "--isolated", "--config", str(path), "--jobs", "12", "--out", str(run)]
+    assert main([*args, "--quiet"]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert s["counts"]["ok"] == 12 and "one Ray cluster each" in json.dumps(s["run"]["stages"])
 
 
 def test_jobs_flag_beats_the_config() -> None:

@@ -1,0 +1,172 @@
+"""The one JSON error shape of the HTTP API, and the handlers that make every error use it.
+
+Every non-2xx answer is `{"error": {"code": str, "message": str}}`; 429 and 503 carry
+`Retry-After`. Bad input is always 4xx: FastAPI's own 422 body and Starlette's 404/405 bodies are
+rewritten into this shape, and only our own faults become 500. A provider app's errors also say
+whose fault they were (`X-Easel-Outcome`, see `outcomes.py`), for the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_apps.api.outcomes import OUTCOME_HEADER, Outcome
+
+__all__ = [
+    "ApiError",
+    "error_outcome",
+    "error_response",
+    "install_error_handlers",
+    "validation_message",
+]
+
+_log = logging.getLogger(__name__)
+
+# Default machine-readable codes per status, for errors raised without an explicit code.
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+    504: "upstream_timeout",
+}
+
+
+class ApiError(Exception):
+    """An HTTP error with the API's JSON shape.
+
+    Args:
+        status: HTTP status code.
+        message: What was wrong and, for bad input, what is allowed.
+        code: Machine-readable code; defaults to one per status.
+        retry_after: Seconds, sent as `Retry-After` (rounded up, at least 1).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _DEFAULT_CODES.get(status, "error")
+        self.retry_after = retry_after
+
+    def to_response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        return error_response(
+            self.status, self.code, self.message, retry_after=self.retry_after, headers=headers
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields survive pickling across Ray processes.
+        return (_rebuild_api_error, (self.status, self.message, self.code, self.retry_after))
+
+
+def _rebuild_api_error(status: int, message: str, code: str, retry_after: float | None) -> ApiError:
+    return ApiError(status, message, code=code, retry_after=retry_after)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSONResponse with the API's error shape (and `Retry-After` when given)."""
+    out = dict(headers or {})
+    if retry_after is not None:
+        out["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message}}, headers=out
+    )
+
+
+def validation_message(errors: list[dict[str, Any]], limit: int = 5) -> str:
+    """One readable line from pydantic errors: 'field: what was wrong; ...'."""
+    parts = []
+    for err in errors[:limit]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field (not in the API; check the spelling)"
+        parts.append(f"{loc}: {msg}")
+    if len(errors) > limit:
+        parts.append(f"... and {len(errors) - limit} more")
+    return "; ".join(parts)
+
+
+def error_outcome(status: int, code: str) -> Outcome:
+    """Whose fault an error answer of a provider app is, for the gateway that sent the request.
+
+    Bad input is the client's; an overloaded queue is overload. An unknown model or route means
+    the gateway's config and this provider disagree: this provider's fault, another may serve it.
+    """
+    if code in ("model_not_found", "not_found", "method_not_allowed"):
+        return "error"
+    if status < 500:
+        return "client_error"
+    if code == "overloaded":
+        return "shed"
+    return "timeout" if status == 504 else "error"
+
+
+def install_error_handlers(app: FastAPI, *, with_outcome: bool = False) -> None:
+    """Route every error FastAPI or Starlette can raise through the JSON error shape.
+
+    Args:
+        with_outcome: add `X-Easel-Outcome` to every error answer (provider apps).
+    """
+
+    def outcome(status: int, code: str) -> dict[str, str] | None:
+        return {OUTCOME_HEADER: error_outcome(status, code)} if with_outcome else None
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.to_response(outcome(exc.status, exc.code))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = validation_message(list(exc.errors()))
+        return error_response(
+            422, "invalid_request", message, headers=outcome(422, "invalid_request")
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _DEFAULT_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}"
+        headers = {**(exc.headers or {}), **(outcome(exc.status_code, code) or {})}
+        return error_response(exc.status_code, code, detail, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Our own fault: log it with the traceback, answer without leaking internals.
+        _log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            500,
+            "internal_error",
+            f"internal error ({type(exc).__name__})",
+            headers=outcome(500, "internal_error"),
+        )

@@ -1,0 +1,187 @@
+"""Sending one attempt to one upstream: a provider cluster's endpoint, or a closed model's vendor.
+
+Both kinds answer an `Attempt` (a record, never an exception, for anything the upstream or the
+network did): the image with its metadata, or the outcome (`serve_apps.api.outcomes`), status,
+code and message of the failure. Provider endpoints are called over one pooled keep-alive
+`aiohttp` session per gateway process; vendors through the real OpenAI-images and queue clients
+(`serve_apps.vendors`), each with its own pooled connections and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from config import ModelConfig
+from serve_apps.api.outcomes import OUTCOME_HEADER, Outcome, outcome_of_status
+from serve_apps.api.responses import ImageMeta
+from serve_apps.api.schemas import ResolvedRequest
+from serve_apps.vendors.clients import VendorError, make_client
+
+__all__ = ["Attempt", "ProviderUpstream", "VendorUpstream", "approximate_tokens"]
+
+_log = logging.getLogger(__name__)
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def approximate_tokens(prompt: str) -> int:
+    """Tokens of a prompt for a closed model, whose tokenizer is the vendor's secret.
+
+    Words and punctuation marks, counted separately: a lower bound on any BPE tokenizer's
+    count, so easel never refuses a prompt the vendor would take (the vendor's own 400 passes
+    through for one it refuses).
+    """
+    return len(_WORDS.findall(prompt))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one attempt ended: an image (`outcome == "ok"`) or why not."""
+
+    outcome: Outcome
+    status: int = 200
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+    png: bytes = field(default=b"", repr=False)
+    meta: ImageMeta | None = None
+
+
+def _error_body(data: bytes) -> tuple[str, str]:
+    try:
+        err = json.loads(data).get("error")
+        if isinstance(err, dict):
+            return str(err.get("code") or "error"), str(err.get("message") or "")
+    except (ValueError, AttributeError):
+        pass
+    return "upstream_error", data[:200].decode("utf-8", "replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class ProviderUpstream:
+    """A provider cluster's `/v1/generate`, over the gateway process's pooled session."""
+
+    def __init__(self, endpoint: str, session: aiohttp.ClientSession) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._url = f"{self.endpoint}/v1/generate"
+        self._session = session
+
+    async def send(self, resolved: ResolvedRequest, timeout_s: float) -> Attempt:
+        """One POST; the image or the failure's outcome. Never raises but CancelledError."""
+        headers = {"Accept": "image/png", "X-Request-Id": resolved.request_id}
+        try:
+            async with self._session.post(
+                self._url,
+                json=resolved.wire_body(),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                data = await resp.read()
+                if resp.status == 200:
+                    return Attempt(
+                        "ok", png=data, meta=ImageMeta.from_headers(resp.headers, resolved, 1)
+                    )
+                code, message = _error_body(data)
+                return Attempt(
+                    outcome_of_status(resp.status, resp.headers.get(OUTCOME_HEADER)),
+                    resp.status,
+                    code,
+                    message,
+                    _retry_after(resp.headers.get("Retry-After")),
+                )
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            return Attempt("connect", 503, "upstream_unreachable", f"cannot connect: {exc}")
+        except TimeoutError:
+            return Attempt("timeout", 504, "upstream_timeout", f"no answer within {timeout_s:.3g}s")
+        except aiohttp.ClientError as exc:  # the connection broke mid-request
+            return Attempt("error", 502, "upstream_broken", f"{type(exc).__name__}: {exc}")
+
+
+class VendorUpstream:
+    """A closed model's vendor API, called with the real client of its protocol."""
+
+    def __init__(self, model: ModelConfig, base_url: str | None = None) -> None:
+        self.model = model
+        self.client = make_client(model, base_url)
+
+    async def send(self, resolved: ResolvedRequest, timeout_s: float) -> Attempt:
+        """One vendor call (with the client's own retries); never raises but CancelledError."""
+        n_tokens = approximate_tokens(resolved.prompt)
+        if n_tokens > self.model.max_prompt_tokens:
+            return Attempt(
+                "client_error",
+                422,
+                "prompt_too_long",
+                f"prompt: about {n_tokens} tokens for model {self.model.name!r}, above its "
+                f"limit of {self.model.max_prompt_tokens} (prompts are never truncated)",
+            )
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                img = await self.client.generate(
+                    prompt=resolved.prompt,
+                    width=resolved.width,
+                    height=resolved.height,
+                    seed=resolved.seed,
+                    request_id=resolved.request_id,
+                    negative_prompt=resolved.negative_prompt,
+                    reference_image=resolved.reference_png,
+                )
+        except VendorError as exc:
+            return _vendor_attempt(exc)
+        except TimeoutError:
+            return Attempt(
+                "timeout", 504, "upstream_timeout", f"vendor: no answer within {timeout_s:.3g}s"
+            )
+        wall_ms = (time.perf_counter() - t0) * 1000
+        vendor_ms = float(img.vendor_ms or wall_ms)
+        meta = ImageMeta(
+            request_id=resolved.request_id,
+            model=resolved.model,
+            provider="",  # filled in by the caller, who knows which upstream this is
+            replica=f"vendor:{img.vendor_request_id or '-'}",
+            queue_ms=max(0.0, wall_ms - vendor_ms) + float(img.vendor_queue_ms or 0.0),
+            inference_ms=vendor_ms - float(img.vendor_queue_ms or 0.0),
+            batch_size=1,
+            cold_start=False,
+            seed=resolved.seed,
+            width=resolved.width,
+            height=resolved.height,
+            steps=resolved.steps,
+        )
+        return Attempt("ok", png=img.png, meta=meta)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _vendor_attempt(exc: VendorError) -> Attempt:
+    """A `VendorError` as an attempt: the vendor's fault fails over, the request's does not.
+
+    Keeps the client's status and code (`upstream_timeout` 504, `upstream_unavailable` 503,
+    `upstream_rejected` 400/502); a vendor that kept answering 429 is overload (`shed`).
+    """
+    status = int(exc.status)
+    code = exc.code or "upstream_error"
+    message = f"vendor: {exc.message}"
+    retry = exc.retry_after
+    if exc.vendor_status == 429:
+        return Attempt("shed", 503, code, message, retry or 1.0)
+    if status == 504:
+        return Attempt("timeout", 504, code, message)
+    if status >= 500:  # unavailable, or it refused *us* (a bad key): another provider may work
+        return Attempt("error", status, code, message, retry)
+    # It refused this request's content: the caller's to fix, no other provider will differ.
+    return Attempt("client_error", status, code, message)
