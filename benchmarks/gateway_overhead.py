@@ -7,7 +7,9 @@ alternating rounds (A, B, A, B, ...) so that drift in the machine's load hits bo
    provider app (the default local mode: a Serve app of a local Ray), called through the gateway
    (client -> gateway -> provider) and at the same provider endpoint directly: one request at a
    time, taking turns request by request (`--requests` each), and with 32 concurrent closed-loop
-   clients in alternating rounds. Added = gateway - direct, at p50 and p99.
+   clients in alternating rounds. Added = gateway - direct, at p50 and p99. Beside it, the
+   gateway's own time on each request (`X-Easel-Gateway-Ms`: its handler's time less the waits
+   on the upstream), which a saturated provider's queueing noise does not blur.
 2. one gateway process against an echo upstream (a provider-shaped HTTP server, its own process,
    answering `/v1/generate` at once with a small PNG): the highest rate it carries with 32
    concurrent clients, and, at `--rate` req/s offered open-loop, the p99 it adds over the echo
@@ -134,9 +136,12 @@ def _start_gateway(cfg: EaselConfig, folder: Path) -> tuple[subprocess.Popen[byt
 
 # --- load -------------------------------------------------------------------------------------
 
+_OWN = "X-Easel-Gateway-Ms"  # the gateway's own time on a request: its handler less upstream waits
+
 
 async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
     ms: list[float] = []
+    own: list[float] = []
     left = iter(range(n))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
 
@@ -147,6 +152,8 @@ async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int)
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"{url}: HTTP {r.status}")
+                    if _OWN in r.headers:
+                        own.append(float(r.headers[_OWN]))
                 ms.append((time.perf_counter() - t0) * 1000)
 
         for _ in range(concurrency):  # warm the pool: one connection per client
@@ -155,7 +162,7 @@ async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int)
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"ms": ms, "wall_s": wall, "rps": len(ms) / wall}
+    return {"ms": ms, "own_ms": own, "wall_s": wall, "rps": len(ms) / wall}
 
 
 async def _open_loop(url: str, body: dict[str, Any], rate: float, duration_s: float) -> list[float]:
@@ -181,8 +188,10 @@ async def _open_loop(url: str, body: dict[str, Any], rate: float, duration_s: fl
 
 
 async def _interleaved(sides: dict[str, str], body: dict[str, Any], n: int) -> dict[str, list]:
-    """One request at a time, taking turns between the sides request by request."""
+    """One request at a time, taking turns between the sides request by request; also the
+    gateway's own times (`gateway_own`) from its responses' header."""
     ms: dict[str, list[float]] = {k: [] for k in sides}
+    own: list[float] = []
     async with aiohttp.ClientSession() as s:
         for i in range(n + 10):
             for name, url in sides.items():
@@ -191,15 +200,17 @@ async def _interleaved(sides: dict[str, str], body: dict[str, Any], n: int) -> d
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"{url}: HTTP {r.status}")
+                    if i >= 10 and _OWN in r.headers:
+                        own.append(float(r.headers[_OWN]))
                 if i >= 10:  # the first ten of each side warm up
                     ms[name].append((time.perf_counter() - t0) * 1000)
-    return ms
+    return {**ms, "gateway_own": own}
 
 
 def _one_at_a_time(sides: dict[str, str], body: dict[str, Any], n: int) -> dict[str, Any]:
     ms = asyncio.run(_interleaved(sides, body, n))
     base = summary(ms["direct"])
-    out: dict[str, Any] = {k: summary(v) for k, v in ms.items()}
+    out: dict[str, Any] = {k: summary(v) for k, v in ms.items() if v}
     for k in sides:
         if k != "direct":
             out[f"{k}_added_p50_ms"] = round(out[k]["p50_ms"] - base["p50_ms"], 3)
@@ -213,14 +224,19 @@ def _alternate(
     """Closed-loop rounds alternating between the sides; pooled latencies and rates per side."""
     pooled: dict[str, list[float]] = {k: [] for k in sides}
     rps: dict[str, list[float]] = {k: [] for k in sides}
+    own: list[float] = []
     for r in range(rounds):
         for name, url in sides.items():
             out = asyncio.run(_closed_loop(url, body, max(conc, n // rounds), conc))
             pooled[name] += out["ms"]
+            own += out["own_ms"]
             rps[name].append(round(out["rps"], 1))
         line = ", ".join(f"{k} p50 {pct(v, 50):.2f} ms" for k, v in pooled.items())
         print(f"  round {r + 1} at {conc}: {line}", flush=True)
-    return {k: {**summary(v), "rps_by_round": rps[k]} for k, v in pooled.items()}
+    res: dict[str, Any] = {k: {**summary(v), "rps_by_round": rps[k]} for k, v in pooled.items()}
+    if own:
+        res["gateway_own"] = summary(own)
+    return res
 
 
 # --- the Serve forwarder, for the decision ----------------------------------------------------

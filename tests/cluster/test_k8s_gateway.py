@@ -9,7 +9,7 @@ import yaml
 from cluster.k8s_common import ManifestError
 from cluster.k8s_gateway import gateway_manifests, gateway_url, provider_endpoint
 from cluster.kuberay import render
-from config import ProviderConfig, load_config, parse_config, shipped_config_path
+from config import load_config, parse_config, shipped_config_path
 
 PROD = shipped_config_path("production.example.yaml")
 
@@ -59,8 +59,11 @@ def test_endpoints_in_the_gateways_config():
     )
     assert providers["aws"]["endpoint"] == "http://aws.serve.easel.example.com:8000"
     assert providers["azure"]["endpoint"] == "http://azure.serve.easel.example.com:8000"
-    if "endpoint" in ProviderConfig.model_fields:  # providers[].endpoint: issue 10's field
-        assert parse_config(yaml.safe_load(text)).provider("aws").endpoint
+    # The gateway's copy parses as a config whose endpoints are set; the providers' own copies
+    # keep what the config says (none here).
+    gw = parse_config(yaml.safe_load(text))
+    assert gw.provider("aws").endpoint == "http://aws.serve.easel.example.com:8000"
+    assert cfg.provider("aws").endpoint is None
 
 
 def test_a_provider_the_gateway_cannot_reach_is_refused():
@@ -78,9 +81,15 @@ def test_an_explicit_endpoint_wins():
     cfg = load_config(PROD)
     aws = cfg.provider("aws")
     assert provider_endpoint(cfg, aws) == "http://aws.serve.easel.example.com:8000"
-    # Read with getattr until the federation's `endpoint` field lands in ProviderConfig.
-    explicit = aws.model_copy(update={"endpoint": "https://aws.example.net"})
-    assert provider_endpoint(cfg, explicit) == "https://aws.example.net"
+    data = cfg.model_dump(mode="json")
+    data["providers"][1]["endpoint"] = "https://aws.example.net/"
+    explicit = parse_config(data)
+    assert explicit.provider("aws").endpoint == "https://aws.example.net"  # validated, no slash
+    assert provider_endpoint(explicit, explicit.provider("aws")) == "https://aws.example.net"
+    text = gateway_manifests(explicit, cfg.kubernetes.image)["10-configmap.yaml"]["data"]
+    assert yaml.safe_load(text["config.yaml"])["providers"][1]["endpoint"] == (
+        "https://aws.example.net"
+    )
 
 
 def test_the_gateway_rolls_on_routing_and_prices_not_on_traffic():
