@@ -119,10 +119,11 @@ def run_scenario(
     assert "load" in result, f"{name}: the load run did not finish"
     records = pq.read_table(result["load"].requests_path).to_pylist()
 
-    # The load's clock starts at its first arrival: offsets line up with t0 to within the
-    # time the first request took to arrive (tens of ms).
-    start = min(f.at_s for f in faults)
-    end = max((f.until_s if f.until_s is not None else f.at_s) for f in faults)
+    # Fault offsets count from t0, when the first request reached the system; in the load's
+    # clock (seconds from its start) that is about when the first request was sent.
+    shift = min((r["sent_s"] for r in records if r["sent_s"] is not None), default=0.0)
+    start = shift + min(f.at_s for f in faults)
+    end = shift + max((f.until_s if f.until_s is not None else f.at_s) for f in faults)
     before = [r for r in records if r["scheduled_s"] < start]
     during = [r for r in records if start <= r["scheduled_s"] < end + timeout_s / 10]
     after = [r for r in records if r["scheduled_s"] >= end + timeout_s / 10]
@@ -149,6 +150,7 @@ def run_scenario(
             {k: v for k, v in asdict(f).items() if k in ("name", "at_s", "until_s")} for f in faults
         ],
         "applied": applied,
+        "clock_offset_s": round(shift, 3),
         "sent": len(records),
         "succeeded": sum(1 for r in records if r["ok"]),
         "failed": sum(1 for r in records if not r["ok"]),
