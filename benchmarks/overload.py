@@ -108,6 +108,7 @@ def _config(endpoints: dict[str, str], slots: int, queue: int) -> EaselConfig:
     data["traffic"]["model_mix"] = {}
     data["routing"]["weights"] = {}
     data["routing"]["request_timeout_s"] = 30
+    data["evaluation"]["anchors"]["human_anchor_model"] = _MODEL
     data["providers"] = [p for p in data["providers"] if p["name"] in _PROVIDERS]
     for p in data["providers"]:
         p["endpoint"] = endpoints[p["name"]]
