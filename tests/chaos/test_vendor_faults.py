@@ -5,8 +5,9 @@ process) through two providers; `load_tests.run_load` sends Poisson traffic open
 
 1. a burst of 503s from the vendor (`fail_next`): transient, so the vendor client's retries
    (with backoff, inside the request's deadline) must turn every one into a success;
-2. then the vendor hangs (service time of minutes) for a window: requests sent into it must fail
-   at the deadline (504/503, not later), and service must come back once it answers again.
+2. then the vendor hangs (service time of minutes) for a window: a request sent into it fails at
+   the deadline (504/503, not later) or, when the hang ends before its deadline, succeeds on
+   the failover after its first attempt timed out; service must come back once it answers.
 
 Pass: no manifest row lost or duplicated; every request scheduled outside the hang window
 succeeds (the 5xx were retried); every failure is a 503/504 answered within the request
@@ -134,7 +135,9 @@ def _judge(record: dict, tmp_path: Path, hang_at: float, hang_end: float) -> Non
         if not r["ok"]:
             assert r["status"] in (503, 504), (r["status"], r["error"])
             assert r["service_ms"] <= (DEADLINE_S + 1.0) * 1000, r["service_ms"]
-    assert record["failed"] >= 1  # the hang did hit someone: the scenario tested something
+    # The hang was felt (the scenario tested something): requests failed at the deadline, or
+    # their first attempt timed out and a failover after the hang ended answered them.
+    assert record["failed"] >= 1 or record["during"]["p95_ms"] >= VENDOR_TIMEOUT_S * 1000, record
     assert record["recover_s"] is not None and record["recover_s"] <= 5.0, record
 
 
