@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.easel-installed
 ARGS ?=
 
-.PHONY: setup bench test lint format browser clean
+.PHONY: setup bench test lint format browser clean chaos soak reliability reliability-report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,27 @@ test: setup browser lint
 	@$(PY) -m pytest $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing loudly" >&2; fi; \
 	exit $$rc
+
+## Reliability (docs/reliability.md is generated from the records these write).
+RELIABILITY_DIR ?= benchmarks/results/reliability
+
+## The chaos suite (`-m chaos`): faults under load from the real generator, one record each.
+chaos: setup
+	EASEL_RELIABILITY_DIR=$(RELIABILITY_DIR) $(PY) -m pytest -m chaos tests/chaos $(ARGS)
+	$(PY) benchmarks/reliability_report.py
+
+## The soak (`-m slow`): 30 min at low rate, a random replica killed every minute.
+soak: setup
+	EASEL_RELIABILITY_DIR=$(RELIABILITY_DIR) $(PY) -m pytest -m slow tests/chaos/test_soak.py $(ARGS)
+	$(PY) benchmarks/reliability_report.py
+
+## The hostile-input suite and the short chaos scenario with their records on, then the page.
+reliability: setup
+	EASEL_RELIABILITY_DIR=$(RELIABILITY_DIR) $(PY) -m pytest tests/serve_apps/gateway/test_hostile.py tests/chaos/test_vendor_faults.py $(ARGS)
+	$(PY) benchmarks/reliability_report.py
+
+reliability-report: setup
+	$(PY) benchmarks/reliability_report.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -83,6 +83,13 @@ class ServeConfig(Strict):
     )
     admin_key_env: str | None = Field(default="EASEL_ADMIN_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1_024, le=1 << 31)
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Longest a client may take to send a request body; beyond, 408 (a client "
+        "that trickles its body must not hold a connection and a task forever).",
+    )
     max_reference_pixels: int = Field(default=4096 * 4096, ge=64, le=1 << 31)
     tenants: list[Tenant] = Field(default_factory=list)
     ingress_replicas: int = Field(

@@ -15,15 +15,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_apps.api.outcomes import OUTCOME_HEADER, Outcome
 
 __all__ = [
     "ApiError",
+    "ErrorBody",
+    "ErrorDetail",
+    "error_docs",
     "error_outcome",
     "error_response",
     "install_error_handlers",
+    "safe_text",
     "validation_message",
 ]
 
@@ -36,6 +41,7 @@ _DEFAULT_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -44,6 +50,60 @@ _DEFAULT_CODES = {
     503: "unavailable",
     504: "upstream_timeout",
 }
+
+
+# What each status means, for the OpenAPI document (every route lists the ones it can answer).
+_DESCRIPTIONS = {
+    400: "Bad request: not JSON, not base64, a corrupt image",
+    401: "Missing or unknown API key (or admin key)",
+    403: "The key may not use this model, or admin routes are disabled",
+    404: "Unknown model or route",
+    405: "Method not allowed on this route",
+    408: "The body took too long to arrive",
+    413: "Body or image over its limit",
+    415: "Content type (or image format) not accepted",
+    422: "A field out of its range or not allowed for the model",
+    429: "Tenant over its rate limit (Retry-After)",
+    500: "The server's own fault",
+    503: "Overloaded, or no healthy provider (Retry-After)",
+    504: "No upstream answered within the request's deadline",
+}
+_MAX_MESSAGE = 2_000
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a machine-readable code and a message that says what to fix."""
+
+    code: str = Field(description="Machine-readable, e.g. 'invalid_request', 'overloaded'.")
+    message: str = Field(description="What was wrong and what is allowed.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail
+
+
+def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for `statuses`, each with the error body's schema."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[status],
+            **(
+                {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+                if status in (429, 503)
+                else {}
+            ),
+        }
+        for status in statuses
+    }
+
+
+def safe_text(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """`text` that any JSON encoder and log can carry: lone surrogates escaped, length bounded."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ApiError(Exception):
@@ -97,7 +157,9 @@ def error_response(
     if retry_after is not None:
         out["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message}}, headers=out
+        status_code=status,
+        content={"error": {"code": code, "message": safe_text(message)}},
+        headers=out,
     )
 
 
@@ -105,7 +167,8 @@ def validation_message(errors: list[dict[str, Any]], limit: int = 5) -> str:
     """One readable line from pydantic errors: 'field: what was wrong; ...'."""
     parts = []
     for err in errors[:limit]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
+        loc = ".".join(ascii(p)[1:-1] if isinstance(p, str) else str(p)
+                       for p in err.get("loc", ()) if p not in ("body",)) or "body"  # fmt: skip
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field (not in the API; check the spelling)"

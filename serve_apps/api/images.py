@@ -71,12 +71,14 @@ def decode_reference_image(
             f"{field}: not an image in an allowed format (allowed: {', '.join(ALLOWED_FORMATS)})",
             code="unsupported_image_format",
         ) from None
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         raise ApiError(
-            413, f"{field}: {exc} (easel's cap: {max_pixels} pixels)", code="image_too_large"
+            413,
+            f"{field}: too many pixels (easel's cap: {max_pixels} pixels)",
+            code="image_too_large",
         ) from None
     except Exception as exc:  # PIL raises many types for corrupt headers
-        raise ApiError(400, f"{field}: corrupt image ({exc})", code="invalid_image") from None
+        raise _corrupt(field, exc) from None
     width, height = img.size
     if width <= 0 or height <= 0 or width * height > max_pixels:
         raise ApiError(
@@ -90,7 +92,17 @@ def decode_reference_image(
             img.load()
         return img.convert("RGB")
     except Exception as exc:
-        raise ApiError(400, f"{field}: corrupt image ({exc})", code="invalid_image") from None
+        raise _corrupt(field, exc) from None
+
+
+def _corrupt(field: str, exc: Exception) -> ApiError:
+    # The decoder's own text stays out of the answer (it describes our internals, not the fix).
+    return ApiError(
+        400,
+        f"{field}: corrupt image: it could not be decoded ({type(exc).__name__}); send a "
+        "complete PNG, JPEG or WebP file",
+        code="invalid_image",
+    )
 
 
 def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:

@@ -1,12 +1,16 @@
 """Reading an image request off the wire, the same way in the gateway and in every provider app.
 
-The order is the contract: body (size, content type, JSON, schema) → model → (the gateway checks
-the tenant here, before any expensive work) → request id → reference image → the model's limits.
+The order is the contract: (the gateway checks the API key before reading anything) → body
+(size, content type, JSON, schema) → model → (the gateway checks the tenant's models and rate
+here, before any expensive work) → request id → whether the model takes a reference image →
+the reference image, decoded and re-encoded on a worker thread (never on the event loop: a
+16-megapixel decode would stall every other request of the process) → the model's limits.
 Every failure is an `ApiError` with a 4xx that says what to fix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import time
@@ -24,6 +28,7 @@ from serve_apps.api.schemas import (
     GenerateRequest,
     ImagesRequest,
     ResolvedRequest,
+    model_capabilities,
     new_request_id,
     parse_size,
     resolve_generate,
@@ -39,7 +44,9 @@ def find_model(models: Mapping[str, ModelConfig], name: str) -> ModelConfig:
     model = models.get(name)
     if model is None:
         raise ApiError(
-            404, f"unknown model {name!r} (known: {sorted(models)})", code="model_not_found"
+            404,
+            f"unknown model {name[:63]!a} (known: {sorted(models)}; see GET /v1/models)",
+            code="model_not_found",
         )
     return model
 
@@ -56,31 +63,41 @@ def header_request_id(request: Request) -> str | None:
     if not _REQUEST_ID.match(rid):
         raise ApiError(
             422,
-            f"X-Request-Id header: {rid[:64]!r} is not a request id (1-128 ASCII letters, "
+            f"X-Request-Id header: {rid[:64]!a} is not a request id (1-128 ASCII letters, "
             "digits or '._:-')",
             code="invalid_request",
         )
     return rid
 
 
-def resolve_body(
+def _reference_png(data: str, serve: ServeConfig) -> bytes:
+    image = decode_reference_image(
+        data, max_pixels=serve.max_reference_pixels, max_bytes=serve.max_body_bytes
+    )
+    return encode_png(image)
+
+
+async def resolve_body(
     body: GenerateRequest,
     model: ModelConfig,
     request: Request,
     serve: ServeConfig,
     default_seed: int,
 ) -> ResolvedRequest:
-    """A `/v1/generate` body checked against `model`'s limits, its defaults filled in."""
+    """A `/v1/generate` body checked against `model`'s limits, its defaults filled in.
+
+    A reference image is decoded only for a model that takes one, and on a worker thread.
+    """
     request_id = body.request_id or header_request_id(request) or new_request_id()
     reference = None
     if body.reference_image is not None:
-        reference = encode_png(
-            decode_reference_image(
-                body.reference_image,
-                max_pixels=serve.max_reference_pixels,
-                max_bytes=serve.max_body_bytes,
+        if not model_capabilities(model)["reference_image"]:
+            raise ApiError(
+                422,
+                f"reference_image: model {model.name!r} does not take a reference image",
+                code="unsupported_input",
             )
-        )
+        reference = await asyncio.to_thread(_reference_png, body.reference_image, serve)
     return resolve_generate(
         model=model,
         request_id=request_id,

@@ -11,14 +11,15 @@ gateway checks it for closed models (`gateway/upstreams.py`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from config import ModelConfig
 from serve_apps.api.errors import ApiError, validation_message
@@ -26,6 +27,7 @@ from serve_apps.api.errors import ApiError, validation_message
 __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
+    "MODEL_ID_PATTERN",
     "REQUEST_ID_PATTERN",
     "GenerateRequest",
     "ImagesRequest",
@@ -44,6 +46,34 @@ _JSON_TYPES = ("application/json", "text/json")
 MAX_PROMPT_CHARS = 100_000
 # ASCII only: a request id travels in HTTP headers (X-Request-Id) to providers and vendors.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# A model id is checked for shape before it is looked up, logged or counted: ASCII, bounded.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}$"
+# Control characters (C0 but tab/newline/return, DEL, C1) and lone surrogates: text with them
+# cannot be sent on (a surrogate is not encodable as UTF-8) or is not text a client meant.
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _clean_text(value: str) -> str:
+    m = _BAD_CHARS.search(value)
+    if m is not None:
+        raise ValueError(
+            f"contains the character U+{ord(m.group()):04X} at position {m.start()} (control "
+            "characters and lone surrogates are not accepted; tab and newline are)"
+        )
+    return value
+
+
+Text = Annotated[str, AfterValidator(_clean_text)]
+ModelId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=MODEL_ID_PATTERN,
+        description="Model id from /v1/models (ASCII letters, digits, '._:/-'; 1-63 chars).",
+    ),
+]
+Label = Annotated[Text, Field(max_length=63)]
 
 
 class _Body(BaseModel):
@@ -53,12 +83,14 @@ class _Body(BaseModel):
 class GenerateRequest(_Body):
     """Body of `POST /v1/generate`. Unset fields take the model's defaults."""
 
-    model: str = Field(min_length=1, max_length=63, description="Model id from /v1/models.")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    niche: str | None = Field(default=None, max_length=63, description="Use-case label.")
-    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    model: ModelId
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    niche: Label | None = Field(default=None, description="Use-case label.")
+    negative_prompt: Text | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     reference_image: str | None = Field(
-        default=None, description="Base64 PNG/JPEG/WebP (or a base64 data URL)."
+        default=None,
+        max_length=1 << 31,
+        description="Base64 PNG/JPEG/WebP (or a base64 data URL).",
     )
     width: int | None = Field(default=None, ge=1, le=16_384)
     height: int | None = Field(default=None, ge=1, le=16_384)
@@ -71,10 +103,10 @@ class GenerateRequest(_Body):
 class ImagesRequest(_Body):
     """Body of `POST /v1/images/generations` (the OpenAI Images API), plus easel extras."""
 
-    model: str = Field(min_length=1, max_length=63)
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: ModelId
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     n: int = Field(default=1, ge=1, le=16, description="Images; each gets seed, seed+1, ...")
-    size: str | None = Field(default=None, description="'WIDTHxHEIGHT' or 'auto'.")
+    size: str | None = Field(default=None, max_length=16, description="'WIDTHxHEIGHT' or 'auto'.")
     response_format: Literal["b64_json", "url"] | None = Field(
         default=None, description="b64_json (default) or url (a data: URL; nothing is hosted)."
     )
@@ -83,13 +115,13 @@ class ImagesRequest(_Body):
     background: Literal["auto", "opaque"] | None = None
     moderation: Literal["auto", "low"] | None = None
     style: None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
     # easel extensions (the openai client sends them through `extra_body`)
-    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: Text | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     steps: int | None = Field(default=None, ge=1, le=10_000)
     guidance: float | None = Field(default=None, ge=0, le=100)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    niche: str | None = Field(default=None, max_length=63)
+    niche: Label | None = None
 
 
 @dataclass(frozen=True)
@@ -234,21 +266,35 @@ def resolve_generate(
     )
 
 
+Weight = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
 class RoutingUpdate(_Body):
     """Body of `PUT /v1/admin/routing`."""
 
-    policy: str | None = Field(default=None, description="weighted | least_outstanding | ...")
-    weights: dict[str, float] | None = Field(default=None, description="Provider -> weight >= 0.")
-    drain: list[str] | None = Field(default=None, description="Providers to take off new traffic.")
-    undrain: list[str] | None = Field(default=None, description="Providers to give traffic again.")
-    model: str | None = Field(default=None, description="Limit weights and drains to one model.")
+    policy: Label | None = Field(default=None, description="weighted | least_outstanding | ...")
+    weights: dict[Label, Weight] | None = Field(
+        default=None, max_length=1_000, description="Provider -> weight, 0..1e6."
+    )
+    drain: list[Label] | None = Field(
+        default=None, max_length=1_000, description="Providers to take off new traffic."
+    )
+    undrain: list[Label] | None = Field(
+        default=None, max_length=1_000, description="Providers to give traffic again."
+    )
+    model: ModelId | None = Field(
+        default=None, description="Limit weights and drains to one model."
+    )
 
 
-async def read_json_body(request: Request, schema: type[BaseModel], max_bytes: int) -> Any:
-    """Read a JSON body of at most `max_bytes` into `schema`; ApiError 400/413/415/422 else.
+async def read_json_body(
+    request: Request, schema: type[BaseModel], max_bytes: int, timeout_s: float = 10.0
+) -> Any:
+    """Read a JSON body of at most `max_bytes` into `schema`; ApiError 400/408/413/415/422 else.
 
     The body is read in chunks and refused as soon as it passes the cap, whatever
-    Content-Length claims; a missing Content-Type is taken as JSON.
+    Content-Length claims, or once reading it has taken `timeout_s` (a slow-loris body); a
+    missing Content-Type is taken as JSON.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype not in _JSON_TYPES:
@@ -260,10 +306,19 @@ async def read_json_body(request: Request, schema: type[BaseModel], max_bytes: i
     if length and length.isdigit() and int(length) > max_bytes:
         raise ApiError(413, f"body of {length} bytes is over the limit of {max_bytes} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise ApiError(413, f"body is over the limit of {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > max_bytes:
+                    raise ApiError(413, f"body is over the limit of {max_bytes} bytes")
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the body took longer than {timeout_s:g}s to arrive ({len(raw)} bytes so far); "
+            "send it at once",
+            code="body_timeout",
+        ) from None
     if not raw:
         raise ApiError(400, "empty body: send a JSON object", code="invalid_json")
     try:
@@ -271,9 +326,10 @@ async def read_json_body(request: Request, schema: type[BaseModel], max_bytes: i
     except ValidationError as exc:
         errors = exc.errors()
         if any(e["type"] == "json_invalid" for e in errors):
-            raise ApiError(
-                400, f"body is not valid JSON ({errors[0]['msg']})", code="invalid_json"
-            ) from None
+            why = str(errors[0]["msg"])
+            if "surrogate" in why or "hex escape" in why:
+                why += "; a \\u escape must be a character: lone surrogates (U+D800-DFFF) are not"
+            raise ApiError(400, f"body is not valid JSON ({why})", code="invalid_json") from None
         if any(e["type"] == "model_type" and not e["loc"] for e in errors):
             raise ApiError(422, "body must be a JSON object") from None
         raise ApiError(422, validation_message(list(errors))) from None

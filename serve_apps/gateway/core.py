@@ -87,7 +87,8 @@ class Gateway:
         cfg: the config, with provider endpoints and vendor base URLs filled in.
         state_dir: the folder the processes of one `easel gateway --workers N` share (routing
             document, snapshots); None for a lone process.
-        workers: processes sharing the tenants' rate limits (each enforces its share).
+        workers: processes sharing the tenants' rate limits and each upstream's admission
+            limit (each enforces its share).
     """
 
     def __init__(
@@ -97,7 +98,7 @@ class Gateway:
         self.endpoints = endpoints_of(cfg)
         _check_vendors(cfg)
         self.models: dict[str, ModelConfig] = {m.name: m for m in cfg.models}
-        self.table = RoutingTable(cfg)
+        self.table = RoutingTable(cfg, share=1.0 / workers)
         self.store = DocumentStore(state_dir)
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.workers = workers

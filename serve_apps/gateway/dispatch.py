@@ -26,6 +26,8 @@ from serve_apps.gateway.upstreams import Attempt
 
 __all__ = ["Dispatcher", "Sender"]
 
+_UNWIND_S = 1.0  # most time a cancelled attempt gets to finish unwinding
+
 
 class Sender(Protocol):
     """What an upstream does with one attempt (`ProviderUpstream`, `VendorUpstream`)."""
@@ -126,9 +128,13 @@ class Dispatcher:
             )
         finally:
             s.inflight.discard(task)
-            if not task.done():
-                task.cancel()
             self.table.end(s, outcome, latency_ms)
+            if not task.done():
+                # A hung upstream: cancel the attempt and wait for it to unwind (its connection
+                # closed), so that no task outlives the request. Bounded: a sender that ignores
+                # cancellation cannot hold the request past the grace.
+                task.cancel()
+                await asyncio.wait({task}, timeout=_UNWIND_S)
 
 
 def _final_error(

@@ -5,9 +5,14 @@ Routes (docs/api.md has the contract; `/docs` serves the OpenAPI page):
 `GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET|PUT /v1/admin/routing`,
 `GET /v1/admin/usage`, `GET /v1/admin/availability`, `GET /metrics`.
 
-A model request is checked here in full (body size, content type, schema, API key, rate limit,
-the model's limits) before any upstream sees it, so a client's mistake never reaches, let alone
-counts against, a provider; then `dispatch.py` sends it to the model's upstreams with failover.
+A model request is checked here in full (API key first, before a byte of the body is read; then
+body size, content type, schema, the tenant's models and rate limit, the model's limits) before
+any upstream sees it, so a client's mistake never reaches, let alone counts against, a
+provider; then `dispatch.py` sends it to the model's upstreams with failover (or answers 503 at
+once when every upstream of the model is at its admission limit). With tenants configured,
+`/v1/models` needs a tenant key too; with an admin key set, the admin routes and `/metrics`
+need it. `/healthz` and `/readyz` stay open (probes of load balancers and Kubernetes). Every
+route's OpenAPI entry lists the errors it can answer, with the error body's schema.
 A client that disconnects cancels its request: the attempt in flight is cancelled and its
 in-flight count given back.
 """
@@ -26,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serve_apps.api.errors import ApiError, error_response, install_error_handlers
+from serve_apps.api.errors import ApiError, error_docs, error_response, install_error_handlers
 from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
 from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import (
@@ -43,6 +48,11 @@ from serve_apps.gateway.snapshots import merged_rows
 from serve_apps.gateway.tenants import bearer_token
 
 __all__ = ["add_routes"]
+
+# The errors each kind of route can answer (listed in the OpenAPI document with their schema).
+_MODEL_ERRORS = error_docs(400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 503, 504)
+_ADMIN_ERRORS = error_docs(401, 403)
+_ADMIN_BODY_ERRORS = error_docs(400, 401, 403, 404, 408, 413, 415, 422)
 
 # Seeds for requests that set none: seeded once from the OS, not one urandom call per request.
 _rng = random.Random(random.SystemRandom().getrandbits(64))
@@ -112,8 +122,8 @@ def add_routes(app: FastAPI) -> None:
         finally:
             watcher.cancel()
 
-    def tenant_of(gw: Gateway, request: Request, model: str) -> None:
-        tenant = gw.auth.authenticate(request.headers.get("authorization"), model)
+    def admit(gw: Gateway, tenant: str | None, model: str) -> None:
+        gw.auth.allow(tenant, model)
         wait = gw.limiter.admit(tenant)
         if wait is not None:
             raise ApiError(429, f"tenant {tenant!r} is over its rate limit", retry_after=wait)
@@ -121,7 +131,17 @@ def add_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/generate",
         openapi_extra=_body_schema(GenerateRequest),
-        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+        responses={
+            200: {
+                "description": "The image (PNG), or JSON with it in base64 on "
+                "`Accept: application/json`",
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+            **_MODEL_ERRORS,
+        },
         summary="Generate one image (PNG, or JSON with base64 on Accept: application/json)",
     )
     async def generate(request: Request) -> Response:
@@ -129,11 +149,14 @@ def add_routes(app: FastAPI) -> None:
         gw = gw_of(request)
         with _Answer(gw) as answer:
             sv = gw.cfg.serve
-            body = await read_json_body(request, GenerateRequest, sv.max_body_bytes)
+            tenant = gw.auth.identify(request.headers.get("authorization"))  # before the body
+            body = await read_json_body(
+                request, GenerateRequest, sv.max_body_bytes, sv.body_timeout_s
+            )
             model = find_model(gw.models, body.model)
             answer.model = model.name
-            tenant_of(gw, request, model.name)
-            resolved = resolve_body(body, model, request, sv, _rng.randint(0, MAX_SEED))
+            admit(gw, tenant, model.name)
+            resolved = await resolve_body(body, model, request, sv, _rng.randint(0, MAX_SEED))
             assert gw.dispatcher is not None
             png, meta = await watched(request, gw.dispatcher.dispatch(model, resolved))
             meta = _own_time(meta, started)
@@ -144,16 +167,20 @@ def add_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/images/generations",
         openapi_extra=_body_schema(ImagesRequest),
+        responses={200: {"description": "The images, as b64_json or data: URLs"}, **_MODEL_ERRORS},
         summary="OpenAI Images API: n images as b64_json (or data: URLs)",
     )
     async def images_generations(request: Request) -> JSONResponse:
         started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
-            body = await read_json_body(request, ImagesRequest, gw.cfg.serve.max_body_bytes)
+            tenant = gw.auth.identify(request.headers.get("authorization"))  # before the body
+            body = await read_json_body(
+                request, ImagesRequest, gw.cfg.serve.max_body_bytes, gw.cfg.serve.body_timeout_s
+            )
             model = find_model(gw.models, body.model)
             answer.model = model.name
-            tenant_of(gw, request, model.name)
+            admit(gw, tenant, model.name)
             resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED))
             assert gw.dispatcher is not None
             # All-or-nothing like the OpenAI API: the first failure answers the request.
@@ -174,15 +201,30 @@ def add_routes(app: FastAPI) -> None:
               include_in_schema=False),
     ]  # fmt: skip
 
-    @app.get("/v1/models", summary="The models served, with their limits (OpenAI list shape)")
+    @app.get(
+        "/v1/models",
+        responses=error_docs(401),
+        summary="The models served, with their limits (OpenAI list shape)",
+    )
     async def list_models(request: Request) -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(m) for m in gw_of(request).models.values()]}
+        gw = gw_of(request)
+        tenant = gw.auth.identify(request.headers.get("authorization"))
+        cards = [
+            model_card(m)
+            for m in gw.models.values()
+            if tenant is None or gw.auth.may_use(tenant, m.name)
+        ]
+        return {"object": "list", "data": cards}
 
     @app.get("/healthz", summary="Liveness: the gateway answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: every model has a healthy, undrained upstream")
+    @app.get(
+        "/readyz",
+        responses=error_docs(503),
+        summary="Readiness: every model has a healthy, undrained upstream",
+    )
     async def readyz(request: Request) -> Response:
         gw = gw_of(request)
         ready: dict[str, list[str]] = {m: [] for m in gw.models}
@@ -197,9 +239,16 @@ def add_routes(app: FastAPI) -> None:
 
     # --- admin --------------------------------------------------------------------------------
 
-    def check_admin(gw: Gateway, request: Request) -> None:
+    def admin_key(gw: Gateway) -> str | None:
         env = gw.cfg.serve.admin_key_env
-        key = os.environ.get(env) if env else None
+        return (os.environ.get(env) or None) if env else None
+
+    def check_admin(gw: Gateway, request: Request, *, required: bool = True) -> None:
+        """401 without the admin key; 403 when none is set (`required`) or pass (not required)."""
+        env = gw.cfg.serve.admin_key_env
+        key = admin_key(gw)
+        if not key and not required:
+            return
         if not key:
             raise ApiError(
                 403,
@@ -210,7 +259,7 @@ def add_routes(app: FastAPI) -> None:
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise ApiError(401, "admin routes need 'Authorization: Bearer <admin key>'")
-        if not hmac.compare_digest(token.encode(), key.encode()):
+        if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), key.encode()):
             raise ApiError(401, "invalid admin key")
 
     def routing_view(gw: Gateway) -> dict[str, Any]:
@@ -224,7 +273,11 @@ def add_routes(app: FastAPI) -> None:
             "providers": merged_rows(snaps, recent),
         }
 
-    @app.get("/v1/admin/routing", summary="Routing state per (model, provider) [admin]")
+    @app.get(
+        "/v1/admin/routing",
+        responses=_ADMIN_ERRORS,
+        summary="Routing state per (model, provider) [admin]",
+    )
     async def get_routing(request: Request) -> dict[str, Any]:
         gw = gw_of(request)
         check_admin(gw, request)
@@ -233,12 +286,15 @@ def add_routes(app: FastAPI) -> None:
     @app.put(
         "/v1/admin/routing",
         openapi_extra=_body_schema(RoutingUpdate),
+        responses=_ADMIN_BODY_ERRORS,
         summary="Change policy, weights, drains live, on every process, no redeploy [admin]",
     )
     async def put_routing(request: Request) -> dict[str, Any]:
         gw = gw_of(request)
         check_admin(gw, request)
-        body = await read_json_body(request, RoutingUpdate, gw.cfg.serve.max_body_bytes)
+        body = await read_json_body(
+            request, RoutingUpdate, gw.cfg.serve.max_body_bytes, gw.cfg.serve.body_timeout_s
+        )
         try:
             gw.change_routing(body.model_dump(exclude_none=True))
         except LookupError as exc:
@@ -248,14 +304,20 @@ def add_routes(app: FastAPI) -> None:
         return routing_view(gw)
 
     @app.get(
-        "/v1/admin/usage", summary="Per-replica usage for costing: providers and vendors [admin]"
+        "/v1/admin/usage",
+        responses=_ADMIN_ERRORS,
+        summary="Per-replica usage for costing: providers and vendors [admin]",
     )
     async def get_usage(request: Request) -> dict[str, Any]:
         gw = gw_of(request)
         check_admin(gw, request)
         return {"replicas": await provider_usage(gw) + vendor_usage(gw)}
 
-    @app.get("/v1/admin/availability", summary="Per-upstream availability figures [admin]")
+    @app.get(
+        "/v1/admin/availability",
+        responses=_ADMIN_ERRORS,
+        summary="Per-upstream availability figures [admin]",
+    )
     async def get_availability(request: Request) -> dict[str, Any]:
         gw = gw_of(request)
         check_admin(gw, request)
@@ -269,9 +331,18 @@ def add_routes(app: FastAPI) -> None:
             "stats": [s.to_json() for s in stats],
         }
 
-    @app.get("/metrics", summary="Prometheus metrics of the whole gateway")
+    @app.get(
+        "/metrics",
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **error_docs(401),
+        },
+        response_class=Response,
+        summary="Prometheus metrics of the whole gateway (the admin key, when one is set)",
+    )
     async def metrics(request: Request) -> Response:
         gw = gw_of(request)
+        check_admin(gw, request, required=False)
         snaps = gw.snapshots()
         stats = gw.merged_stats(snaps)
         recent = {(s.model, s.provider): list(s.recent_ms) for s in stats}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from serve_apps.gateway.availability import Episode, UpstreamStats
 from serve_apps.gateway.document import RoutingDocument
 from serve_apps.gateway.policies import Policy, make_policy
 
-__all__ = ["Choice", "RoutingTable", "UpstreamState", "route_cost"]
+__all__ = ["Choice", "RoutingTable", "UpstreamState", "admission_limit", "route_cost"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,9 +73,13 @@ class UpstreamState:
     # In-flight requests that fill it: a provider's replicas x max_ongoing_requests from its
     # probe (the config's until the first probe), a vendor's max_ongoing + max_queued.
     capacity: float
-    # Most requests this process sends at once (vendors only: a provider bounds its own queue).
+    # Most requests this process sends at once: what the upstream can hold (its capacity plus
+    # its queue), times this process's share. Beyond it the gateway answers 503 itself, with no
+    # round trip (admission control); None: unbounded.
     limit: int | None
     stats: UpstreamStats
+    queue: float = 0.0  # requests the upstream queues beyond its capacity
+    share: float = 1.0  # this process's part of the limit (1 / gateway processes)
     weight: float = 1.0
     drained: bool = False
     outstanding: int = 0
@@ -104,6 +109,17 @@ class UpstreamState:
     def full(self) -> bool:
         return self.limit is not None and self.outstanding >= self.limit
 
+    def set_capacity(self, capacity: float) -> None:
+        """A new capacity (from a probe): the admission limit follows it."""
+        self.capacity = capacity
+        self.limit = admission_limit(capacity, self.queue, self.share)
+
+
+def admission_limit(capacity: float, queue: float, share: float) -> int:
+    """Requests one gateway process lets in flight on an upstream: (capacity + queue) x share,
+    at least one (so that every process can still reach a small upstream)."""
+    return max(1, math.ceil((capacity + queue) * share))
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -121,6 +137,7 @@ class RoutingTable:
 
     Args:
         cfg: The config (routes, weights, health settings).
+        share: This process's part of each upstream's admission limit (1 / gateway processes).
         clock: Monotonic clock; `wall`: wall clock (both injectable for tests).
     """
 
@@ -128,6 +145,7 @@ class RoutingTable:
         self,
         cfg: EaselConfig,
         *,
+        share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -145,17 +163,23 @@ class RoutingTable:
             for p in m.providers:
                 replicas = m.autoscaling.initial_replicas or m.autoscaling.min_replicas or 1
                 per = m.max_ongoing_requests
+                if kind == "vendor":
+                    capacity, queue = float(per + m.max_queued_requests), 0.0
+                else:
+                    # Serve queues max_queued_requests per caller: per ingress replica.
+                    capacity = float(replicas * per)
+                    queue = float(m.max_queued_requests * cfg.serve.ingress_replicas)
                 self._states.setdefault(m.name, {})[p] = UpstreamState(
                     model=m.name,
                     provider=p,
                     kind=kind,
                     cost=route_cost(cfg, m, p),
                     config_weight=float(r.weights.get(p, 1.0)),
-                    capacity=float(
-                        per + m.max_queued_requests if kind == "vendor" else replicas * per
-                    ),
-                    limit=per + m.max_queued_requests if kind == "vendor" else None,
+                    capacity=capacity,
+                    limit=admission_limit(capacity, queue, share),
                     stats=UpstreamStats(m.name, p, started),
+                    queue=queue,
+                    share=share,
                 )
         self.apply(self.document)
 
@@ -324,7 +348,7 @@ class RoutingTable:
                 continue
             s.probe_failures = 0
             if s.model in capacity:
-                s.capacity = capacity[s.model]
+                s.set_capacity(capacity[s.model])
             up = models.get(s.model, False)
             if not up:
                 if s.streak_start_s is None:

@@ -49,8 +49,11 @@ class TenantAuth:
     def enabled(self) -> bool:
         return bool(self._tenants)
 
-    def authenticate(self, authorization: str | None, model: str) -> str | None:
-        """The tenant allowed to call `model`; None when auth is off. ApiError 401/403 else."""
+    def identify(self, authorization: str | None) -> str | None:
+        """The tenant whose key this is; None when auth is off. ApiError 401 else.
+
+        Needs nothing but the header, so the routes call it before reading the body.
+        """
         if not self.enabled:
             return None
         token = bearer_token(authorization)
@@ -59,15 +62,30 @@ class TenantAuth:
         tenant = None
         for key, name in self._keys:
             # Constant-time comparison: a key must not leak through response timing.
-            if hmac.compare_digest(key.encode(), token.encode()):
+            if hmac.compare_digest(key.encode(), token.encode("utf-8", "surrogateescape")):
                 tenant = name
         if tenant is None:
             raise ApiError(401, "unknown API key")
+        return tenant
+
+    def may_use(self, tenant: str, model: str) -> bool:
         allowed = self._tenants[tenant].models
-        if allowed is not None and model not in allowed:
+        return allowed is None or model in allowed
+
+    def allow(self, tenant: str | None, model: str) -> None:
+        """ApiError 403 when `tenant` may not use `model`."""
+        if tenant is None:
+            return
+        allowed = self._tenants[tenant].models
+        if not self.may_use(tenant, model):
             raise ApiError(
                 403, f"tenant {tenant!r} may not use model {model!r} (allowed: {allowed})"
             )
+
+    def authenticate(self, authorization: str | None, model: str) -> str | None:
+        """The tenant allowed to call `model`; None when auth is off. ApiError 401/403 else."""
+        tenant = self.identify(authorization)
+        self.allow(tenant, model)
         return tenant
 
 

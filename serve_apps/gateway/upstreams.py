@@ -2,9 +2,16 @@
 
 Both kinds answer an `Attempt` (a record, never an exception, for anything the upstream or the
 network did): the image with its metadata, or the outcome (`serve_apps.api.outcomes`), status,
-code and message of the failure. Provider endpoints are called over one pooled keep-alive
-`aiohttp` session per gateway process; vendors through the real OpenAI-images and queue clients
-(`serve_apps.vendors`), each with its own pooled connections and retries.
+code and message of the failure. Every exception is classified: what the request itself cannot
+be sent as (text an HTTP client cannot encode, an argument a vendor client refuses) is the
+client's error and never counts against the upstream; connection errors, timeouts and broken
+answers are the upstream's fault. Messages that reach clients say what happened in our words:
+never exception text (it can name internal addresses) nor a vendor's error body (vendors echo
+parts of keys and internal detail); the full text goes to the log at debug level only.
+
+Provider endpoints are called over one pooled keep-alive `aiohttp` session per gateway process;
+vendors through the real OpenAI-images and queue clients (`serve_apps.vendors`), each with its
+own pooled connections and retries.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from config import ModelConfig
+from serve_apps.api.errors import safe_text
 from serve_apps.api.outcomes import OUTCOME_HEADER, Outcome, outcome_of_status
 from serve_apps.api.responses import ImageMeta
 from serve_apps.api.schemas import ResolvedRequest
@@ -53,14 +61,28 @@ class Attempt:
     meta: ImageMeta | None = None
 
 
-def _error_body(data: bytes) -> tuple[str, str]:
+def _error_body(data: bytes, status: int) -> tuple[str, str]:
+    """(code, message) of a provider app's error answer (its own words, in the API's shape);
+    anything else (a proxy's page, a load balancer's) is not echoed."""
     try:
         err = json.loads(data).get("error")
         if isinstance(err, dict):
-            return str(err.get("code") or "error"), str(err.get("message") or "")
+            code = str(err.get("code") or "error")
+            return safe_text(code, 64), safe_text(str(err.get("message") or ""), 500)
     except (ValueError, AttributeError):
         pass
-    return "upstream_error", data[:200].decode("utf-8", "replace")
+    return "upstream_error", f"the provider answered HTTP {status} without an error body"
+
+
+def _unsendable(exc: BaseException) -> Attempt:
+    """The request could not be encoded for the wire: the client's to fix, nobody's outage."""
+    return Attempt(
+        "client_error",
+        422,
+        "invalid_request",
+        "the request holds text that cannot be sent on (not encodable as UTF-8 or in an HTTP "
+        f"header: {type(exc).__name__}); send ASCII ids and valid Unicode text",
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -93,7 +115,7 @@ class ProviderUpstream:
                     return Attempt(
                         "ok", png=data, meta=ImageMeta.from_headers(resp.headers, resolved, 1)
                     )
-                code, message = _error_body(data)
+                code, message = _error_body(data, resp.status)
                 return Attempt(
                     outcome_of_status(resp.status, resp.headers.get(OUTCOME_HEADER)),
                     resp.status,
@@ -102,11 +124,20 @@ class ProviderUpstream:
                     _retry_after(resp.headers.get("Retry-After")),
                 )
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
-            return Attempt("connect", 503, "upstream_unreachable", f"cannot connect: {exc}")
+            _log.debug("%s: cannot connect: %r", self.endpoint, exc)
+            return Attempt("connect", 503, "upstream_unreachable", "cannot connect to the provider")
         except TimeoutError:
             return Attempt("timeout", 504, "upstream_timeout", f"no answer within {timeout_s:.3g}s")
         except aiohttp.ClientError as exc:  # the connection broke mid-request
-            return Attempt("error", 502, "upstream_broken", f"{type(exc).__name__}: {exc}")
+            _log.debug("%s: broken answer: %r", self.endpoint, exc)
+            return Attempt(
+                "error",
+                502,
+                "upstream_broken",
+                f"the provider's answer broke off ({type(exc).__name__})",
+            )
+        except UnicodeError as exc:
+            return _unsendable(exc)
 
 
 class VendorUpstream:
@@ -141,6 +172,8 @@ class VendorUpstream:
                 )
         except VendorError as exc:
             return _vendor_attempt(exc)
+        except (UnicodeError, ValueError) as exc:  # the client refused the arguments themselves
+            return _unsendable(exc)
         except TimeoutError:
             return Attempt(
                 "timeout", 504, "upstream_timeout", f"vendor: no answer within {timeout_s:.3g}s"
@@ -175,7 +208,10 @@ def _vendor_attempt(exc: VendorError) -> Attempt:
     """
     status = int(exc.status)
     code = exc.code or "upstream_error"
-    message = f"vendor: {exc.message}"
+    # The vendor's own words (its error body) stay in the log; the client gets ours.
+    _log.debug("vendor error: %s", exc.message)
+    said = f"HTTP {exc.vendor_status}" if exc.vendor_status else "no answer"
+    message = f"vendor: {code} ({said}, after {exc.attempts} attempt(s))"
     retry = exc.retry_after
     if exc.vendor_status == 429:
         return Attempt("shed", 503, code, message, retry or 1.0)
@@ -184,4 +220,8 @@ def _vendor_attempt(exc: VendorError) -> Attempt:
     if status >= 500:  # unavailable, or it refused *us* (a bad key): another provider may work
         return Attempt("error", status, code, message, retry)
     # It refused this request's content: the caller's to fix, no other provider will differ.
+    message = (
+        f"vendor: refused this request (HTTP {exc.vendor_status}); check the prompt and "
+        "inputs against the model's limits in GET /v1/models"
+    )
     return Attempt("client_error", status, code, message)

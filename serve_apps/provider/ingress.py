@@ -86,9 +86,9 @@ class ProviderIngress:
     @api.post("/v1/generate", summary="Generate one image (PNG, or JSON on Accept)")
     async def generate(self, request: Request) -> Response:
         sv = self.cfg.serve
-        body = await read_json_body(request, GenerateRequest, sv.max_body_bytes)
+        body = await read_json_body(request, GenerateRequest, sv.max_body_bytes, sv.body_timeout_s)
         model = find_model(self._models, body.model)
-        resolved = resolve_body(body, model, request, sv, self._rng.randint(0, MAX_SEED))
+        resolved = await resolve_body(body, model, request, sv, self._rng.randint(0, MAX_SEED))
         result = await self._run(model, resolved)
         meta = self._meta(resolved, result)
         if wants_json(request):
@@ -97,7 +97,9 @@ class ProviderIngress:
 
     @api.post("/v1/images/generations", summary="OpenAI Images API: n images as b64_json")
     async def images_generations(self, request: Request) -> JSONResponse:
-        body = await read_json_body(request, ImagesRequest, self.cfg.serve.max_body_bytes)
+        body = await read_json_body(
+            request, ImagesRequest, self.cfg.serve.max_body_bytes, self.cfg.serve.body_timeout_s
+        )
         model = find_model(self._models, body.model)
         resolved = resolve_images(body, model, request, self._rng.randint(0, MAX_SEED))
         # All-or-nothing like the OpenAI API: the first failure answers the request.

@@ -147,3 +147,53 @@ async def test_an_attempt_on_an_upstream_marked_unhealthy_is_abandoned_and_fails
     _, meta = await asyncio.wait_for(task, 5)
     assert meta.provider == "lambda-sim" and meta.attempts == 2
     assert scripts["runpod-sim"].cancelled == 1 and s.outstanding == 0
+
+
+# --- admission control and hung upstreams (issue 13) -----------------------------------------
+
+
+async def test_every_upstream_at_its_limit_is_503_without_a_round_trip():
+    scripts = {p: Script(_ok()) for p in ("runpod-sim", "lambda-sim", "azure-sim")}
+    d, table, model = _dispatcher(scripts)
+    for s in table.states("sdxl-turbo"):
+        assert s.limit is not None and s.limit >= 1
+        s.outstanding = s.limit  # every provider full, as far as this process knows
+    with pytest.raises(ApiError) as info:
+        await d.dispatch(model, REQ)
+    err = info.value
+    assert (err.status, err.code) == (503, "overloaded") and err.retry_after >= 1
+    assert all(s.calls == 0 for s in scripts.values())  # nobody was asked
+    assert all(s.healthy and s.stats.errors == 0 for s in table.states())  # overload: no fault
+    table.state("sdxl-turbo", "lambda-sim").outstanding -= 1  # one slot frees up
+    _, meta = await d.dispatch(model, REQ)
+    assert meta.provider == "lambda-sim"
+
+
+def test_the_admission_limit_follows_the_reported_capacity_and_the_process_share():
+    cfg = _cfg()
+    turbo = cfg.model("sdxl-turbo")
+    alone = RoutingTable(cfg).state("sdxl-turbo", "lambda-sim")
+    queue = turbo.max_queued_requests * cfg.serve.ingress_replicas
+    assert alone.limit == alone.capacity + queue
+    table = RoutingTable(cfg, share=0.25)  # one of four gateway processes
+    table.probe_result("lambda-sim", {"sdxl-turbo": True}, {"sdxl-turbo": 40.0})
+    s = table.state("sdxl-turbo", "lambda-sim")
+    assert s.capacity == 40.0 and s.limit == -(-(40 + queue) // 4)
+
+
+async def test_a_hung_upstream_is_504_at_the_deadline_and_leaves_no_task():
+    scripts = {p: Script("hang", "hang") for p in ("runpod-sim", "lambda-sim", "azure-sim")}
+    d, table, model = _dispatcher(scripts, timeout_s=0.4)
+    before = asyncio.all_tasks()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(ApiError) as info:
+        await d.dispatch(model, REQ)
+    waited = loop.time() - t0
+    assert (info.value.status, info.value.code) == (504, "upstream_timeout")
+    assert 0.4 <= waited < 2.0  # at the deadline, not before and not long after
+    calls = sum(s.calls for s in scripts.values())
+    assert calls >= 1 and sum(s.cancelled for s in scripts.values()) == calls
+    leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    assert leaked == []
+    assert all(s.outstanding == 0 and not s.inflight for s in table.states())

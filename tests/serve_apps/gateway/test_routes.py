@@ -230,11 +230,32 @@ BAD_INPUTS = [
      {"json": {"drian": ["lambda-sim"]}, "headers": ADMIN}, 422, "invalid_request", "drian"),
     ("admin negative weight", "PUT", "/v1/admin/routing",
      {"json": {"weights": {"lambda-sim": -1}}, "headers": ADMIN}, 422, "invalid_request",
-     ">= 0"),
+     "greater than or equal to 0"),
     ("non-ascii request id", "POST", "/v1/generate",
      {"json": {"model": "api-fast", "prompt": "x"}, "headers": {"X-Request-Id": CAFE}}, 422,
      "invalid_request", "X-Request-Id"),
     ("no such route", "GET", "/v2/anything", {}, 404, "not_found", "no route"),
+    ("control character in prompt", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "a\u0000b"}}, 422, "invalid_request", "U+0000"),
+    ("control character in niche", "POST", "/v1/images/generations",
+     {"json": {"model": "api-fast", "prompt": "x", "niche": "a\u001bb"}}, 422,
+     "invalid_request", "U+001B"),
+    ("model name not an id", "POST", "/v1/generate",
+     {"json": {"model": "api fast\u0007", "prompt": "x"}}, 422, "invalid_request", "model"),
+    ("lone surrogate", "POST", "/v1/generate",
+     {"content": b'{"model": "\\ud800", "prompt": "x"}',
+      "headers": {"Content-Type": "application/json"}}, 400, "invalid_json", "surrogate"),
+    ("admin infinite weight", "PUT", "/v1/admin/routing",
+     {"content": b'{"weights": {"lambda-sim": 1e400}}',
+      "headers": {**ADMIN, "Content-Type": "application/json"}}, 422, "invalid_request",
+     "weights"),
+    ("auth before the body", "POST", "/v1/generate",
+     {"content": b"x" * 70_000, "headers": {"Authorization": "", "Content-Type": "text/plain"}},
+     401, "unauthorized", "missing API key"),
+    ("models need a key", "GET", "/v1/models", {"headers": {"Authorization": ""}}, 401,
+     "unauthorized", "missing API key"),
+    ("metrics need the admin key", "GET", "/metrics", {}, 401, "unauthorized",
+     "invalid admin key"),
     ("wrong method", "DELETE", "/v1/generate", {}, 405, "method_not_allowed", ""),
 ]  # fmt: skip
 
@@ -399,7 +420,7 @@ def test_client_disconnect_cancels_the_attempt_and_releases_its_count(url, clien
 
 def test_unknown_models_create_no_metric_series(client):
     assert _gen(client, model="never-served-model").status_code == 404
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=ADMIN).text
     assert "never-served-model" not in text
     assert 'easel_gateway_rejected_total{code="model_not_found"}' in text
     assert 'easel_gateway_requests_total{model="api-fast",status="200"}' in text

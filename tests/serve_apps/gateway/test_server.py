@@ -73,7 +73,7 @@ def test_two_processes_share_the_port_and_answer_for_each_other(gateway):
             return view["processes"] == 2 and served >= 10
 
         wait_for(both_counted, timeout=10, interval=0.2)  # snapshots are written every second
-        text = c.get("/metrics").text
+        text = c.get("/metrics", headers=ADMIN).text
         series = 'easel_gateway_requests_total{model="api-fast",status="200"}'
         ok = [line for line in text.splitlines() if line.startswith(series)]
         assert ok and float(ok[0].split()[-1]) >= 10

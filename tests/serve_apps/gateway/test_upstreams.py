@@ -30,6 +30,32 @@ def test_vendor_errors_become_attempts(exc, status, outcome):
         assert a.retry_after == 3.0
 
 
+@pytest.mark.parametrize("vendor_status", [401, 422, 500, None])
+def test_vendor_error_bodies_are_not_echoed_to_clients(vendor_status):
+    # Real vendors echo parts of the key ("Incorrect API key provided: sk-abc...").
+    body = "images: vendor answered 401 (invalid_api_key: Incorrect API key sk-live-SECRET)"
+    status = 400 if vendor_status == 422 else 502 if vendor_status == 401 else 503
+    a = _vendor_attempt(VendorError(status, "upstream_rejected", body, vendor_status=vendor_status))
+    assert "SECRET" not in a.message and "Incorrect" not in a.message
+
+
+async def test_text_a_client_cannot_send_is_its_own_error_not_the_vendors():
+    from serve_apps.api.schemas import ResolvedRequest
+    from serve_apps.gateway.upstreams import VendorUpstream
+    from tests.serve_apps._configs import small_config
+
+    model = small_config().model("api-fast").model_copy(
+        update={"api": small_config().model("api-fast").api.model_copy(
+            update={"base_url": "http://127.0.0.1:9"})}
+    )  # fmt: skip
+    up = VendorUpstream(model)
+    # A request id that is not ASCII: the vendor client refuses it before any network call.
+    a = await up.send(ResolvedRequest("caf\u00e9", "api-fast", "a cat", 64, 64, 1, 0.0, 7), 5.0)
+    await up.aclose()
+    assert (a.outcome, a.status) == ("client_error", 422)
+    assert "cannot be sent" in a.message
+
+
 def test_approximate_tokens_counts_words_and_punctuation():
     assert approximate_tokens("a red car, parked.") == 6
     assert approximate_tokens("") == 0

@@ -216,7 +216,7 @@ def test_provider_stats_route(stack):
 
 
 def test_prometheus_endpoints_of_both_tiers(client, stack):
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=ADMIN).text
     for name in (
         "easel_gateway_requests_total",
         "easel_gateway_attempts_total",
