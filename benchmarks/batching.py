@@ -6,7 +6,9 @@ the machine's load hits every side alike):
 1. ``offline``: the offline ceiling. The model's pipeline loaded in this process and called in
    a loop at ``--batch`` images per call (`pipelines.generate`, PNG encoding included, as a
    replica must do it), with ``--threads`` torch threads: what one replica could do at best.
-   ``offline_batch1``: the same at one image per call.
+   ``offline_batch1``: the same at one image per call; ``offline_busy_neighbour``: the same
+   loop while another process keeps the other core busy (how much sharing the machine alone
+   slows a forward pass).
 2. ``provider``: ``--concurrency`` closed-loop clients straight to the provider app's endpoint
    (Serve proxy -> provider ingress -> model deployment), the model's batching settings with
    ``max_batch_size = --batch``.
@@ -97,6 +99,28 @@ class Offline:
                 encode_png(im)
             done += n
         return {"images": images, "wall_s": time.perf_counter() - t0, "call_ms": calls}
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def offline_beside_a_busy_core(offline: Offline, images: int, batch: int, size: int,
+                               steps: int) -> dict[str, Any]:  # fmt: skip
+    """The offline loop while another process keeps the other core busy with plain Python:
+    how much the forward pass itself slows when it shares the machine (as in a replica)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    hog = ctx.Process(target=_spin, args=(stop,), daemon=True)
+    hog.start()
+    try:
+        return offline.run(images, batch, size, steps)
+    finally:
+        stop.set()
+        hog.join(10)
 
 
 async def closed_loop(
@@ -269,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     if "unbatched" in stacks:
         urls["unbatched"] = stacks["unbatched"].providers.endpoints[prov]
     profile: dict[str, Any] | None = None
-    sides: dict[str, list[dict[str, Any]]] = {"offline": [], "offline_batch1": []}
+    sides: dict[str, list[dict[str, Any]]] = {
+        "offline": [],
+        "offline_batch1": [],
+        "offline_busy_neighbour": [],
+    }
     sides.update({k: [] for k in urls})
     loop_args = (args.model, args.images, args.concurrency, args.size, args.steps)
     try:
@@ -282,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             sides["offline_batch1"].append(
                 offline.run(max(8, args.images // 4), 1, args.size, args.steps)
             )
+            busy = offline_beside_a_busy_core(
+                offline, args.images // 2, args.batch, args.size, args.steps
+            )
+            sides["offline_busy_neighbour"].append(busy)
             for side, url in urls.items():
                 spy = None
                 if args.profile and r == 0 and side == "provider":
@@ -323,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "provider_over_unbatched": ratio("provider", "unbatched"),
         "gateway_over_unbatched": ratio("gateway", "unbatched"),
         "offline_batch_over_batch1": ratio("offline", "offline_batch1"),
+        "offline_busy_neighbour_over_offline": ratio("offline_busy_neighbour", "offline"),
         "targets": {"provider_over_offline": 0.9, "provider_over_unbatched": 1.8},
         "profile": profile,
         "command": "python benchmarks/batching.py " + " ".join(argv or sys.argv[1:]),
