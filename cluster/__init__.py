@@ -1,12 +1,15 @@
 """cluster: where replicas run, and how operators move traffic and capacity between providers.
 
 The public surface, imported lazily so that `easel --help` loads neither Ray nor the kubernetes
-client: the provider catalogue (`catalogue`, providers), a real multi-node local Ray cluster
-(`LocalCluster`, local), KubeRay manifests (`write_manifests`, kuberay) and Ray cluster-launcher
-configs (`write_launchers`, launcher) rendered from the config, per-provider scaling through the
-kubernetes client (`Scaler`, scaling), the routing admin client (`RoutingClient`,
-routing_client), the control loop (`Operator`, operator) and the simulated Kubernetes API the
-tests drive the real client against (`SimulatedKubeApi`, simulated_k8s).
+client: the provider catalogue (`catalogue`, providers), independent local Ray clusters, one per
+provider, each with its own ports, temp folder and auth token (`RayHead`, local), Kubernetes
+manifests (`write_manifests`, kuberay: one RayService per provider, the gateway, the bench
+RayJob; sized by `capacity`, weights by `weights`) and Ray cluster-launcher configs
+(`write_launchers`, launcher) rendered from the config, per-provider scaling through the
+kubernetes client (`ProviderCluster`, `scale_provider`, scaling), the routing admin client
+(`RoutingClient`, routing_client) and the control loop (`Operator`, operator). The simulated
+Kubernetes API and KubeRay controller the tests drive the real client against live under
+tests/cluster/.
 """
 
 from __future__ import annotations
@@ -18,31 +21,30 @@ from config.lazy import lazy_exports
 if TYPE_CHECKING:
     from cluster.kuberay import write_manifests
     from cluster.launcher import write_launchers
-    from cluster.local import LocalCluster
+    from cluster.local import RayHead
     from cluster.operator import Operator
     from cluster.providers import catalogue
     from cluster.routing_client import RoutingClient
-    from cluster.scaling import Scaler
-    from cluster.simulated_k8s import SimulatedKubeApi
+    from cluster.scaling import ProviderCluster, scale_provider
 
 __all__ = [
-    "LocalCluster",
     "Operator",
+    "ProviderCluster",
+    "RayHead",
     "RoutingClient",
-    "Scaler",
-    "SimulatedKubeApi",
     "catalogue",
+    "scale_provider",
     "write_launchers",
     "write_manifests",
 ]
 
 _HOME = {
-    "LocalCluster": "cluster.local",
+    "RayHead": "cluster.local",
     "Operator": "cluster.operator",
     "RoutingClient": "cluster.routing_client",
-    "Scaler": "cluster.scaling",
-    "SimulatedKubeApi": "cluster.simulated_k8s",
+    "ProviderCluster": "cluster.scaling",
     "catalogue": "cluster.providers",
+    "scale_provider": "cluster.scaling",
     "write_launchers": "cluster.launcher",
     "write_manifests": "cluster.kuberay",
 }

@@ -6,3 +6,5 @@ ground floor, in the `config` package.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -42,3 +42,21 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "mod.py"
     bad.write_text("def f():\n    from easel.bench import run_bench\n")
     assert _imports(bad) == [(2, "easel.bench")]
+
+
+@pytest.mark.parametrize("package", FLOORS)
+def test_every_public_name_of_a_package_resolves(package: str) -> None:
+    """`__all__` names what exists: an attribute (lazy or not) or a subpackage."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    missing = []
+    for name in mod.__all__:
+        try:
+            getattr(mod, name)
+        except AttributeError:
+            try:
+                importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError:
+                missing.append(name)
+    assert not missing, f"{package}.__all__ names what does not exist: {missing}"

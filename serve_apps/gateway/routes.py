@@ -18,6 +18,8 @@ import asyncio
 import hmac
 import os
 import random
+import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,7 +28,7 @@ from starlette.routing import Route
 
 from serve_apps.api.errors import ApiError, error_response, install_error_handlers
 from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
-from serve_apps.api.responses import model_card, wants_json
+from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import (
     MAX_SEED,
     GenerateRequest,
@@ -52,6 +54,13 @@ def _body_schema(model: type) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _own_time(meta: ImageMeta, started: float) -> ImageMeta:
+    """`meta` whose `gateway_ms` (minus the upstream waits) gains the handler's elapsed time."""
+    return replace(
+        meta, gateway_ms=(meta.gateway_ms or 0.0) + (time.perf_counter() - started) * 1000
+    )
 
 
 async def _cancel_on_disconnect(request: Request, handler: asyncio.Task[Any]) -> None:
@@ -116,6 +125,7 @@ def add_routes(app: FastAPI) -> None:
         summary="Generate one image (PNG, or JSON with base64 on Accept: application/json)",
     )
     async def generate(request: Request) -> Response:
+        started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
             sv = gw.cfg.serve
@@ -126,6 +136,7 @@ def add_routes(app: FastAPI) -> None:
             resolved = resolve_body(body, model, request, sv, _rng.randint(0, MAX_SEED))
             assert gw.dispatcher is not None
             png, meta = await watched(request, gw.dispatcher.dispatch(model, resolved))
+            meta = _own_time(meta, started)
             if wants_json(request):
                 return JSONResponse(meta.json_body(png), headers=meta.headers())
             return Response(png, media_type="image/png", headers=meta.headers())
@@ -136,6 +147,7 @@ def add_routes(app: FastAPI) -> None:
         summary="OpenAI Images API: n images as b64_json (or data: URLs)",
     )
     async def images_generations(request: Request) -> JSONResponse:
+        started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
             body = await read_json_body(request, ImagesRequest, gw.cfg.serve.max_body_bytes)
@@ -150,7 +162,7 @@ def add_routes(app: FastAPI) -> None:
             )
             return JSONResponse(
                 images_body(resolved, [png for png, _ in results], body.response_format),
-                headers=results[0][1].headers(),
+                headers=_own_time(results[0][1], started).headers(),
             )
 
     # The two model routes also answer as plain Starlette routes placed first in the router:
@@ -245,8 +257,6 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/v1/admin/availability", summary="Per-upstream availability figures [admin]")
     async def get_availability(request: Request) -> dict[str, Any]:
-        import time
-
         gw = gw_of(request)
         check_admin(gw, request)
         stats = gw.merged_stats()
