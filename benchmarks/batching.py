@@ -57,7 +57,9 @@ def bench_config(model: str, max_batch_size: int, steps: int) -> EaselConfig:
     data["models"] = [m]
     data["traffic"]["model_mix"] = {}
     data["routing"]["weights"] = {}
-    data.get("evaluation", {}).pop("human_anchor", None)
+    anchors = data.get("evaluation", {}).get("anchors") or {}
+    if anchors.get("human_anchor_model") not in (None, model):
+        anchors["human_anchor_model"] = model  # the anchor must be a model of the config
     return parse_config(data, f"<default config, {model} only, max_batch_size {max_batch_size}>")
 
 
