@@ -22,20 +22,47 @@ from pathlib import Path
 import psutil
 
 
-def _tree_pss(root: psutil.Process) -> tuple[int, int]:
-    total, count = 0, 0
+def _label(proc: psutil.Process) -> str:
+    """What a process is: its Ray actor title, or its command."""
+    try:
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return "?"
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0]
+    text = " ".join(cmd)
+    for key in ("gcs_server", "raylet", "dashboard", "log_monitor", "runtime_env",
+                "serve_apps.gateway.server", "simulators", "easel.cli"):  # fmt: skip
+        if key in text:
+            return key
+    return text[:60]
+
+
+def _tree_pss(root: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:
+    total, count, rows = 0, 0, []
     for proc in [root, *root.children(recursive=True)]:
         try:
-            total += proc.memory_full_info().pss
-            count += 1
+            pss = proc.memory_full_info().pss
         except psutil.Error:  # a process that ended between listing and reading
             continue
-    return total, count
+        total += pss
+        count += 1
+        rows.append((_label(proc), pss))
+    return total, count, rows
+
+
+def _by_kind(rows: list[tuple[str, int]]) -> list[dict[str, object]]:
+    kinds: dict[str, list[int]] = {}
+    for label, pss in rows:
+        kinds.setdefault(label, []).append(pss)
+    out = [{"process": k, "n": len(v), "pss_gb": round(sum(v) / 1e9, 3)} for k, v in kinds.items()]
+    return sorted(out, key=lambda r: -float(r["pss_gb"]))  # type: ignore[arg-type]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default="bench_resources", help="results file name (no .json)")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: easel bench args")
     args = parser.parse_args()
     bench_args = [a for a in args.bench_args if a != "--"]
@@ -44,14 +71,14 @@ def main() -> int:
     t0 = time.monotonic()
     child = subprocess.Popen(cmd)
     root = psutil.Process(child.pid)
-    peak, peak_procs = 0, 0
+    peak, peak_procs, peak_rows, peak_at = 0, 0, [], 0.0
     while child.poll() is None:
         try:
-            pss, n = _tree_pss(root)
+            pss, n, rows = _tree_pss(root)
         except psutil.Error:
             break
         if pss > peak:
-            peak, peak_procs = pss, n
+            peak, peak_procs, peak_rows, peak_at = pss, n, rows, time.monotonic() - t0
         time.sleep(0.5)
     wall = time.monotonic() - t0
     result = {
@@ -60,6 +87,8 @@ def main() -> int:
         "wall_s": round(wall, 1),
         "peak_tree_pss_gb": round(peak / 1e9, 2),
         "processes_at_peak": peak_procs,
+        "peak_at_s": round(peak_at, 1),
+        "peak_by_process": _by_kind(peak_rows),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
@@ -67,7 +96,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "bench_resources.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return int(result["exit_code"])
 
 

@@ -30,7 +30,15 @@ from typing import Any, TextIO
 
 from config import EaselConfig, load_config, parse_config
 
-__all__ = ["STAGES", "BenchError", "BenchOptions", "BenchResult", "resolve_config", "run_bench"]
+__all__ = [
+    "STAGES",
+    "BenchError",
+    "BenchOptions",
+    "BenchResult",
+    "lean_pairs",
+    "resolve_config",
+    "run_bench",
+]
 
 STAGES = (
     "config",
@@ -72,6 +80,7 @@ class BenchOptions:
     url: str | None = None
     isolated: bool = False
     sweep: bool = False
+    full_matrix: bool = False
     progress: bool = True
     argv: list[str] | None = None
 
@@ -94,14 +103,49 @@ class BenchResult:
     error: str | None = None
 
 
-def resolve_config(path: str | None, *, jobs: int | None = None) -> EaselConfig:
-    """The config file (or the embedded default) with the CLI overrides applied and re-validated."""
+def resolve_config(
+    path: str | None, *, jobs: int | None = None, full_matrix: bool = True
+) -> EaselConfig:
+    """The config file (or the embedded default) with the CLI overrides applied and re-validated.
+
+    `full_matrix=False` keeps one provider per self-hosted model on simulated providers
+    (`lean_pairs`); the bench does that unless `--full-matrix`.
+    """
     cfg = load_config(path)
-    if jobs is None:
+    if jobs is None and full_matrix:
         return cfg
     data = cfg.model_dump(mode="json")
-    data["traffic"]["jobs"] = jobs
-    return parse_config(data, f"{path or '<embedded default>'} with --jobs {jobs}")
+    where = path or "<embedded default>"
+    if jobs is not None:
+        data["traffic"]["jobs"] = jobs
+        where += f" with --jobs {jobs}"
+    if not full_matrix:
+        data["models"] = [m.model_dump(mode="json") for m in lean_pairs(cfg).models]
+        where += " (one provider per self-hosted model)"
+    return parse_config(data, where)
+
+
+def lean_pairs(cfg: EaselConfig) -> EaselConfig:
+    """`cfg` with each self-hosted model on one of its simulated providers, spread evenly.
+
+    The default local bench: every model still runs, each self-hosted one once rather than on
+    each provider it lists, which halves the replica processes of the default config (each
+    imports torch and diffusers) while all three providers keep a model. Each model goes to the
+    listed provider with the fewest models so far (ties: the first listed). Models on real
+    providers and closed models keep their providers; `--full-matrix` keeps every pair.
+    """
+    simulated = {p.name for p in cfg.providers if p.simulated}
+    load = dict.fromkeys((p.name for p in cfg.providers), 0)
+    models = []
+    for m in cfg.models:
+        if m.backend == "diffusers" and len(m.providers) > 1 and set(m.providers) <= simulated:
+            pick = min(m.providers, key=lambda p: (load[p], m.providers.index(p)))
+            m = m.model_copy(update={"providers": [pick]})
+        if m.backend == "diffusers":
+            for p in m.providers:
+                load[p] += 1
+        models.append(m)
+    return cfg.model_copy(update={"models": models})
 
 
 def _default_out(cfg: EaselConfig) -> Path:
@@ -152,7 +196,13 @@ class _Run:
     # --- stages -------------------------------------------------------------------------------
 
     def config(self) -> str:
-        self.cfg = resolve_config(self.opts.config, jobs=self.opts.jobs)
+        # A bench that deploys its own providers serves each model once unless --full-matrix;
+        # against --url the gateway serves what it serves.
+        self.cfg = resolve_config(
+            self.opts.config,
+            jobs=self.opts.jobs,
+            full_matrix=self.opts.full_matrix or bool(self.opts.url),
+        )
         if self.opts.manifest and self.opts.jobs:
             raise BenchError("--jobs and --manifest are exclusive: a manifest fixes its own jobs")
         if self.opts.url and self.opts.isolated:
@@ -167,7 +217,16 @@ class _Run:
         from easel.report.repro import collect_repro
 
         self.repro = collect_repro(self.cfg, argv=self.opts.argv)
-        return f"{self.cfg.name} (hash {self.cfg.digest()}) → {self.run_dir}"
+        pairs = sum(len(m.providers) for m in self.cfg.models if m.backend == "diffusers")
+        matrix = (
+            "every (model, provider) pair"
+            if self.opts.full_matrix or self.opts.url
+            else "one provider per self-hosted model (--full-matrix for every pair)"
+        )
+        return (
+            f"{self.cfg.name} (hash {self.cfg.digest()}) → {self.run_dir}; {pairs} model "
+            f"deployments, {matrix}"
+        )
 
     def ray(self) -> str:
         import ray

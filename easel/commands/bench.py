@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="after the load test, run a saturation sweep (rising Poisson rates until the SLO "
         "breaks) into DIR/sweep; the report plots latency against offered load",
     )
+    bench.add_argument(
+        "--full-matrix",
+        action="store_true",
+        help="serve every self-hosted model on every provider it lists (default: on one of "
+        "them each, spread over the providers, for a lean local run)",
+    )
     bench.add_argument("--quiet", action="store_true", help="no per-stage progress display")
     bench.set_defaults(func=_bench)
 
@@ -77,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
             url=args.url,
             isolated=args.isolated,
             sweep=args.sweep,
+            full_matrix=args.full_matrix,
             progress=not args.quiet,
             argv=_command_line(args),
         )
@@ -91,9 +98,9 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag}", str(value)]
-    for flag in ("isolated", "sweep"):
+    for flag in ("isolated", "sweep", "full_matrix"):
         if getattr(args, flag):
-            argv.append(f"--{flag}")
+            argv.append(f"--{flag.replace('_', '-')}")
     return argv
 
 

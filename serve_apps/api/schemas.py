@@ -145,6 +145,16 @@ class ResolvedRequest:
     reference_png: bytes | None = field(default=None, repr=False)
     niche: str | None = None
 
+    def batch_key(self) -> tuple[Any, ...]:
+        """What requests must share to go through one forward pass together (a shape bucket).
+
+        Width, height, steps and guidance are one pipeline call's own arguments; the number of
+        reference images fixes the conditioning's shape. Prompts, negative prompts and seeds
+        may differ within a batch (each image keeps its own seed).
+        """
+        refs = 0 if self.reference_png is None else 1
+        return (self.width, self.height, self.steps, self.guidance, refs)
+
     def wire_body(self) -> dict[str, Any]:
         """The `/v1/generate` JSON body that resolves to this same request on any provider."""
         body: dict[str, Any] = {

@@ -14,7 +14,9 @@ methods Serve wraps (`request: Request`), not strings.
 """
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -38,6 +40,10 @@ _log = logging.getLogger(__name__)
 # from the last refresh: under load a status call takes up to a second here, and a probe must
 # not wait for it (probes from many gateway processes then cost one call per interval, too).
 _STATUS_TTL_S = 1.0
+# The ingress only parses, checks and awaits; on cores it shares with model replicas it should
+# not take a forward pass's core. A lower CPU priority (niceness added to the process's) gives
+# the replicas the cores when both want one, and the ingress every idle cycle otherwise.
+INGRESS_NICE = 5
 
 api = new_app(
     title="easel provider",
@@ -69,6 +75,8 @@ class ProviderIngress:
     """The ingress of provider `provider`; `handles` maps each model it serves to its deployment."""
 
     def __init__(self, config: dict[str, Any], provider: str, handles: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            os.nice(INGRESS_NICE)
         self.cfg = EaselConfig.model_validate(config)
         self.provider: ProviderConfig = self.cfg.provider(provider)
         self._models: dict[str, ModelConfig] = {name: self.cfg.model(name) for name in handles}

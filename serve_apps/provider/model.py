@@ -20,9 +20,10 @@ from typing import Any
 from ray import serve
 
 from config import ModelConfig, ProviderConfig
+from serve_apps.api.images import encode_png
 from serve_apps.api.schemas import ResolvedRequest
-from serve_apps.provider.batcher import group_by_shape, run_group
-from serve_apps.provider.metrics import replica_metrics
+from serve_apps.provider.batcher import BatchStats, ShapeBatcher, run_group
+from serve_apps.provider.metrics import record_batch, replica_metrics
 from serve_apps.provider.results import ErrorResult, ImageResult, ReplicaResult
 from serve_apps.provider.usage import HEARTBEAT_S, get_ledger, replica_gpus
 
@@ -33,14 +34,16 @@ _log = logging.getLogger(__name__)
 
 @serve.deployment
 class DiffusersModel:
-    """A diffusers pipeline, with concurrent requests batched by (resolution, steps, guidance).
+    """A diffusers pipeline; concurrent requests of one shape share a forward pass.
 
-    `@serve.batch` collects concurrent requests (up to the model's `max_batch_size`, waiting at
-    most `batch_wait_timeout_s`); within a collected batch, only requests with the same width,
-    height, steps and guidance share a forward pass (`batcher.group_by_shape`), each with its own
-    seed. Forward passes run one at a time on a worker thread, so the replica keeps accepting
-    requests meanwhile. A request's `cold_start` is true when the replica's first forward pass
-    made it. The replica registers with its provider's usage ledger and reports every batch.
+    Requests queue in shape buckets (`batcher.ShapeBatcher`: same width, height, steps, guidance
+    and reference count) and the next forward pass starts as soon as the last one ends, with
+    everything queued for its shape up to the model's `max_batch_size` (an idle replica waits at
+    most `batch_wait_timeout_s` for companions). Forward passes run one at a time on the
+    inference thread with the replica's torch threads (`num_cpus`, at least 1); PNG encoding runs
+    in its own small pool, so the next pass never waits for it. A request's `cold_start` is true
+    when the replica's first forward pass made it. The replica registers with its provider's usage
+    ledger and reports every batch.
     """
 
     def __init__(self, model: dict[str, Any], provider: dict[str, Any]) -> None:
@@ -54,13 +57,23 @@ class DiffusersModel:
         self._batches = 0
         self._stop = threading.Event()
         self._ledger: Any = None
+        import torch
+
         from serve_apps.provider.pipelines import load_pipeline, prompt_token_limit
 
+        # The replica's CPUs are its torch threads: more would fight the proxy, the ingress and
+        # the other replicas for the same cores (Ray sets OMP_NUM_THREADS, torch may not follow).
+        torch.set_num_threads(max(1, int(self.cfg.num_cpus)))
         self.pipe = load_pipeline(self.cfg)
         self._token_limit = prompt_token_limit(self.pipe, self.cfg)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-infer")
-        self.generate_batch.set_max_batch_size(self.cfg.batching.max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
+        self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-infer")
+        self._encode = ThreadPoolExecutor(max_workers=2, thread_name_prefix="easel-encode")
+        self._batcher: ShapeBatcher[Any] = ShapeBatcher(
+            self._forward,
+            max_batch_size=self.cfg.batching.max_batch_size,
+            wait_s=self.cfg.batching.batch_wait_timeout_s,
+            on_batch=self._on_batch,
+        )
         self._register(time.perf_counter() - t0)
 
     def _register(self, load_s: float) -> None:
@@ -89,60 +102,46 @@ class DiffusersModel:
                     _log.debug("heartbeat failed", exc_info=True)
 
     async def generate(self, request: ResolvedRequest) -> ReplicaResult:
-        """Generate one image (batched with concurrent requests); returns a record."""
-        return await self.generate_batch((request, time.perf_counter()))
-
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
-    async def generate_batch(
-        self, items: list[tuple[ResolvedRequest, float]]
-    ) -> list[ReplicaResult]:
-        requests = [req for req, _ in items]
-        results: list[ReplicaResult | None] = [None] * len(items)
+        """Generate one image (batched with concurrent requests of its shape); a record."""
+        done = await self._batcher.submit(request)
+        out, infer_ms, images, cold = done.result
+        if isinstance(out, ErrorResult):
+            return out
         loop = asyncio.get_running_loop()
-        for idxs in group_by_shape(requests):
-            group_start = time.perf_counter()
-            cold = self._batches == 0
-            group = [requests[i] for i in idxs]
-            try:
-                out, infer_s = await loop.run_in_executor(
-                    self._executor, run_group, self.pipe, self.cfg, self._token_limit, group
-                )
-            except Exception as exc:  # a failed forward pass is this provider's fault
-                _log.exception("forward pass failed")
-                for i in idxs:
-                    results[i] = ErrorResult(
-                        500, "inference_failed", f"{type(exc).__name__}: {exc}", "error"
-                    )
-                continue
-            n_images = sum(1 for o in out if isinstance(o, bytes))
-            queue_ms = []
-            for i, o in zip(idxs, out, strict=True):
-                if isinstance(o, bytes):
-                    q = (group_start - items[i][1]) * 1000
-                    queue_ms.append(q)
-                    results[i] = ImageResult(o, q, infer_s * 1000, n_images, cold, self.replica)
-                else:
-                    results[i] = o
-            if n_images:
-                self._batches += 1
-                self._record(infer_s, queue_ms, cold)
-        return results  # type: ignore[return-value]
+        png = await loop.run_in_executor(self._encode, encode_png, out)
+        return ImageResult(png, done.queue_ms, infer_ms, images, cold, self.replica)
 
-    def _record(self, busy_s: float, queue_ms: list[float], cold: bool) -> None:
-        """Usage and metrics for one forward pass: one `queue_ms` per image."""
-        images = len(queue_ms)
+    async def _forward(self, requests: list[ResolvedRequest]) -> list[tuple[Any, float, int, bool]]:
+        """One forward pass on the inference thread; per request (image or ErrorResult, the
+        pass's ms, images it made, cold)."""
+        cold = self._batches == 0
+        loop = asyncio.get_running_loop()
+        try:
+            out, infer_s = await loop.run_in_executor(
+                self._infer, run_group, self.pipe, self.cfg, self._token_limit, requests
+            )
+        except Exception as exc:  # a failed forward pass is this provider's fault
+            _log.exception("forward pass failed")
+            err = ErrorResult(500, "inference_failed", f"{type(exc).__name__}: {exc}", "error")
+            return [(err, 0.0, 0, cold)] * len(requests)
+        images = sum(1 for o in out if not isinstance(o, ErrorResult))
+        if images:
+            self._batches += 1
+            self._usage(infer_s, images, cold)
+        return [(o, infer_s * 1000, images, cold) for o in out]
+
+    def _usage(self, busy_s: float, images: int, cold: bool) -> None:
+        """The usage ledger and cold starts for one forward pass."""
         if self._ledger is not None:
             try:
                 self._ledger.report_batch.remote(self.replica, busy_s, images)
             except Exception:
                 _log.debug("usage report failed", exc_info=True)
-        m = replica_metrics()
-        for q in queue_ms:
-            m["queue"].observe(q, tags=self._tags)
-        m["inference"].observe(busy_s * 1000, tags=self._tags)
-        m["batch_size"].observe(images, tags=self._tags)
         if cold:
-            m["cold_starts"].inc(images, tags=self._tags)
+            replica_metrics()["cold_starts"].inc(images, tags=self._tags)
+
+    def _on_batch(self, stats: BatchStats) -> None:
+        record_batch(stats, self.cfg.batching.max_batch_size, self._tags)
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: tell the ledger the replica is gone.

@@ -51,8 +51,9 @@ def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
     assert all(r["cost_per_image"] is not None for r in s["cost"]["models"])
     usage = pq.read_table(run / "usage.parquet").to_pylist()
     assert {(r["model"], r["provider"]) for r in usage} == {
-        (m.name, p) for m in config_with().models for p in m.providers
-    }  # the providers' replicas and the vendors' images
+        (m.name, p) for m in bench.lean_pairs(config_with()).models for p in m.providers
+    }  # the providers' replicas (one provider per open model by default) and the vendors' images
+    assert "one provider per self-hosted model" in json.dumps(s["run"]["stages"])
     avail = json.loads((run / "availability.json").read_text())
     assert sum(r["requests"] for r in avail["rows"]) >= 24
     assert all(r["error_rate"] in (None, 0.0) for r in avail["rows"])
@@ -190,3 +191,18 @@ def test_bench_isolated_runs_end_to_end(tmp_path: Path) -> None:
 def test_jobs_flag_beats_the_config() -> None:
     assert bench.resolve_config(None, jobs=7).traffic.jobs == 7
     assert bench.resolve_config(None).traffic.jobs == config_with().traffic.jobs
+
+
+def test_the_default_bench_serves_each_open_model_once_spread_over_the_providers() -> None:
+    full = config_with()
+    lean = bench.lean_pairs(full)
+    assert [m.name for m in lean.models] == [m.name for m in full.models]
+    for f, m in zip(full.models, lean.models, strict=True):
+        if m.backend == "diffusers":
+            assert len(m.providers) == 1 and m.providers[0] in f.providers
+        else:
+            assert m.providers == f.providers  # closed models keep their resellers
+    served = {p for m in lean.models if m.backend == "diffusers" for p in m.providers}
+    assert served == {p.name for p in full.providers}  # every provider still serves a model
+    assert bench.resolve_config(None, full_matrix=False).models == lean.models
+    assert bench.resolve_config(None) == full  # --full-matrix: every pair

@@ -42,6 +42,11 @@ def test_every_series_is_there_and_parses():
     assert "nope" not in text
 
 
+# easel's series, and the Serve batch series a replica reports itself (Serve's other series are
+# Serve's own business).
+_SERIES = r"\b((?:easel_gateway|ray_easel)_[a-z_]+|ray_serve_(?:batch|actual_batch)_[a-z_]+)"
+
+
 def test_the_grafana_dashboard_charts_only_series_that_exist():
     import json
     import re
@@ -50,13 +55,14 @@ def test_the_grafana_dashboard_charts_only_series_that_exist():
     root = Path(__file__).resolve().parents[3]
     dash = json.loads((root / "docs" / "grafana" / "easel.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-    used = {n for e in exprs for n in re.findall(r"\b((?:easel_gateway|ray_easel)_[a-z_]+)", e)}
+    used = {n for e in exprs for n in re.findall(_SERIES, e)}
     s = UpstreamStats("m", "p", 0.0)
     s.record("ok", 1.0)
     rows = [{"model": "m", "provider": "p", "healthy": True, "outstanding": 0}]
     text = render_metrics([s], rows, [("m", 200, 1)], {"x": 1}).decode()
     gateway = {x.name for fam in text_string_to_metric_families(text) for x in fam.samples}
     replica_src = (root / "serve_apps" / "provider" / "metrics.py").read_text()
-    replica = {f"ray_{n}" for n in re.findall(r'"(easel_[a-z_]+)"', replica_src)}
+    # The replicas' own series and the Serve batch series they report (`metrics.py`).
+    replica = {f"ray_{n}" for n in re.findall(r'"((?:easel|serve)_[a-z_]+)"', replica_src)}
     replica |= {f"{n}_{k}" for n in replica for k in ("bucket", "sum", "count")}
     assert used and used <= gateway | replica, sorted(used - gateway - replica)

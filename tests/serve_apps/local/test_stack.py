@@ -224,7 +224,7 @@ def test_prometheus_endpoints_of_both_tiers(client, stack):
         "easel_gateway_attempt_latency_ms_bucket",
     ):
         assert name in text, name
-    wanted = ("easel_queue_ms", "easel_inference_ms", "easel_batch_size", "ray_serve_")
+    wanted = ("easel_queue_ms", "ray_serve_actual_batch_size", "ray_serve_batch_execution_time_ms")
     metrics_url = stack["providers"][0]["metrics_url"]
 
     def exported() -> bool:
