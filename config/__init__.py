@@ -31,6 +31,7 @@ from config.loading import (
 )
 from config.models import (
     DIFFUSERS_PIPELINES,
+    REFERENCE_PIPELINES,
     ApiConfig,
     Autoscaling,
     Batching,
@@ -38,6 +39,7 @@ from config.models import (
     IntRange,
     LatencyDistribution,
     ModelConfig,
+    ReferenceLimits,
     Resolution,
     SimulatedVendor,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DIFFUSERS_PIPELINES",
     "PRODUCTION_EXAMPLE",
+    "REFERENCE_PIPELINES",
     "ApiConfig",
     "Autoscaling",
     "Batching",
@@ -68,6 +71,7 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "ReferenceLimits",
     "Resolution",
     "RoutingConfig",
     "ServeConfig",

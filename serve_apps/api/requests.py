@@ -1,8 +1,9 @@
 """Reading an image request off the wire, the same way in the gateway and in every provider app.
 
-The order is the contract: body (size, content type, JSON, schema) → model → (the gateway checks
-the tenant here, before any expensive work) → request id → reference image → the model's limits.
-Every failure is an `ApiError` with a 4xx that says what to fix.
+The order is the contract: body (size, content type, JSON or multipart form, schema) → model →
+(the gateway checks the tenant here, before any expensive work) → request id → reference images
+(does the model take them, how many, then each decoded within the model's limits) → the model's
+other limits. Every failure is an `ApiError` with a 4xx that says what to fix.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -24,12 +25,20 @@ from serve_apps.api.schemas import (
     GenerateRequest,
     ImagesRequest,
     ResolvedRequest,
+    check_reference_count,
     new_request_id,
     parse_size,
     resolve_generate,
 )
 
-__all__ = ["find_model", "header_request_id", "images_body", "resolve_body", "resolve_images"]
+__all__ = [
+    "decode_references",
+    "find_model",
+    "header_request_id",
+    "images_body",
+    "resolve_body",
+    "resolve_images",
+]
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -63,24 +72,67 @@ def header_request_id(request: Request) -> str | None:
     return rid
 
 
+def decode_references(
+    items: Sequence[str | bytes],
+    model: ModelConfig,
+    serve: ServeConfig,
+    *,
+    all_models: Iterable[ModelConfig] = (),
+    field: str = "reference_images",
+) -> tuple[bytes, ...]:
+    """Reference images checked against `model`'s `references` limits, as RGB PNG bytes.
+
+    The count is checked before anything is decoded; each image then within the model's byte,
+    pixel (and the server's `max_reference_pixels`), side and aspect limits.
+
+    Raises:
+        ApiError: 422 (the model takes none, naming those that do; too many; a side or aspect
+            the model refuses), 400 (not base64, corrupt, empty), 413 (too large), 415 (format).
+    """
+    check_reference_count(model, len(items), all_models)
+    if not items:
+        return ()
+    limits = model.references
+    assert limits is not None  # check_reference_count refused otherwise
+    return tuple(
+        encode_png(
+            decode_reference_image(
+                item,
+                max_pixels=min(limits.max_pixels, serve.max_reference_pixels),
+                max_bytes=limits.max_bytes,
+                field=field if field == "reference_image" else f"{field}[{i}]",
+                min_side=limits.min_side,
+                max_aspect=limits.max_aspect,
+            )
+        )
+        for i, item in enumerate(items)
+    )
+
+
 def resolve_body(
     body: GenerateRequest,
     model: ModelConfig,
     request: Request,
     serve: ServeConfig,
     default_seed: int,
+    all_models: Iterable[ModelConfig] = (),
 ) -> ResolvedRequest:
-    """A `/v1/generate` body checked against `model`'s limits, its defaults filled in."""
+    """A `/v1/generate` body checked against `model`'s limits, its defaults filled in.
+
+    `all_models` (the config's) only phrases the 422 for a model that takes no references.
+    """
     request_id = body.request_id or header_request_id(request) or new_request_id()
-    reference = None
-    if body.reference_image is not None:
-        reference = encode_png(
-            decode_reference_image(
-                body.reference_image,
-                max_pixels=serve.max_reference_pixels,
-                max_bytes=serve.max_body_bytes,
-            )
+    if body.reference_image is not None and body.reference_images is not None:
+        raise ApiError(
+            422,
+            "reference_image and reference_images are both set: send one (reference_images "
+            "holds any number, reference_image is its one-image form)",
         )
+    if body.reference_image is not None:
+        items, field = [body.reference_image], "reference_image"
+    else:
+        items, field = list(body.reference_images or []), "reference_images"
+    references = decode_references(items, model, serve, all_models=all_models, field=field)
     return resolve_generate(
         model=model,
         request_id=request_id,
@@ -91,16 +143,24 @@ def resolve_body(
         guidance=body.guidance,
         seed=body.seed,
         negative_prompt=body.negative_prompt,
-        reference_png=reference,
+        reference_pngs=references,
         niche=body.niche,
         default_seed=default_seed,
     )
 
 
 def resolve_images(
-    body: ImagesRequest, model: ModelConfig, request: Request, default_seed: int
+    body: ImagesRequest,
+    model: ModelConfig,
+    request: Request,
+    default_seed: int,
+    reference_pngs: Sequence[bytes] = (),
 ) -> list[ResolvedRequest]:
-    """An OpenAI-images body as `n` requests: seeds seed, seed+1, ...; ids `<id>-<i>` when n > 1."""
+    """An OpenAI-images body as `n` requests: seeds seed, seed+1, ...; ids `<id>-<i>` when n > 1.
+
+    `reference_pngs` (from `/v1/images/edits`, already checked by `decode_references`) go with
+    every one of the `n` requests.
+    """
     width, height = parse_size(body.size)
     request_id = header_request_id(request) or new_request_id()
     base_seed = default_seed if body.seed is None else body.seed
@@ -115,6 +175,7 @@ def resolve_images(
             guidance=body.guidance,
             seed=(base_seed + i) % (MAX_SEED + 1),
             negative_prompt=body.negative_prompt,
+            reference_pngs=reference_pngs,
             niche=body.niche,
             default_seed=0,
         )

@@ -1,9 +1,10 @@
 """The gateway's HTTP API: what customers call, and the admin routes operators use.
 
 Routes (docs/api.md has the contract; `/docs` serves the OpenAPI page):
-`POST /v1/generate`, `POST /v1/images/generations` (the OpenAI Images API shape),
-`GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET|PUT /v1/admin/routing`,
-`GET /v1/admin/usage`, `GET /v1/admin/availability`, `GET /metrics`.
+`POST /v1/generate`, `POST /v1/images/generations` and `POST /v1/images/edits` (the OpenAI
+Images API shapes; edits carry reference images as multipart `image[]`), `GET /v1/models`,
+`GET /healthz`, `GET /readyz`, `GET|PUT /v1/admin/routing`, `GET /v1/admin/usage`,
+`GET /v1/admin/availability`, `GET /metrics`.
 
 A model request is checked here in full (body size, content type, schema, API key, rate limit,
 the model's limits) before any upstream sees it, so a client's mistake never reaches, let alone
@@ -24,8 +25,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serve_apps.api.edits import read_edits_form
 from serve_apps.api.errors import ApiError, error_response, install_error_handlers
-from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
+from serve_apps.api.requests import (
+    decode_references,
+    find_model,
+    images_body,
+    resolve_body,
+    resolve_images,
+)
 from serve_apps.api.responses import model_card, wants_json
 from serve_apps.api.schemas import (
     MAX_SEED,
@@ -123,7 +131,9 @@ def add_routes(app: FastAPI) -> None:
             model = find_model(gw.models, body.model)
             answer.model = model.name
             tenant_of(gw, request, model.name)
-            resolved = resolve_body(body, model, request, sv, _rng.randint(0, MAX_SEED))
+            resolved = resolve_body(
+                body, model, request, sv, _rng.randint(0, MAX_SEED), gw.models.values()
+            )
             assert gw.dispatcher is not None
             png, meta = await watched(request, gw.dispatcher.dispatch(model, resolved))
             if wants_json(request):
@@ -143,15 +153,38 @@ def add_routes(app: FastAPI) -> None:
             answer.model = model.name
             tenant_of(gw, request, model.name)
             resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED))
-            assert gw.dispatcher is not None
-            # All-or-nothing like the OpenAI API: the first failure answers the request.
-            results = await watched(
-                request, asyncio.gather(*(gw.dispatcher.dispatch(model, r) for r in resolved))
+            return await images_answer(gw, request, model, resolved, body.response_format)
+
+    async def images_answer(
+        gw: Gateway, request: Request, model: Any, resolved: list[Any], fmt: str | None
+    ) -> JSONResponse:
+        assert gw.dispatcher is not None
+        # All-or-nothing like the OpenAI API: the first failure answers the request.
+        results = await watched(
+            request, asyncio.gather(*(gw.dispatcher.dispatch(model, r) for r in resolved))
+        )
+        return JSONResponse(
+            images_body(resolved, [png for png, _ in results], fmt),
+            headers=results[0][1].headers(),
+        )
+
+    @app.post(
+        "/v1/images/edits",
+        summary="OpenAI Images API edits: n images conditioned on the multipart image[] parts",
+    )
+    async def images_edits(request: Request) -> JSONResponse:
+        gw = gw_of(request)
+        with _Answer(gw) as answer:
+            sv = gw.cfg.serve
+            body, images = await read_edits_form(request, sv.max_body_bytes)
+            model = find_model(gw.models, body.model)
+            answer.model = model.name
+            tenant_of(gw, request, model.name)
+            refs = decode_references(
+                images, model, sv, all_models=gw.models.values(), field="image"
             )
-            return JSONResponse(
-                images_body(resolved, [png for png, _ in results], body.response_format),
-                headers=results[0][1].headers(),
-            )
+            resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED), refs)
+            return await images_answer(gw, request, model, resolved, body.response_format)
 
     # The two model routes also answer as plain Starlette routes placed first in the router:
     # a request then skips FastAPI's per-request dependency machinery (measured here: it halves

@@ -1,7 +1,8 @@
 """Which requests of a collected batch share a forward pass, and that pass itself.
 
 `@serve.batch` (in `model.py`) collects concurrent requests; here they are split into groups a
-pipeline can run together (same width, height, steps and guidance; each keeps its own seed and
+pipeline can run together (equal `ResolvedRequest.batch_key()`: same width, height, steps and
+guidance, and the same reference images, the count included; each keeps its own seed and
 prompt), prompts over the model's token limit are refused, and one group becomes one batched
 pipeline call. Plain functions of a loaded pipeline: testable without Serve.
 """
@@ -21,11 +22,21 @@ __all__ = ["group_by_shape", "run_group"]
 
 
 def group_by_shape(requests: Sequence[ResolvedRequest]) -> list[list[int]]:
-    """Indices of `requests` grouped by (width, height, steps, guidance), in arrival order."""
-    groups: dict[tuple[int, int, int, float], list[int]] = defaultdict(list)
+    """Indices of `requests` grouped by `batch_key()` (shape and references), in arrival order."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, r in enumerate(requests):
-        groups[(r.width, r.height, r.steps, r.guidance)].append(i)
+        groups[r.batch_key()].append(i)
     return list(groups.values())
+
+
+def _open_png(data: bytes) -> Any:
+    """A reference as the PIL image the pipeline takes (the API stored it as an RGB PNG)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        return img.convert("RGB")
 
 
 def run_group(
@@ -57,7 +68,9 @@ def run_group(
     infer_s = 0.0
     if run:
         first = requests[run[0]]
+        # One group shares its references (batch_key); decoding them is part of the pass.
         t0 = time.perf_counter()
+        references = [_open_png(png) for png in first.reference_pngs]
         images = generate(
             pipe,
             [requests[i].prompt for i in run],
@@ -67,6 +80,7 @@ def run_group(
             guidance=first.guidance,
             seeds=[requests[i].seed for i in run],
             negative_prompts=[requests[i].negative_prompt for i in run],
+            images=references,
         )
         infer_s = time.perf_counter() - t0
         for i, img in zip(run, images, strict=True):
