@@ -22,19 +22,9 @@ import platform
 import sys
 from pathlib import Path
 
-from config import load_config, parse_config
+from _common import one_model_config
 
 KEY = "failover-benchmark-admin"
-
-
-def _config(model: str, providers: list[str]):
-    data = load_config().model_dump(mode="json")
-    m = next(x for x in data["models"] if x["name"] == model)
-    m["providers"] = providers
-    data["models"] = [m]
-    data["traffic"]["model_mix"] = {}
-    data["routing"]["weights"] = {}
-    return parse_config(data, f"<{model} on {providers}>")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from serve_apps.local.stack import LocalStack
 
     os.environ["EASEL_ADMIN_KEY"] = KEY
-    cfg = _config(args.model, args.providers)
+    cfg = one_model_config(args.model, args.providers)
     runs = []
     for i in range(args.runs):
         victim = args.providers[i % 2]  # each provider takes a turn at dying

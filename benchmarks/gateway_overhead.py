@@ -5,15 +5,19 @@ alternating rounds (A, B, A, B, ...) so that drift in the machine's load hits bo
 
 1. added latency on a real provider: a tiny model (`--model`, default sdxl-turbo) served by one
    provider app (the default local mode: a Serve app of a local Ray), called through the gateway
-   (client -> gateway -> provider) and at the same provider endpoint directly, with 1 and with
-   32 concurrent closed-loop clients. Added = gateway - direct, at p50 and p99.
+   (client -> gateway -> provider) and at the same provider endpoint directly: one request at a
+   time, taking turns request by request (`--requests` each), and with 32 concurrent closed-loop
+   clients in alternating rounds. Added = gateway - direct, at p50 and p99. Beside it, the
+   gateway's own time on each request (`X-Easel-Gateway-Ms`: its handler's time less the waits
+   on the upstream), which a saturated provider's queueing noise does not blur.
 2. one gateway process against an echo upstream (a provider-shaped HTTP server, its own process,
    answering `/v1/generate` at once with a small PNG): the highest rate it carries with 32
    concurrent clients, and, at `--rate` req/s offered open-loop, the p99 it adds over the echo
    called directly.
 3. for the decision between a plain ASGI gateway and one inside Ray Serve (docs/architecture.md):
    the same forwarding done by a Ray Serve deployment (Serve's HTTP proxy, then a replica that
-   forwards with the same pooled client), against the same echo, one client at a time.
+   forwards with the same pooled client), against the same echo, one request at a time, taking
+   turns with the gateway and the echo called directly.
 
     python benchmarks/gateway_overhead.py [--requests 300] [--rounds 3] [--rate 500]
         [--out benchmarks/results/gateway_overhead.json]
@@ -37,25 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _common import one_model_config, pct, summary
 
 from config import EaselConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _BODY_MODEL = "echo-model"
-
-
-def _pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[max(0, -(-int(q * len(data)) // 100) - 1)]  # nearest rank
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(ms),
-        "p50_ms": round(_pct(ms, 50), 3),
-        "p99_ms": round(_pct(ms, 99), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-    }
 
 
 # --- the echo upstream: a provider-shaped server, run as its own process ---------------------
@@ -115,16 +106,6 @@ def _echo_config(endpoint: str) -> EaselConfig:
     return parse_config(data, "<gateway_overhead echo config>")
 
 
-def _one_model_config(model: str) -> EaselConfig:
-    data = load_config().model_dump(mode="json")
-    m = next(x for x in data["models"] if x["name"] == model)
-    m["providers"] = m["providers"][:1]
-    data["models"] = [m]
-    data["traffic"]["model_mix"] = {}
-    data["routing"]["weights"] = {}
-    return parse_config(data, f"<default config, {model} on one provider>")
-
-
 def _wait_ready(url: str, timeout_s: float = 60) -> None:
     import httpx
 
@@ -155,9 +136,12 @@ def _start_gateway(cfg: EaselConfig, folder: Path) -> tuple[subprocess.Popen[byt
 
 # --- load -------------------------------------------------------------------------------------
 
+_OWN = "X-Easel-Gateway-Ms"  # the gateway's own time on a request: its handler less upstream waits
+
 
 async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
     ms: list[float] = []
+    own: list[float] = []
     left = iter(range(n))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
 
@@ -168,6 +152,8 @@ async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int)
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"{url}: HTTP {r.status}")
+                    if _OWN in r.headers:
+                        own.append(float(r.headers[_OWN]))
                 ms.append((time.perf_counter() - t0) * 1000)
 
         for _ in range(concurrency):  # warm the pool: one connection per client
@@ -176,7 +162,7 @@ async def _closed_loop(url: str, body: dict[str, Any], n: int, concurrency: int)
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"ms": ms, "wall_s": wall, "rps": len(ms) / wall}
+    return {"ms": ms, "own_ms": own, "wall_s": wall, "rps": len(ms) / wall}
 
 
 async def _open_loop(url: str, body: dict[str, Any], rate: float, duration_s: float) -> list[float]:
@@ -201,20 +187,56 @@ async def _open_loop(url: str, body: dict[str, Any], rate: float, duration_s: fl
     return ms
 
 
+async def _interleaved(sides: dict[str, str], body: dict[str, Any], n: int) -> dict[str, list]:
+    """One request at a time, taking turns between the sides request by request; also the
+    gateway's own times (`gateway_own`) from its responses' header."""
+    ms: dict[str, list[float]] = {k: [] for k in sides}
+    own: list[float] = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 10):
+            for name, url in sides.items():
+                t0 = time.perf_counter()
+                async with s.post(f"{url}/v1/generate", json={**body, "seed": i}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url}: HTTP {r.status}")
+                    if i >= 10 and _OWN in r.headers:
+                        own.append(float(r.headers[_OWN]))
+                if i >= 10:  # the first ten of each side warm up
+                    ms[name].append((time.perf_counter() - t0) * 1000)
+    return {**ms, "gateway_own": own}
+
+
+def _one_at_a_time(sides: dict[str, str], body: dict[str, Any], n: int) -> dict[str, Any]:
+    ms = asyncio.run(_interleaved(sides, body, n))
+    base = summary(ms["direct"])
+    out: dict[str, Any] = {k: summary(v) for k, v in ms.items() if v}
+    for k in sides:
+        if k != "direct":
+            out[f"{k}_added_p50_ms"] = round(out[k]["p50_ms"] - base["p50_ms"], 3)
+            out[f"{k}_added_p99_ms"] = round(out[k]["p99_ms"] - base["p99_ms"], 3)
+    return out
+
+
 def _alternate(
     sides: dict[str, str], body: dict[str, Any], n: int, rounds: int, conc: int
 ) -> dict[str, Any]:
     """Closed-loop rounds alternating between the sides; pooled latencies and rates per side."""
     pooled: dict[str, list[float]] = {k: [] for k in sides}
     rps: dict[str, list[float]] = {k: [] for k in sides}
+    own: list[float] = []
     for r in range(rounds):
         for name, url in sides.items():
             out = asyncio.run(_closed_loop(url, body, max(conc, n // rounds), conc))
             pooled[name] += out["ms"]
+            own += out["own_ms"]
             rps[name].append(round(out["rps"], 1))
-        line = ", ".join(f"{k} p50 {_pct(v, 50):.2f} ms" for k, v in pooled.items())
+        line = ", ".join(f"{k} p50 {pct(v, 50):.2f} ms" for k, v in pooled.items())
         print(f"  round {r + 1} at {conc}: {line}", flush=True)
-    return {k: {**_summary(v), "rps_by_round": rps[k]} for k, v in pooled.items()}
+    res: dict[str, Any] = {k: {**summary(v), "rps_by_round": rps[k]} for k, v in pooled.items()}
+    if own:
+        res["gateway_own"] = summary(own)
+    return res
 
 
 # --- the Serve forwarder, for the decision ----------------------------------------------------
@@ -223,27 +245,21 @@ def _alternate(
 def _serve_forwarder(upstream: str, port: int) -> str:
     """A Ray Serve app forwarding `/v1/generate` to `upstream`, as a Serve-based gateway would."""
     import ray
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
     from ray import serve
-
-    api = FastAPI()
+    from starlette.responses import Response
 
     @serve.deployment(max_ongoing_requests=1000)
-    @serve.ingress(api)
     class Forwarder:
         def __init__(self, upstream: str) -> None:
-            self.upstream = upstream
+            self.url = f"{upstream}/v1/generate"
             self.session: Any = None
 
-        @api.post("/v1/generate")
-        async def generate(self, request: Request) -> Response:
+        async def __call__(self, request: Any) -> Response:
             if self.session is None:
                 self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             body = await request.body()
-            url = f"{self.upstream}/v1/generate"
             json_type = {"content-type": "application/json"}
-            async with self.session.post(url, data=body, headers=json_type) as r:
+            async with self.session.post(self.url, data=body, headers=json_type) as r:
                 data = await r.read()
                 provider = {"X-Easel-Provider": r.headers["X-Easel-Provider"]}
                 return Response(data, media_type="image/png", headers=provider)
@@ -274,20 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"model": args.model}
     folder = Path(tempfile.mkdtemp(prefix="easel-gw-bench-"))
     # 1. a real provider, through the gateway and directly.
-    cfg = _one_model_config(args.model)
+    cfg = one_model_config(args.model)
     body = {"model": args.model, "prompt": "studio photo of a ceramic mug", "seed": 1}
     with LocalStack(cfg) as stack:
         endpoint = stack.status()["providers"][0]["endpoint"]
         sides = {"direct": endpoint, "gateway": stack.url}
-        for conc in (1, 32):
-            res = _alternate(sides, body, args.requests, args.rounds, conc)
-            result[f"provider_c{conc}"] = {
-                **res,
-                "added_p50_ms": round(res["gateway"]["p50_ms"] - res["direct"]["p50_ms"], 3),
-                "added_p99_ms": round(res["gateway"]["p99_ms"] - res["direct"]["p99_ms"], 3),
-            }
-            added = result[f"provider_c{conc}"]["added_p50_ms"]
-            print(f"provider at {conc}: added p50 {added} ms", flush=True)
+        result["provider_c1"] = _one_at_a_time(sides, body, args.requests)
+        print(f"provider, one at a time: added p50 "
+              f"{result['provider_c1']['gateway_added_p50_ms']} ms", flush=True)  # fmt: skip
+        res = _alternate(sides, body, max(128 * args.rounds, args.requests), args.rounds, 32)
+        result["provider_c32"] = {
+            **res,
+            "gateway_added_p50_ms": round(res["gateway"]["p50_ms"] - res["direct"]["p50_ms"], 3),
+            "gateway_added_p99_ms": round(res["gateway"]["p99_ms"] - res["direct"]["p99_ms"], 3),
+        }
+        print(f"provider at 32: added p50 {result['provider_c32']['gateway_added_p50_ms']} ms",
+              flush=True)  # fmt: skip
     # 2. one gateway process against the echo upstream.
     echo_port = free_port()
     echo = subprocess.Popen([sys.executable, __file__, "--echo", str(echo_port)], cwd=ROOT)
@@ -304,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for k, u in sides.items():
                 open_loop[k] += asyncio.run(_open_loop(u, ebody, args.rate, args.duration))
-        ol = {k: _summary(v) for k, v in open_loop.items()}
+        ol = {k: summary(v) for k, v in open_loop.items()}
         result["echo_open_loop"] = {
             "rate": args.rate,
             **ol,
@@ -318,14 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         # 3. the same forwarding inside Ray Serve, one client at a time, against the same echo.
         serve_url = _serve_forwarder(echo_url, free_port())
         sides = {"direct": echo_url, "gateway": gw_url, "serve_forwarder": serve_url}
-        res = _alternate(sides, ebody, args.requests, args.rounds, 1)
-        result["echo_c1"] = {
-            **res,
-            "gateway_added_p50_ms": round(res["gateway"]["p50_ms"] - res["direct"]["p50_ms"], 3),
-            "serve_added_p50_ms": round(
-                res["serve_forwarder"]["p50_ms"] - res["direct"]["p50_ms"], 3
-            ),
-        }
+        result["echo_c1"] = _one_at_a_time(sides, ebody, args.requests)
     finally:
         import ray
 

@@ -36,56 +36,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import one_model_config, pct, summary
 
-from config import EaselConfig, load_config, parse_config
+from config import EaselConfig
 
 _PROMPT = "studio photo of a ceramic mug on a wooden table"
 
 
-def _pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[max(0, -(-int(q * len(data)) // 100) - 1)]  # nearest rank
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(ms),
-        "p50_ms": round(_pct(ms, 50), 2),
-        "p95_ms": round(_pct(ms, 95), 2),
-        "mean_ms": round(statistics.fmean(ms), 2),
-    }
-
-
-def one_model_config(model: str, max_batch_size: int | None = None) -> EaselConfig:
-    """The default config cut down to `model` on its first provider (one replica)."""
-    data = load_config().model_dump(mode="json")
-    m = next(x for x in data["models"] if x["name"] == model)
-    m["providers"] = m["providers"][:1]
-    if max_batch_size is not None:
-        m["batching"]["max_batch_size"] = max_batch_size
-    data["models"] = [m]
-    data["traffic"]["model_mix"] = {}
-    data["routing"]["weights"] = {}
-    return parse_config(data, f"<default config, {model} only>")
-
-
 def bare_app(cfg: EaselConfig, model: str) -> Any:
-    """A bare Ray Serve app: one deployment, its own FastAPI ingress, the same batching."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
+    """A bare Ray Serve app: one deployment that is its own HTTP ingress, the same batching."""
     from ray import serve
+    from starlette.responses import Response
 
     from serve_apps.provider.app import resolve_tiny_weights
 
     m = resolve_tiny_weights(cfg).model(model)
-    api = FastAPI()
 
     @serve.deployment(
         max_ongoing_requests=m.max_ongoing_requests,
         max_queued_requests=m.max_queued_requests,
         ray_actor_options={"num_cpus": m.num_cpus, "num_gpus": m.num_gpus},
     )
-    @serve.ingress(api)
     class Bare:
         def __init__(self, model_json: dict[str, Any]) -> None:
             from concurrent.futures import ThreadPoolExecutor
@@ -116,8 +87,7 @@ def bare_app(cfg: EaselConfig, model: str) -> Any:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.pool, self._run, seeds)
 
-        @api.post("/v1/generate")
-        async def generate(self, request: Request) -> Response:
+        async def __call__(self, request: Any) -> Response:  # a Starlette request
             body = await request.json()
             png = await self.batch(int(body["seed"]))
             return Response(png, media_type="image/png")
@@ -166,7 +136,7 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "images_per_s": round(images / wall, 3),
         "images_per_s_by_round": [round(r["images"] / r["wall_s"], 3) for r in rounds],
         "mean_batch_size": round(statistics.fmean(sizes), 2) if sizes else None,
-        **_summary(ms),
+        **summary(ms),
     }
 
 
@@ -225,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(per_round):
                     seq["bare"].append(_one(bare, args.model, i))
                     seq["easel"].append(_one(easel, args.model, i))
-                print(f"round {r + 1}: bare p50 {_pct(seq['bare'], 50):.1f} ms, easel p50 "
-                      f"{_pct(seq['easel'], 50):.1f} ms", flush=True)  # fmt: skip
+                print(f"round {r + 1}: bare p50 {pct(seq['bare'], 50):.1f} ms, easel p50 "
+                      f"{pct(seq['easel'], 50):.1f} ms", flush=True)  # fmt: skip
         for r in range(args.rounds):
             for side, url in urls.items():
                 asyncio.run(_closed_loop(url, args.model, args.concurrency, args.concurrency))
@@ -241,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    bare_s, easel_s = _summary(seq["bare"]), _summary(seq["easel"])
+    bare_s, easel_s = summary(seq["bare"]), summary(seq["easel"])
     pooled = {k: _pooled(v) for k, v in loops.items()}
     result = {
         "model": args.model,

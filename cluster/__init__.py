@@ -2,11 +2,13 @@
 
 The public surface, imported lazily so that `easel --help` loads neither Ray nor the kubernetes
 client: the provider catalogue (`catalogue`, providers), a real multi-node local Ray cluster
-(`LocalCluster`, local), KubeRay manifests (`write_manifests`, kuberay) and Ray cluster-launcher
-configs (`write_launchers`, launcher) rendered from the config, per-provider scaling through the
-kubernetes client (`Scaler`, scaling), the routing admin client (`RoutingClient`,
-routing_client), the control loop (`Operator`, operator) and the simulated Kubernetes API the
-tests drive the real client against (`SimulatedKubeApi`, simulated_k8s).
+(`LocalCluster`, local), Kubernetes manifests (`write_manifests`, kuberay: one RayService per
+provider, the gateway, the bench RayJob; sized by `capacity`, weights by `weights`) and Ray
+cluster-launcher configs (`write_launchers`, launcher) rendered from the config, per-provider
+scaling through the kubernetes client (`ProviderCluster`, `scale_provider`, scaling), the
+routing admin client (`RoutingClient`, routing_client) and the control loop (`Operator`,
+operator). The simulated Kubernetes API and KubeRay controller the tests drive the real client
+against live under tests/cluster/.
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ if TYPE_CHECKING:
     from cluster.operator import Operator
     from cluster.providers import catalogue
     from cluster.routing_client import RoutingClient
-    from cluster.scaling import Scaler
-    from cluster.simulated_k8s import SimulatedKubeApi
+    from cluster.scaling import ProviderCluster, scale_provider
 
 __all__ = [
     "LocalCluster",
     "Operator",
+    "ProviderCluster",
     "RoutingClient",
-    "Scaler",
-    "SimulatedKubeApi",
     "catalogue",
+    "scale_provider",
     "write_launchers",
     "write_manifests",
 ]
@@ -40,9 +41,9 @@ _HOME = {
     "LocalCluster": "cluster.local",
     "Operator": "cluster.operator",
     "RoutingClient": "cluster.routing_client",
-    "Scaler": "cluster.scaling",
-    "SimulatedKubeApi": "cluster.simulated_k8s",
+    "ProviderCluster": "cluster.scaling",
     "catalogue": "cluster.providers",
+    "scale_provider": "cluster.scaling",
     "write_launchers": "cluster.launcher",
     "write_manifests": "cluster.kuberay",
 }

@@ -37,7 +37,8 @@ def load_yaml(text: str) -> Any:
 
 
 def write_yaml_files(objs: dict[str, Any], out_dir: str | Path, header: str) -> list[Path]:
-    """Write each object as `header` + YAML under its file name in `out_dir` (created if needed).
+    """Write each object as `header` + YAML under its relative path in `out_dir` (folders
+    created as needed).
 
     Returns the files written, in `objs` order.
     """
@@ -46,6 +47,7 @@ def write_yaml_files(objs: dict[str, Any], out_dir: str | Path, header: str) -> 
     written = []
     for filename, obj in objs.items():
         path = out / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + dump_yaml(obj))
         written.append(path)
     return written

@@ -23,12 +23,19 @@ _BUILTIN_MODELS = {
     ("v1", "ConfigMap"): "V1ConfigMap",
     ("v1", "Secret"): "V1Secret",
     ("v1", "Service"): "V1Service",
+    ("v1", "Namespace"): "V1Namespace",
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("v1", "PersistentVolume"): "V1PersistentVolume",
+    ("v1", "Pod"): "V1Pod",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("batch/v1", "Job"): "V1Job",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
 }
 
 
 def default_crd_dir() -> Path:
-    """`../shared/kuberay-crds` beside the repository root, where the project keeps the CRDs."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "kuberay-crds"
+    """The KubeRay CRDs vendored in the package (`cluster/crds/`, see its README)."""
+    return Path(__file__).resolve().parent / "crds"
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,176 +1,251 @@
-"""KubeRay manifests rendered from the config: a RayService, a RayJob for `easel bench`, and the
-ConfigMap both read the config from.
+"""KubeRay manifests rendered from the config: one Ray cluster per provider, the gateway in front,
+the bench RayJob beside it.
 
-The RayService's `serveConfigV2` runs the same application `easel serve` runs
-(`serve_apps.app:app_builder`) on the same config file, mounted from the ConfigMap. Each
-provider becomes one worker group whose Ray nodes carry the `provider:<name>` resource, so the
-per-(model, provider) deployments land on that provider's GPU nodes exactly as they land on the
-local cluster's nodes.
+Every provider is its own RayService, in its own Kubernetes cluster (`providers[].kubernetes`),
+serving only that provider's models: `serveConfigV2` runs the provider app
+(`serve_apps.provider:app_builder`, args `{config, provider}`), one deployment per model with its
+Serve autoscaling bounds, and the Ray autoscaler (`enableInTreeAutoscaling`) adds worker pods
+when Serve asks for replicas, within worker groups sized by `cluster.capacity` (render refuses a
+config whose deployments cannot fit). Weights come from a per-provider cache volume that a Job
+fills once with pinned revisions (`cluster.k8s_weights`); replicas load from it offline.
+
+`render(cfg)` returns every object by relative path: `<provider>/...`, `gateway/...` (see
+`cluster.k8s_gateway`) and `bench/...` (see `cluster.k8s_bench`). Files are numbered in the
+order to apply them.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cluster._yaml import write_yaml_files
-from cluster.providers import replica_bounds
+from cluster.capacity import GPU_GROUP, CapacityError, GroupPlan, hosted_models, plan_provider
+from cluster.k8s_bench import bench_manifests
+from cluster.k8s_common import (
+    CONFIG_DIR,
+    CONFIG_PATH,
+    CONTEXT_ANNOTATION,
+    PROVIDER_RESOURCE_UNITS,
+    ManifestError,
+    config_map,
+    context_of,
+    default_image,
+    gib,
+    image_of,
+    labels,
+    namespace_manifest,
+    namespace_of,
+    provider_digest,
+    quantity,
+    ray_version,
+    rayservice_name,
+    secret_env,
+)
+from cluster.k8s_gateway import gateway_manifests
+from cluster.k8s_weights import MODELS_DIR, cache_env, model_cache_pvc, weights_job
 from config import EaselConfig, ProviderConfig
 
 __all__ = [
+    "APP_IMPORT_PATH",
     "CONFIG_PATH",
     "PROVIDER_RESOURCE_UNITS",
-    "SERVE_IMPORT_PATH",
     "ManifestError",
     "default_image",
+    "provider_config_map_name",
+    "provider_manifests",
     "render",
-    "resource_name",
     "serve_config",
+    "serve_deployment_name",
     "write_manifests",
 ]
 
-SERVE_IMPORT_PATH = "serve_apps.app:app_builder"
-CONFIG_DIR = "/etc/easel"
-CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
-RUNS_DIR = "/runs"
-# Units of `provider:<name>` each Ray node of that provider carries; deployments ask for a small
-# fraction of it, so the resource pins placement without limiting how many replicas fit.
-PROVIDER_RESOURCE_UNITS = 100
+APP_IMPORT_PATH = "serve_apps.provider:app_builder"
 PROVIDER_LABEL = "easel.dev/provider"
 # GPU feature discovery's product label, for providers whose config gives no node selector.
-_GPU_PRODUCT_LABELS = {"A100-80GB": "NVIDIA-A100-SXM4-80GB"}
+_GPU_PRODUCT_LABELS = {
+    ("A100-80GB", None): "NVIDIA-A100-SXM4-80GB",
+    ("A100-80GB", "SXM"): "NVIDIA-A100-SXM4-80GB",
+    ("A100-80GB", "PCIe"): "NVIDIA-A100-80GB-PCIe",
+}
 _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-class ManifestError(ValueError):
-    """The config cannot be deployed as asked (names Kubernetes rejects, GPUs that do not fit)."""
-
-
-def ray_version() -> str:
-    """The installed Ray's version: the `rayVersion` every manifest pins."""
-    return importlib.metadata.version("ray")
-
-
-def default_image() -> str:
-    """The image k8s/Dockerfile builds: easel on the Ray image of the installed version."""
-    return f"easel:{importlib.metadata.version('easel')}-ray{ray_version()}"
-
-
-def resource_name(cfg: EaselConfig) -> str:
-    """Name of the RayService (and the prefix of everything else rendered)."""
-    name = cfg.kubernetes.name or cfg.name
-    if not _DNS_LABEL.match(name) or len(name) > 40:
-        raise ManifestError(
-            f"{name!r} cannot name a RayService: set kubernetes.name to at most 40 lower-case "
-            "letters, digits and '-'"
-        )
-    return name
-
-
-def serve_config(cfg: EaselConfig) -> dict[str, Any]:
-    """The Serve config (`serveConfigV2`): the `easel serve` application on the mounted config."""
-    return {
-        "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": cfg.serve.port},
-        "applications": [
-            {
-                "name": "easel",
-                "route_prefix": "/",
-                "import_path": SERVE_IMPORT_PATH,
-                "args": {"config": CONFIG_PATH},
-            }
-        ],
-    }
-
-
-def render(cfg: EaselConfig, image: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every manifest for `cfg`, by file name: configmap, rayservice and the bench rayjob."""
-    name = resource_name(cfg)
-    k8s = cfg.kubernetes
-    image = image or k8s.image or default_image()
-    # The config digest in the ConfigMap's name makes a config change a pod-template change,
-    # so KubeRay rolls the cluster instead of serving the old config from a stale mount.
-    config_map = f"{name}-config-{cfg.digest()[:10]}"
-    labels = {"app.kubernetes.io/name": "easel", "app.kubernetes.io/instance": name}
-    meta = {"namespace": k8s.namespace, "labels": labels}
-    cluster = _cluster_spec(cfg, image, config_map, runs_volume=False)
-    return {
-        "configmap.yaml": {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": config_map, **meta},
-            "data": {"config.yaml": cfg.to_yaml()},
-        },
-        "rayservice.yaml": {
-            "apiVersion": "ray.io/v1",
-            "kind": "RayService",
-            "metadata": {"name": name, **meta},
-            "spec": {
-                "serveConfigV2": yaml.safe_dump(serve_config(cfg), sort_keys=False),
-                "rayClusterConfig": {
-                    **cluster,
-                    "gcsFaultToleranceOptions": {
-                        "redisAddress": k8s.redis_address,
-                        "redisPassword": {
-                            "valueFrom": {
-                                "secretKeyRef": {
-                                    "name": k8s.redis_password_secret,
-                                    "key": k8s.redis_password_key,
-                                }
-                            }
-                        },
-                    },
-                },
-            },
-        },
-        "rayjob-bench.yaml": {
-            "apiVersion": "ray.io/v1",
-            "kind": "RayJob",
-            "metadata": {"name": f"{name}-bench", **meta},
-            "spec": {
-                "entrypoint": f"easel bench --config {CONFIG_PATH} --out {RUNS_DIR}/{name}",
-                "submissionMode": "K8sJobMode",
-                "backoffLimit": 0,
-                "shutdownAfterJobFinishes": True,
-                # Time to copy the run folder off the head (`kubectl cp`) before the cluster goes.
-                "ttlSecondsAfterFinished": 600,
-                "rayClusterSpec": _cluster_spec(cfg, image, config_map, runs_volume=True),
-            },
-        },
-    }
-
-
-def write_manifests(cfg: EaselConfig, out_dir: str | Path, image: str | None = None) -> list[Path]:
-    """Render `cfg` into `out_dir` (created if needed); returns the files written."""
-    return write_yaml_files(render(cfg, image), out_dir, _HEADER)
-
-
 _HEADER = (
     "# Rendered by `easel k8s render` from the easel config; do not edit by hand, re-render.\n"
 )
 
 
+def serve_deployment_name(model: str, provider: str) -> str:
+    """The Serve deployment of `model` in `provider`'s app: `<model>--<provider>`, the name the
+    serving app gives it (serveConfigV2 overrides deployments by name)."""
+    return f"{model}--{provider}"
+
+
+def provider_config_map_name(cfg: EaselConfig, provider: ProviderConfig) -> str:
+    """`<rayservice>-config-<digest>`: the digest covers only what the provider's pods run, so
+    a price or traffic change keeps the name (and the pods); a model change rolls them."""
+    return f"{rayservice_name(cfg, provider)}-config-{provider_digest(cfg, provider)}"
+
+
+def serve_config(
+    cfg: EaselConfig,
+    provider: ProviderConfig,
+    bounds: Mapping[str, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The provider's `serveConfigV2`: its app on the mounted config, each model deployment with
+    Serve autoscaling (config bounds, or `bounds[model] = (min, max)`)."""
+    deployments = []
+    for m in hosted_models(cfg, provider):
+        scale = m.autoscaling
+        low, high = (bounds or {}).get(m.name, (scale.min_replicas, scale.max_replicas))
+        auto: dict[str, Any] = {"min_replicas": low, "max_replicas": high}
+        if scale.initial_replicas is not None:
+            auto["initial_replicas"] = min(max(scale.initial_replicas, low), high)
+        # float() throughout: a default `5` and a parsed `5.0` must render the same text.
+        auto |= {
+            "target_ongoing_requests": float(scale.target_ongoing_requests),
+            "upscale_delay_s": float(scale.upscale_delay_s),
+            "downscale_delay_s": float(scale.downscale_delay_s),
+        }
+        deployments.append(
+            {"name": serve_deployment_name(m.name, provider.name), "autoscaling_config": auto}
+        )
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": cfg.serve.port},
+        "applications": [
+            {
+                "name": provider.name,
+                "route_prefix": "/",
+                "import_path": APP_IMPORT_PATH,
+                "args": {"config": CONFIG_PATH, "provider": provider.name},
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def provider_manifests(
+    cfg: EaselConfig, provider: ProviderConfig, image: str
+) -> dict[str, dict[str, Any]]:
+    """One provider's objects by file name, in the order to apply them."""
+    name = rayservice_name(cfg, provider)
+    ns = namespace_of(cfg, provider)
+    try:
+        plans = plan_provider(cfg, provider)
+    except CapacityError as exc:
+        raise ManifestError(str(exc)) from None
+    cm_name = provider_config_map_name(cfg, provider)
+    k8s = cfg.kubernetes
+    spec: dict[str, Any] = {
+        "upgradeStrategy": {"type": k8s.upgrade_strategy},
+        "rayClusterDeletionDelaySeconds": k8s.cluster_deletion_delay_s,
+    }
+    pk = provider.kubernetes
+    if pk.serve_service_type == "LoadBalancer":
+        service: dict[str, Any] = {"spec": {"type": "LoadBalancer"}}
+        if pk.hostname:
+            service["metadata"] = {
+                "annotations": {"external-dns.alpha.kubernetes.io/hostname": pk.hostname}
+            }
+        spec["serveService"] = service
+    spec["serveConfigV2"] = yaml.safe_dump(serve_config(cfg, provider), sort_keys=False)
+    spec["rayClusterConfig"] = {
+        **_cluster_spec(cfg, provider, image, cm_name, plans),
+        "gcsFaultToleranceOptions": {
+            "redisAddress": k8s.redis_address,
+            "redisPassword": {
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": k8s.redis_password_secret,
+                        "key": k8s.redis_password_key,
+                    }
+                }
+            },
+        },
+    }
+    return {
+        "00-namespace.yaml": namespace_manifest(cfg, ns, context_of(cfg, provider)),
+        "10-configmap.yaml": config_map(cfg, cm_name, ns, cfg.to_yaml(), "provider", provider.name),
+        "20-model-cache.yaml": model_cache_pvc(cfg, provider),
+        "30-weights-job.yaml": weights_job(cfg, provider, image, cm_name),
+        "40-rayservice.yaml": {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayService",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels(cfg, "provider", provider.name),
+                # On the RayService, not the pod template: changing them rolls nothing.
+                "annotations": {
+                    CONTEXT_ANNOTATION: context_of(cfg, provider) or "(current)",
+                    "easel.dev/cloud": provider.cloud,
+                    "easel.dev/region": provider.region,
+                    "easel.dev/price-per-gpu-hour": f"{provider.price_per_gpu_hour:g}",
+                    "easel.dev/price-date": provider.price_date.isoformat(),
+                },
+            },
+            "spec": spec,
+        },
+    }
+
+
+def render(cfg: EaselConfig, image: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every manifest for `cfg` by relative path: `<provider>/NN-*.yaml` for each provider that
+    serves an open model, `gateway/NN-*.yaml`, `bench/NN-*.yaml`."""
+    image = image_of(cfg, image)
+    out: dict[str, dict[str, Any]] = {}
+    for p in cfg.providers:
+        if not hosted_models(cfg, p):
+            continue  # serves only closed models: the gateway calls those vendors itself
+        for file, obj in provider_manifests(cfg, p, image).items():
+            out[f"{p.name}/{file}"] = obj
+    for file, obj in gateway_manifests(cfg, image).items():
+        out[f"gateway/{file}"] = obj
+    for file, obj in bench_manifests(cfg, image).items():
+        out[f"bench/{file}"] = obj
+    return out
+
+
+def write_manifests(cfg: EaselConfig, out_dir: str | Path, image: str | None = None) -> list[Path]:
+    """Render `cfg` into `out_dir` (subfolders created as needed); returns the files written."""
+    return write_yaml_files(render(cfg, image), out_dir, _HEADER)
+
+
+# --- the provider's Ray cluster --------------------------------------------------------------
+
+
 def _cluster_spec(
-    cfg: EaselConfig, image: str, config_map: str, runs_volume: bool
+    cfg: EaselConfig,
+    provider: ProviderConfig,
+    image: str,
+    config_map_name: str,
+    plans: list[GroupPlan],
 ) -> dict[str, Any]:
     k8s = cfg.kubernetes
-    env = _secret_env(cfg)
-    volumes = [{"name": "easel-config", "configMap": {"name": config_map}}]
-    mounts = [{"name": "easel-config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    # `easel bench` runs on the head and writes its run folder there.
-    head_volumes = [*volumes, {"name": "runs", "emptyDir": {}}] if runs_volume else volumes
-    head_mounts = [*mounts, {"name": "runs", "mountPath": RUNS_DIR}] if runs_volume else mounts
-    head_resources = {"cpu": _quantity(k8s.head_cpus), "memory": _gib(k8s.head_memory_gb)}
+    env = [*secret_env(cfg, vendors=False, tenants=False), *cache_env(offline=True)]
+    volumes = [
+        {"name": "easel-config", "configMap": {"name": config_map_name}},
+        {
+            "name": "models",
+            "persistentVolumeClaim": {
+                "claimName": model_cache_pvc(cfg, provider)["metadata"]["name"],
+                "readOnly": True,
+            },
+        },
+    ]
+    mounts = [
+        {"name": "easel-config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+    ]
+    head_resources = {"cpu": quantity(k8s.head_cpus), "memory": gib(k8s.head_memory_gb)}
     head = {
         # The head schedules no work: GCS, the dashboard and the Serve controller keep its CPUs.
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
         "template": {
-            "metadata": {"labels": {"app.kubernetes.io/component": "ray-head"}},
+            "metadata": {"labels": labels(cfg, "ray-head", provider.name)},
             "spec": {
                 "containers": [
                     {
@@ -181,88 +256,10 @@ def _cluster_spec(
                             {"name": "gcs-server", "containerPort": 6379},
                             {"name": "dashboard", "containerPort": 8265},
                             {"name": "client", "containerPort": 10001},
+                            # KubeRay builds the Serve Service from the port named "serve".
                             {"name": "serve", "containerPort": cfg.serve.port},
                         ],
                         "resources": {"requests": head_resources, "limits": head_resources},
-                        "env": env,
-                        "volumeMounts": head_mounts,
-                    }
-                ],
-                "volumes": head_volumes,
-            },
-        },
-    }
-    return {
-        "rayVersion": ray_version(),
-        # `easel operator` and `easel scale` own worker counts; the Ray autoscaler would fight them.
-        "enableInTreeAutoscaling": False,
-        "headGroupSpec": head,
-        "workerGroupSpecs": [
-            _worker_group(cfg, p, image, env, volumes, mounts) for p in cfg.providers
-        ],
-    }
-
-
-def _worker_group(
-    cfg: EaselConfig,
-    provider: ProviderConfig,
-    image: str,
-    env: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-    mounts: list[dict[str, Any]],
-) -> dict[str, Any]:
-    if not _DNS_LABEL.match(provider.name):
-        raise ManifestError(
-            f"provider {provider.name!r} cannot name a worker group: use lower-case letters, "
-            "digits and '-'"
-        )
-    hosted = [m for m in cfg.models if provider.name in m.providers]
-    for m in hosted:
-        if m.num_gpus > provider.gpus_per_replica:
-            raise ManifestError(
-                f"model {m.name!r} needs num_gpus={m.num_gpus:g} per replica but provider "
-                f"{provider.name!r} worker pods hold gpus_per_replica={provider.gpus_per_replica}"
-                "; raise the provider's gpus_per_replica"
-            )
-    k8s = cfg.kubernetes
-    low, high = replica_bounds(provider)
-    # A provider that hosts a model starts with one worker, so every deployment can be placed.
-    replicas = min(max(low, 1 if hosted else 0), high)
-    gpus = provider.gpus_per_replica
-    resources = {
-        "cpu": _quantity(k8s.worker_cpus_per_gpu * gpus),
-        "memory": _gib(k8s.worker_memory_gb_per_gpu * gpus),
-        "nvidia.com/gpu": str(gpus),
-    }
-    tolerations = [_GPU_TOLERATION] + [
-        t.model_dump(exclude_none=True) for t in provider.tolerations
-    ]
-    return {
-        "groupName": provider.name,
-        "replicas": replicas,
-        "minReplicas": low,
-        "maxReplicas": high,
-        "rayStartParams": {},
-        "resources": {provider.resource: str(PROVIDER_RESOURCE_UNITS)},
-        "template": {
-            "metadata": {
-                "labels": {PROVIDER_LABEL: provider.name},
-                "annotations": {
-                    "easel.dev/cloud": provider.cloud,
-                    "easel.dev/region": provider.region,
-                    "easel.dev/price-per-gpu-hour": f"{provider.price_per_gpu_hour:g}",
-                    "easel.dev/price-date": provider.price_date.isoformat(),
-                },
-            },
-            "spec": {
-                "nodeSelector": _node_selector(provider),
-                "tolerations": tolerations,
-                "containers": [
-                    {
-                        "name": "ray-worker",
-                        "image": image,
-                        "imagePullPolicy": k8s.image_pull_policy,
-                        "resources": {"requests": resources, "limits": resources},
                         "env": env,
                         "volumeMounts": mounts,
                     }
@@ -271,40 +268,94 @@ def _worker_group(
             },
         },
     }
+    return {
+        "rayVersion": ray_version(),
+        # Serve asks for replicas within each deployment's autoscaling bounds; the Ray
+        # autoscaler adds and removes worker pods to place them, within each group's bounds.
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": k8s.autoscaler_idle_timeout_s,
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "512Mi"},
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+            },
+        },
+        "headGroupSpec": head,
+        "workerGroupSpecs": [
+            _worker_group(cfg, provider, plan, image, env, volumes, mounts) for plan in plans
+        ],
+    }
 
 
-def _node_selector(provider: ProviderConfig) -> dict[str, str]:
+def _worker_group(
+    cfg: EaselConfig,
+    provider: ProviderConfig,
+    plan: GroupPlan,
+    image: str,
+    env: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    k8s = cfg.kubernetes
+    resources: dict[str, str] = {"cpu": quantity(plan.pod.cpus)}
+    pod_spec: dict[str, Any] = {}
+    if plan.name == GPU_GROUP:
+        resources["memory"] = gib(k8s.worker_memory_gb_per_gpu * plan.pod.gpus)
+        resources["nvidia.com/gpu"] = str(plan.pod.gpus)
+        pod_spec["nodeSelector"] = _node_selector(cfg, provider)
+        pod_spec["tolerations"] = [_GPU_TOLERATION] + [
+            t.model_dump(exclude_none=True) for t in provider.tolerations
+        ]
+    else:
+        resources["memory"] = gib(k8s.cpu_worker_memory_gb)
+    # PyTorch and Ray's object store need more shared memory than a container's default 64 MiB.
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+    pod_spec["containers"] = [
+        {
+            "name": "ray-worker",
+            "image": image,
+            "imagePullPolicy": k8s.image_pull_policy,
+            "resources": {"requests": resources, "limits": resources},
+            "env": env,
+            "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
+        }
+    ]
+    pod_spec["volumes"] = [*volumes, shm]
+    return {
+        "groupName": plan.name,
+        # The autoscaler owns `replicas` from here on; it starts at what the deployments' min
+        # replicas fill, so the app can be placed at once.
+        "replicas": max(plan.min_pods, min(plan.pods_at_min, plan.max_pods)),
+        "minReplicas": plan.min_pods,
+        "maxReplicas": plan.max_pods,
+        "rayStartParams": {},
+        "resources": {provider.resource: str(PROVIDER_RESOURCE_UNITS)},
+        "template": {
+            "metadata": {
+                "labels": {
+                    **labels(cfg, f"ray-{plan.name}-worker", provider.name),
+                    PROVIDER_LABEL: provider.name,
+                },
+                "annotations": {
+                    "easel.dev/cloud": provider.cloud,
+                    "easel.dev/region": provider.region,
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+
+
+def _node_selector(cfg: EaselConfig, provider: ProviderConfig) -> dict[str, str]:
     if provider.node_selector:
         return dict(provider.node_selector)
-    label = _GPU_PRODUCT_LABELS.get(provider.gpu)
+    gpu = cfg.gpu(provider.gpu)
+    label = _GPU_PRODUCT_LABELS.get((provider.gpu, gpu.form_factor))
     if label is None:
+        known = sorted({g for g, _ in _GPU_PRODUCT_LABELS})
         raise ManifestError(
             f"provider {provider.name!r}: no node_selector in the config and no known node label "
-            f"for gpu {provider.gpu!r} (known: {sorted(_GPU_PRODUCT_LABELS)}); set node_selector"
+            f"for gpu {provider.gpu!r} (known: {known}); set node_selector"
         )
     return {"nvidia.com/gpu.product": label}
-
-
-def _secret_env(cfg: EaselConfig) -> list[dict[str, Any]]:
-    """Env variables the config names for secrets, each read from the one Secret by key."""
-    names = []
-    if cfg.serve.admin_key_env:
-        names.append(cfg.serve.admin_key_env)
-    for m in cfg.models:
-        # A simulated vendor runs in-cluster and checks no key.
-        if m.api is not None and m.api.api_key_env and m.api.simulated is None:
-            names.append(m.api.api_key_env)
-    names += [t.api_key_env for t in cfg.serve.tenants]
-    secret = cfg.kubernetes.secret_name
-    return [
-        {"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}}
-        for n in dict.fromkeys(names)
-    ]
-
-
-def _quantity(value: float) -> str:
-    return f"{value:g}" if value >= 1 else f"{round(value * 1000)}m"
-
-
-def _gib(gb: float) -> str:
-    return f"{gb:g}Gi" if float(gb).is_integer() else f"{round(gb * 1024)}Mi"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster._yaml import write_yaml_files
-from cluster.kuberay import PROVIDER_RESOURCE_UNITS, ManifestError, default_image
+from cluster.k8s_common import PROVIDER_RESOURCE_UNITS, ManifestError, image_of, pullable
 from cluster.providers import replica_bounds
 from config import EaselConfig, ProviderConfig
 
@@ -27,15 +27,17 @@ LAUNCHER_CLOUDS = ("aws", "gcp", "azure")
 
 @dataclass(frozen=True)
 class InstanceType:
-    """A cloud machine type with the GPUs it carries."""
+    """A cloud machine type with the GPUs it carries (SXM boards with NVLink, or PCIe cards)."""
 
     name: str
     gpu: str
     gpus: int
     cpus: int
+    form: str = "SXM"
 
 
-# Public machine shapes (vCPUs, GPUs) of the A100 80GB instance families of each cloud.
+# Public machine shapes (vCPUs, GPUs) of the A100 80GB instance families of each cloud. Azure's
+# NC A100 v4 carries PCIe cards (no NVLink between them); ND A100 v4, p4de and A2 Ultra are SXM.
 INSTANCE_TYPES: dict[str, tuple[InstanceType, ...]] = {
     "aws": (InstanceType("p4de.24xlarge", "A100-80GB", 8, 96),),
     "gcp": (
@@ -45,9 +47,9 @@ INSTANCE_TYPES: dict[str, tuple[InstanceType, ...]] = {
         InstanceType("a2-ultragpu-8g", "A100-80GB", 8, 96),
     ),
     "azure": (
-        InstanceType("Standard_NC24ads_A100_v4", "A100-80GB", 1, 24),
-        InstanceType("Standard_NC48ads_A100_v4", "A100-80GB", 2, 48),
-        InstanceType("Standard_NC96ads_A100_v4", "A100-80GB", 4, 96),
+        InstanceType("Standard_NC24ads_A100_v4", "A100-80GB", 1, 24, "PCIe"),
+        InstanceType("Standard_NC48ads_A100_v4", "A100-80GB", 2, 48, "PCIe"),
+        InstanceType("Standard_NC96ads_A100_v4", "A100-80GB", 4, 96, "PCIe"),
         InstanceType("Standard_ND96amsr_A100_v4", "A100-80GB", 8, 96),
     ),
 }
@@ -61,7 +63,7 @@ def render_launchers(cfg: EaselConfig, image: str | None = None) -> dict[str, di
     Providers at other clouds (GPU clouds without a Ray node provider) are left out; they join
     through KubeRay or `ray start` on their machines.
     """
-    image = image or cfg.kubernetes.image or default_image()
+    image = image_of(cfg, image)
     return {
         f"{p.name}.yaml": _launcher(cfg, p, image)
         for p in cfg.providers
@@ -77,9 +79,13 @@ def write_launchers(cfg: EaselConfig, out_dir: str | Path, image: str | None = N
 _HEADER = "# Rendered by `easel cluster launcher` from the easel config; re-render, do not edit.\n"
 
 
-def instance_for(provider: ProviderConfig) -> InstanceType:
-    """The worker instance type of `provider`; ManifestError when it does not fit the config."""
-    table = INSTANCE_TYPES[provider.cloud]
+def instance_for(provider: ProviderConfig, form: str | None = None) -> InstanceType:
+    """The worker instance type of `provider`; ManifestError when it does not fit the config.
+
+    Args:
+        form: the GPU's form factor the config asks for ('SXM', 'PCIe'; None: either).
+    """
+    table = [t for t in INSTANCE_TYPES[provider.cloud] if form in (None, t.form)]
     named = next(
         (provider.node_selector[k] for k in _INSTANCE_LABELS if k in provider.node_selector), None
     )
@@ -87,9 +93,10 @@ def instance_for(provider: ProviderConfig) -> InstanceType:
         match = [t for t in table if t.name == named]
         if not match:
             known = [t.name for t in table]
+            with_form = f" with {form} GPUs" if form else ""
             raise ManifestError(
                 f"provider {provider.name!r}: instance type {named!r} is not a known "
-                f"{provider.cloud} instance (known: {known})"
+                f"{provider.cloud} instance{with_form} (known: {known})"
             )
         inst = match[0]
     else:
@@ -97,7 +104,7 @@ def instance_for(provider: ProviderConfig) -> InstanceType:
         if not fits:
             raise ManifestError(
                 f"provider {provider.name!r}: no {provider.cloud} instance carries "
-                f"{provider.gpus_per_replica} x {provider.gpu}"
+                f"{provider.gpus_per_replica} x {provider.gpu}{f' ({form})' if form else ''}"
             )
         inst = min(fits, key=lambda t: t.gpus)
     if inst.gpu != provider.gpu:
@@ -114,7 +121,7 @@ def instance_for(provider: ProviderConfig) -> InstanceType:
 
 
 def _launcher(cfg: EaselConfig, provider: ProviderConfig, image: str) -> dict[str, Any]:
-    inst = instance_for(provider)
+    inst = instance_for(provider, cfg.gpu(provider.gpu).form_factor)
     low, high = replica_bounds(provider)
     # Worker replicas are counted in GPUs-per-replica; launcher workers are whole instances.
     min_nodes = math.ceil(low * provider.gpus_per_replica / inst.gpus)
@@ -134,11 +141,12 @@ def _launcher(cfg: EaselConfig, provider: ProviderConfig, image: str) -> dict[st
         "idle_timeout_minutes": 10,
         "provider": _provider_section(cfg, provider),
         "auth": {"ssh_user": "ubuntu"},
-        # The same image KubeRay runs; the launcher adds `--gpus all` on GPU hosts.
+        # The same image KubeRay runs; the launcher adds `--gpus all` on GPU hosts. A registry
+        # image is pulled on every host; a bare local tag (a simulated rehearsal) is not.
         "docker": {
             "image": image,
             "container_name": "easel",
-            "pull_before_run": True,
+            "pull_before_run": pullable(image),
             "run_options": ["--ulimit nofile=65536:65536"],
         },
         "head_node_type": "head",
@@ -182,12 +190,16 @@ def _provider_section(cfg: EaselConfig, provider: ProviderConfig) -> dict[str, A
     if provider.cloud == "aws":
         return {"type": "aws", "region": provider.region, "cache_stopped_nodes": False}
     if provider.cloud == "gcp":
+        if provider.project_id is None:
+            raise ManifestError(
+                f"provider {provider.name!r} is at GCP: set its project_id (the GCP project "
+                "`ray up` creates the VMs in)"
+            )
         return {
             "type": "gcp",
             "region": provider.region,
             "availability_zone": f"{provider.region}-a",
-            # Set before `ray up`: GCP projects are per account, not per config.
-            "project_id": None,
+            "project_id": provider.project_id,
         }
     return {
         "type": "azure",

@@ -1,251 +1,97 @@
-"""`easel operator`: a control loop that moves routing weight and capacity between providers.
+"""`easel operator`: a control loop that moves traffic and capacity between providers.
 
-Each interval it reads the app's routing state (outstanding requests, health, requests and
-errors per provider) and the worker groups' sizes from Kubernetes, decides, applies, and logs
-every decision with its reason as one JSON line. The rules (`decide`, a pure function):
+Each provider is its own Ray cluster, and inside it Serve autoscales every model's deployment
+within its bounds (the Ray autoscaler adds the pods). The operator works one level up, per
+(model, provider) *route*: it moves the gateway's traffic weights between a model's providers
+(price, headroom, health) through the routing admin API, and moves capacity by changing the
+*ceiling* of a route (its deployment's Serve `max_replicas` in that provider's serveConfigV2,
+`easel scale`'s mechanism). Each interval it reads the gateway's routing view and every
+provider's RayService, decides (`decide`, pure), applies, and logs each decision with its reason
+as one JSON line. The rules, per model:
 
-1. Bounds: a provider below its lowest or above its highest replica count is brought back.
-2. Errors: a provider whose failed share over the last `cooldown_s` exceeds `max_error_rate`
-   (judged from `min_requests` requests) gets weight 0 and gives `scale_step` replicas to the
-   cheapest provider with headroom. An unhealthy view without failed requests (pods starting, a
-   provider scaled to 0) costs weight only, never capacity.
-3. Queue depth: outstanding requests per healthy replica above `queue_high` adds `scale_step`
-   replicas at the cheapest provider with headroom (healthy ones first; one at 0 replicas counts
-   as healthy); below `queue_low` removes them from the most expensive healthy one, never taking
-   the last replica of a model's last healthy provider.
-4. Price: healthy providers' weights are proportional to replicas × (cheapest price / price) **
-   `price_exponent`; drained providers are left as the operator of the cluster set them.
+1. Bounds: a ceiling below the route's floor (its Serve `min_replicas`, at least 1) is raised to
+   it; one that no longer fits the provider's worker groups is lowered until it does.
+2. Errors: a route whose failed share over the last `cooldown_s` exceeds `max_error_rate`
+   (judged from `min_requests` requests) gets weight 0 and gives `scale_step` of its ceiling to
+   the cheapest other healthy provider with headroom. Unhealthy without failed requests (pods
+   starting) costs weight only, never capacity.
+3. Queue depth: the model's outstanding requests per replica of ceiling above `queue_high`
+   raise the ceiling at the cheapest healthy provider with headroom; below `queue_low` lower it
+   at the most expensive healthy provider above its floor.
+4. Price: healthy routes' weights are proportional to ceiling x (cheapest price / price) **
+   `price_exponent`; drained routes are left as the cluster's operator set them.
 
-A provider is scaled at most once per `cooldown_s`; every number is bounded by the config.
+Scaling in drains first: before a ceiling goes down the route is drained at the gateway and the
+operator waits (at most `drain_timeout_s`) for its requests in flight to finish, then patches,
+then undrains. A model's only serving route is not drained (its customers would get 503s):
+Serve's graceful replica shutdown drains the replica it removes. A route is scaled at most once
+per `cooldown_s`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 
-from cluster.providers import replica_bounds
+from cluster import capacity
+from cluster.kuberay import serve_deployment_name
+from cluster.operator_policy import Decision, Fits, Plan, RouteState, decide
 from cluster.routing_client import RoutingClient, RoutingView
-from cluster.scaling import GroupScale, Scaler
-from config import EaselConfig, OperatorConfig
+from cluster.scaling import ClusterState, ProviderCluster, ScaleError, scale_provider
+from config import EaselConfig
 
-__all__ = ["Decision", "Operator", "Plan", "ProviderState", "decide"]
+__all__ = ["Decision", "Operator", "Plan", "RouteState", "decide"]
 
 logger = logging.getLogger("easel.operator")
-_WEIGHT_EPS = 0.01
-
-
-@dataclass(frozen=True)
-class ProviderState:
-    """What the policy knows about one provider at one decision."""
-
-    provider: str
-    price_per_gpu_hour: float
-    low: int
-    high: int
-    replicas: int
-    weight: float
-    healthy: bool
-    drained: bool
-    outstanding: int
-    window_requests: int
-    window_errors: int
-    seconds_since_scaled: float
-    models: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One change (or a reasoned refusal to change): 'weight', 'scale' or 'hold'."""
-
-    action: Literal["weight", "scale", "hold"]
-    provider: str
-    before: float
-    after: float
-    reason: str
-
-    def to_json(self) -> str:
-        return json.dumps({"ts": round(time.time(), 3), **asdict(self)}, sort_keys=False)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One interval's decisions, and the full weight map to send when any weight changes."""
-
-    decisions: list[Decision]
-    weights: dict[str, float] | None
-
-
-def decide(states: list[ProviderState], cfg: OperatorConfig) -> Plan:
-    """The plan for one interval (pure: the same states give the same plan)."""
-    decisions: list[Decision] = []
-    replicas = {s.provider: s.replicas for s in states}
-    scaled: set[str] = set()
-    by_name = {s.provider: s for s in states}
-
-    def scale(s: ProviderState, to: int, reason: str) -> None:
-        decisions.append(Decision("scale", s.provider, replicas[s.provider], to, reason))
-        replicas[s.provider] = to
-        scaled.add(s.provider)
-
-    def can_scale(s: ProviderState) -> bool:
-        return s.provider not in scaled and s.seconds_since_scaled >= cfg.cooldown_s
-
-    # 1. bounds
-    for s in states:
-        if s.replicas < s.low:
-            scale(s, s.low, f"below its lowest replica count {s.low}")
-        elif s.replicas > s.high:
-            scale(s, s.high, f"above its highest replica count {s.high}")
-
-    # 2. errors: failed requests move capacity away; an unhealthy view alone only moves weight,
-    # since a provider whose pods are still starting (or scaled to 0) looks unhealthy too.
-    erroring: dict[str, str] = {}
-    for s in states:
-        if not s.drained and s.window_requests >= cfg.min_requests:
-            rate = s.window_errors / s.window_requests
-            if rate > cfg.max_error_rate:
-                erroring[s.provider] = (
-                    f"error rate {rate:.0%} ({s.window_errors}/{s.window_requests}) > "
-                    f"{cfg.max_error_rate:.0%}"
-                )
-    bad = dict(erroring)
-    bad.update({s.provider: "unhealthy" for s in states
-                if not s.drained and not s.healthy and s.provider not in erroring})  # fmt: skip
-    good = [s for s in states if not s.drained and s.provider not in bad]
-
-    def cheapest_with_headroom() -> ProviderState | None:
-        room = [s for s in states if not s.drained and s.provider not in erroring
-                and replicas[s.provider] < s.high and can_scale(s)]  # fmt: skip
-
-        # Healthy providers first; one with no replicas counts as healthy (nothing to fail).
-        def rank(s: ProviderState) -> tuple[bool, float, str]:
-            usable = s.healthy or replicas[s.provider] == 0
-            return (not usable, s.price_per_gpu_hour, s.provider)
-
-        return min(room, key=rank, default=None)
-
-    for name, why in erroring.items():
-        s = by_name[name]
-        if replicas[name] > s.low and can_scale(s):
-            target = cheapest_with_headroom()
-            to = max(s.low, replicas[name] - cfg.scale_step)
-            moved = replicas[name] - to
-            where = f"to {target.provider}" if target else "(no other provider has headroom)"
-            scale(s, to, f"{why}: moving {moved} replica(s) {where}")
-            if target is not None:
-                up = min(target.high, replicas[target.provider] + moved)
-                scale(target, up, f"taking capacity from {name} ({why})")
-
-    # 3. queue depth, per replica that serves now
-    serving = sum(replicas[s.provider] for s in good)
-    outstanding = sum(s.outstanding for s in states)
-    queue = outstanding / max(serving, 1)
-    if queue > cfg.queue_high:
-        target = cheapest_with_headroom()
-        if target is None:
-            why = f"queue {queue:.1f}/replica > {cfg.queue_high:g} but no provider has headroom now"
-            decisions.append(Decision("hold", "*", serving, serving, why))
-        else:
-            to = min(target.high, replicas[target.provider] + cfg.scale_step)
-            scale(target, to, f"queue {queue:.1f}/replica > {cfg.queue_high:g}; cheapest "
-                  f"provider with headroom (${target.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
-    elif queue < cfg.queue_low:
-        for s in sorted(good, key=lambda s: (-s.price_per_gpu_hour, s.provider)):
-            if replicas[s.provider] <= s.low or not can_scale(s):
-                continue
-            to = max(s.low, replicas[s.provider] - cfg.scale_step)
-            if to == 0 and _last_host(s, good, replicas):
-                continue
-            why = (f"queue {queue:.1f}/replica < {cfg.queue_low:g}; most expensive healthy "
-                   f"provider above its lowest (${s.price_per_gpu_hour:g}/GPU-h)")  # fmt: skip
-            scale(s, to, why)
-            break
-
-    # 4. weights
-    cheapest = min((s.price_per_gpu_hour for s in good), default=1.0)
-    raw = {
-        s.provider: replicas[s.provider] * (cheapest / s.price_per_gpu_hour) ** cfg.price_exponent
-        for s in good
-    }
-    total = sum(raw.values())
-    if total <= 0:
-        if good or bad:
-            why = "no healthy provider has replicas; weights left as they are"
-            decisions.append(Decision("hold", "*", 0, 0, why))
-        return Plan(decisions, None)
-    current_total = sum(s.weight for s in states if not s.drained) or 1.0
-    weights = {
-        s.provider: round(raw.get(s.provider, 0.0) / total, 3) for s in states if not s.drained
-    }
-    changed = False
-    for s in states:
-        if s.drained:
-            continue
-        new = weights[s.provider]
-        old = s.weight / current_total
-        if abs(new - old) <= _WEIGHT_EPS:
-            continue
-        changed = True
-        if s.provider in bad:
-            reason = f"{bad[s.provider]}: no new traffic"
-        else:
-            reason = (
-                f"{replicas[s.provider]} replica(s) at ${s.price_per_gpu_hour:g}/GPU-h "
-                f"(cheapest healthy ${cheapest:g})"
-            )
-        decisions.append(Decision("weight", s.provider, round(old, 3), new, reason))
-    return Plan(decisions, weights if changed else None)
-
-
-def _last_host(s: ProviderState, good: list[ProviderState], replicas: dict[str, int]) -> bool:
-    """True when some model of `s` has no other healthy provider with replicas."""
-    for model in s.models:
-        others = [g for g in good if g.provider != s.provider and model in g.models]
-        if not any(replicas[g.provider] > 0 for g in others):
-            return True
-    return False
 
 
 class Operator:
-    """Reads, decides, applies and logs, once per `step()`; `run()` loops."""
+    """Reads, decides, applies and logs, once per `step()`; `run()` loops.
+
+    Args:
+        clusters: per provider, its RayService on Kubernetes; None moves weights only.
+        clock, sleep: injectable for tests (the drain wait polls with `sleep`).
+    """
 
     def __init__(
         self,
         cfg: EaselConfig,
         routing: RoutingClient,
-        scaler: Scaler | None,
+        clusters: Mapping[str, ProviderCluster] | None,
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         emit: Callable[[Decision], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = cfg
         self.routing = routing
-        self.scaler = scaler
+        self.clusters = dict(clusters or {})
         self.dry_run = dry_run
         self.clock = clock
+        self.sleep = sleep
         self.emit = emit or (lambda d: logger.info(d.to_json()))
-        self._history: dict[str, deque[tuple[float, int, int]]] = {}
-        self._last_scaled: dict[str, float] = {}
+        self._history: dict[tuple[str, str], deque[tuple[float, int, int]]] = {}
+        self._last_scaled: dict[tuple[str, str], float] = {}
 
     def step(self) -> list[Decision]:
-        """One interval: read the app and Kubernetes, decide, apply (unless dry run), log."""
+        """One interval: read the gateway and Kubernetes, decide, apply (unless dry run), log."""
         now = self.clock()
         view = self.routing.show()
-        groups = self.scaler.groups() if self.scaler else {}
-        states = self._states(view, groups, now)
-        plan = decide(states, self.cfg.operator)
-        if not self.dry_run:
-            self._apply(plan, now)
-        for d in plan.decisions:
+        cluster_states, unread = {}, []
+        for p, c in self.clusters.items():
+            try:
+                cluster_states[p] = c.read()
+            except ScaleError as exc:  # one provider's API down: the others still move
+                unread.append(Decision("hold", "*", p, 0, 0, f"cannot read its cluster: {exc}"))
+        states = self._states(view, cluster_states, now)
+        plan = decide(states, self.cfg.operator, self._fits(cluster_states))
+        done = unread + (plan.decisions if self.dry_run else self._apply(plan, states, now))
+        for d in done:
             self.emit(d)
-        return plan.decisions
+        return done
 
     def run(self, iterations: int | None = None, stop: threading.Event | None = None) -> None:
         """Step every `operator.interval_s` until `iterations` are done or `stop` is set."""
@@ -254,57 +100,77 @@ class Operator:
         while not stop.is_set() and (iterations is None or done < iterations):
             try:
                 self.step()
-            except Exception as exc:  # one bad interval (app restarting) must not end the loop
-                self.emit(Decision("hold", "*", 0, 0, f"interval failed: {exc}"))
+            except Exception as exc:  # one bad interval (a cluster restarting) must not end it
+                self.emit(Decision("hold", "*", "*", 0, 0, f"interval failed: {exc}"))
             done += 1
             if iterations is None or done < iterations:
                 stop.wait(self.cfg.operator.interval_s)
 
+    # --- reading -----------------------------------------------------------------------------
+
     def _states(
-        self, view: RoutingView, groups: dict[str, GroupScale], now: float
-    ) -> list[ProviderState]:
-        summary = view.by_provider()
+        self, view: RoutingView, clusters: dict[str, ClusterState], now: float
+    ) -> list[RouteState]:
         window = max(self.cfg.operator.cooldown_s, self.cfg.operator.interval_s)
         states = []
-        for p in self.cfg.providers:
-            s = summary.get(p.name)
-            if s is None:
-                continue  # the app serves nothing there
-            low, high = replica_bounds(p)
-            group = groups.get(p.name)
-            if group is not None:
-                low, high = max(low, group.min_replicas), min(high, group.max_replicas)
-                replicas = group.replicas
-            else:
-                # Without Kubernetes the operator moves weight only: capacity is fixed at 1.
-                low = high = replicas = 1
-            requests, errors = self._window(p.name, now, s.requests, s.errors, window)
+        for r in view.routes:
+            try:
+                p = self.cfg.provider(r.provider)
+                m = self.cfg.model(r.model)
+            except KeyError:
+                continue  # a route the config does not know (another config's gateway)
+            if m.backend != "diffusers":
+                continue  # closed models: the vendor's capacity, not ours
+            bounds = clusters[p.name].serve_bounds() if p.name in clusters else {}
+            b = bounds.get(serve_deployment_name(m.name, p.name))
+            ceiling = b.max_replicas if b else m.autoscaling.max_replicas
+            floor = b.min_replicas if b else m.autoscaling.min_replicas
+            requests, errors = self._window((m.name, p.name), now, r.requests, r.errors, window)
+            last = self._last_scaled.get((m.name, p.name), float("-inf"))
             states.append(
-                ProviderState(
+                RouteState(
+                    model=m.name,
                     provider=p.name,
                     price_per_gpu_hour=p.price_per_gpu_hour,
-                    low=low,
-                    high=max(low, high),
-                    replicas=replicas,
-                    weight=s.weight,
-                    healthy=s.healthy,
-                    drained=s.drained,
-                    outstanding=s.outstanding,
+                    ceiling=ceiling,
+                    floor=floor,
+                    weight=r.weight,
+                    healthy=r.healthy,
+                    drained=r.drained,
+                    outstanding=r.outstanding,
                     window_requests=requests,
                     window_errors=errors,
-                    seconds_since_scaled=now - self._last_scaled.get(p.name, float("-inf")),
-                    models=tuple(m.name for m in self.cfg.models if p.name in m.providers),
+                    seconds_since_scaled=now - last,
+                    # Without its cluster (--no-k8s, or unreadable) a route moves weight only.
+                    scalable=p.name in clusters,
                 )
             )
         return states
 
+    def _fits(self, clusters: dict[str, ClusterState]) -> Fits:
+        def fits(provider: str, ceilings: Mapping[str, int]) -> bool:
+            state = clusters.get(provider)
+            if state is None:
+                return False
+            p = self.cfg.provider(provider)
+            group_max = {g: s.max_replicas for g, s in state.worker_groups().items()}
+            bounds = state.serve_bounds()
+            replicas = {}
+            for m in capacity.hosted_models(self.cfg, p):
+                live = bounds.get(serve_deployment_name(m.name, provider))
+                ceiling = live.max_replicas if live else m.autoscaling.max_replicas
+                replicas[m.name] = ceilings.get(m.name, ceiling)
+            return capacity.fits(self.cfg, p, replicas, group_max)
+
+        return fits
+
     def _window(
-        self, provider: str, now: float, requests: int, errors: int, window: float
+        self, key: tuple[str, str], now: float, requests: int, errors: int, window: float
     ) -> tuple[int, int]:
         """Requests and errors over the last `window` seconds, from cumulative counters."""
-        hist = self._history.setdefault(provider, deque())
+        hist = self._history.setdefault(key, deque())
         if hist and (requests < hist[-1][1] or errors < hist[-1][2]):
-            hist.clear()  # the app restarted: its counters began again
+            hist.clear()  # the gateway restarted: its counters began again
         hist.append((now, requests, errors))
         while len(hist) > 1 and hist[1][0] <= now - window:
             hist.popleft()
@@ -312,12 +178,71 @@ class Operator:
             return requests, errors
         return requests - hist[0][1], errors - hist[0][2]
 
-    def _apply(self, plan: Plan, now: float) -> None:
-        if self.scaler is not None:
-            for d in plan.decisions:
-                if d.action == "scale":
-                    self.scaler.scale(d.provider, replicas=int(d.after))
-                    self._last_scaled[d.provider] = now
-        if plan.weights is not None:
-            # The whole map, so every provider's share is on the same scale.
-            self.routing.update(weights=plan.weights)
+    # --- applying ----------------------------------------------------------------------------
+
+    def _apply(self, plan: Plan, states: list[RouteState], now: float) -> list[Decision]:
+        """Scale out, then scale in (draining first), then send weights; returns what was done
+        (a scale-in whose drain timed out becomes a 'hold')."""
+        done = [d for d in plan.decisions if d.action != "scale"]
+        scales = [d for d in plan.decisions if d.action == "scale"]
+        ups = [d for d in scales if d.after > d.before]
+        downs = [d for d in scales if d.after < d.before]
+        by_provider: dict[str, list[Decision]] = defaultdict(list)
+        for d in ups:
+            by_provider[d.provider].append(d)
+        for provider, ds in by_provider.items():
+            self._patch(provider, ds, now)
+            done += ds
+        for d in downs:
+            done += self._scale_in(d, states, now)
+        for model, weights in plan.weights.items():
+            self.routing.update(weights=weights, model=model)
+        return done
+
+    def _patch(self, provider: str, decisions: list[Decision], now: float) -> None:
+        cluster = self.clusters[provider]
+        serve = {d.model: (None, int(d.after)) for d in decisions}
+        scale_provider(self.cfg, self.cfg.provider(provider), cluster, serve=serve)
+        for d in decisions:
+            self._last_scaled[(d.model, d.provider)] = now
+
+    def _scale_in(self, d: Decision, states: list[RouteState], now: float) -> list[Decision]:
+        others = [
+            s
+            for s in states
+            if s.model == d.model and s.provider != d.provider and s.healthy and not s.drained
+        ]
+        if not others:
+            # Draining the model's only route would turn its traffic into 503s; Serve drains
+            # the replica it removes (graceful shutdown) instead.
+            self._patch(d.provider, [d], now)
+            return [d]
+        self.routing.update(drain=[d.provider], model=d.model)
+        try:
+            drained = self._wait_drained(d.model, d.provider)
+            if drained:
+                self._patch(d.provider, [d], now)
+        finally:
+            self.routing.update(undrain=[d.provider], model=d.model)
+        if not drained:
+            why = (
+                f"drain of {d.provider} for {d.model} did not finish within "
+                f"{self.cfg.operator.drain_timeout_s:g}s; not scaling in ({d.reason})"
+            )
+            return [Decision("hold", d.model, d.provider, d.before, d.before, why)]
+        return [
+            Decision("scale", d.model, d.provider, d.before, d.after, f"{d.reason} (drained first)")
+        ]
+
+    def _wait_drained(self, model: str, provider: str) -> bool:
+        deadline = self.clock() + self.cfg.operator.drain_timeout_s
+        while True:
+            view = self.routing.show()
+            left = [
+                r.outstanding for r in view.routes if r.model == model and r.provider == provider
+            ]
+            if not left or left[0] == 0:
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(0.25)

@@ -1,8 +1,9 @@
 """The manifests of the configs easel ships, as committed under `k8s/`.
 
-`k8s/<name>/` holds the KubeRay manifests of a shipped config and `k8s/<name>/launcher/` its
-Ray cluster-launcher configs; a test renders them afresh and compares, so they never drift from
-the configs. Re-render with `easel k8s render --shipped`.
+`k8s/<name>/` holds the manifests of a shipped config (one folder per provider, `gateway/`,
+`bench/`) and `k8s/<name>/launcher/` its Ray cluster-launcher configs; a test renders them
+afresh and compares, so they never drift from the configs. Re-render with
+`easel k8s render --shipped`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def render_shipped(root: str | Path | None = None) -> list[Path]:
     for name, config in SHIPPED.items():
         cfg = load_config(shipped_config_path(config))
         folder, launchers = root / name, root / name / "launcher"
-        for old in [*folder.glob("*.yaml"), *launchers.glob("*.yaml")]:
+        for old in folder.rglob("*.yaml"):
             old.unlink()
+        for sub in sorted((d for d in folder.rglob("*") if d.is_dir()), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()
         written += write_manifests(cfg, folder)
         written += write_launchers(cfg, launchers)
     return written

@@ -10,12 +10,15 @@ number has bounds, and cross-field checks run at load time, so a typo fails here
 the key path and what is allowed.
 
 One module per part of the file: `providers`, `models`, `workload` (niches, traffic, SLOs),
-`scoring` (evaluation and cost), `deploy` (serving, routing, Kubernetes, operator), `root` (the
-whole file and its cross-section checks) and `loading` (YAML in, errors out).
+`scoring` (evaluation and cost), `compare` (regression-gate tolerances), `deploy` (serving,
+routing, Kubernetes, operator), `root` (the whole file and its cross-section checks) and
+`loading` (YAML in, errors out).
 """
 
-from config._base import ConfigError, Name, Strict
+from config._base import DNS_LABEL, ConfigError, Name, Strict
+from config.compare import CompareConfig
 from config.deploy import (
+    GatewayDeployment,
     KubernetesConfig,
     OperatorConfig,
     RoutingConfig,
@@ -42,26 +45,41 @@ from config.models import (
     ReferenceLimits,
     Resolution,
     SimulatedVendor,
+    is_hub_id,
 )
-from config.providers import GpuType, ProviderConfig, Toleration
+from config.providers import GpuType, ProviderConfig, ProviderKubernetes, Toleration
 from config.root import EaselConfig
 from config.scoring import CompositeAnchors, CostConfig, EvaluationConfig
-from config.workload import NicheConfig, SloConfig, TrafficConfig
+from config.workload import (
+    QUALITY_METRICS,
+    REPLAY_FILLABLE,
+    ConditioningConfig,
+    NicheConfig,
+    QualityMetric,
+    SloConfig,
+    TrafficConfig,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
     "DIFFUSERS_PIPELINES",
+    "DNS_LABEL",
     "PRODUCTION_EXAMPLE",
+    "QUALITY_METRICS",
     "REFERENCE_PIPELINES",
+    "REPLAY_FILLABLE",
     "ApiConfig",
     "Autoscaling",
     "Batching",
+    "CompareConfig",
     "CompositeAnchors",
+    "ConditioningConfig",
     "ConfigError",
     "CostConfig",
     "EaselConfig",
     "EvaluationConfig",
     "FloatRange",
+    "GatewayDeployment",
     "GpuType",
     "IntRange",
     "KubernetesConfig",
@@ -71,6 +89,8 @@ __all__ = [
     "NicheConfig",
     "OperatorConfig",
     "ProviderConfig",
+    "ProviderKubernetes",
+    "QualityMetric",
     "ReferenceLimits",
     "Resolution",
     "RoutingConfig",
@@ -81,6 +101,7 @@ __all__ = [
     "Tenant",
     "Toleration",
     "TrafficConfig",
+    "is_hub_id",
     "load_config",
     "parse_config",
     "shipped_config_path",

@@ -15,6 +15,10 @@ Name = Annotated[
 ]
 
 
+# A Kubernetes object name (RFC 1123 label): namespaces, Secrets, PVCs.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
 class Strict(BaseModel):
     """A config section: unknown keys are errors, and a parsed config never changes."""
 

@@ -6,9 +6,10 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from config._base import Name, Strict
+from config._base import DNS_LABEL, Name, Strict
 
 __all__ = [
+    "GatewayDeployment",
     "KubernetesConfig",
     "OperatorConfig",
     "RoutingConfig",
@@ -100,20 +101,48 @@ class ServeConfig(Strict):
     )
 
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DNS_LABEL = DNS_LABEL
+
+
+class GatewayDeployment(Strict):
+    """The gateway on Kubernetes: a Deployment of `easel gateway` processes behind a Service."""
+
+    replicas: int = Field(default=2, ge=1, le=1_000, description="Gateway pods.")
+    workers: int = Field(
+        default=2, ge=1, le=256, description="`easel gateway --workers`: processes per pod."
+    )
+    cpus: float = Field(default=2, gt=0, le=256, description="CPU request and limit per pod.")
+    memory_gb: float = Field(default=4, gt=0, le=1_024, description="Memory per pod, GB.")
+    service_type: Literal["ClusterIP", "LoadBalancer"] = Field(
+        default="ClusterIP",
+        description="How customers reach the gateway Service: in-cluster only, or a cloud "
+        "load balancer.",
+    )
 
 
 class KubernetesConfig(Strict):
-    """How `easel k8s render` deploys this config on KubeRay, and what `easel scale` patches."""
+    """How `easel k8s render` deploys this config: one RayService per provider (each in its own
+    Kubernetes cluster), the gateway and the bench RayJob; and what `easel scale` patches."""
 
+    context: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="kubeconfig context of the cluster that runs the gateway and the bench RayJob "
+        "(and every provider that names no context of its own). None: the current context.",
+    )
     namespace: str = Field(
-        default="easel", pattern=_DNS_LABEL, description="Namespace of every rendered object."
+        default="easel",
+        pattern=_DNS_LABEL,
+        description="Namespace of the gateway, the bench RayJob, and of providers that name none.",
     )
     name: str | None = Field(
         default=None,
-        pattern=_DNS_LABEL,
+        pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
         max_length=40,
-        description="Name of the RayService (the RayJob adds '-bench'). None: the config's name.",
+        description="Prefix of every rendered name: the provider RayServices are "
+        "'<name>-<provider>', the gateway '<name>-gateway', the RayJob '<name>-bench'. None: "
+        "the config's name.",
     )
     image: str | None = Field(
         default=None,
@@ -129,6 +158,68 @@ class KubernetesConfig(Strict):
     worker_memory_gb_per_gpu: float = Field(
         default=64, gt=0, le=16_384, description="Worker pod memory per GPU it holds, GB."
     )
+    cpu_worker_cpus: float = Field(
+        default=8,
+        gt=0,
+        le=1_024,
+        description="CPUs of a CPU worker pod (the provider's ingress, models with num_gpus 0, "
+        "the bench's load generation and CPU scoring).",
+    )
+    cpu_worker_memory_gb: float = Field(
+        default=32, gt=0, le=16_384, description="Memory of a CPU worker pod, GB."
+    )
+    autoscaler_idle_timeout_s: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="Seconds a worker pod sits idle before the Ray autoscaler removes it.",
+    )
+    upgrade_strategy: Literal["NewCluster", "None"] = Field(
+        default="NewCluster",
+        description="What KubeRay does when a provider's pod template changes: bring up a new "
+        "cluster and switch once it serves (needs room for both), or nothing ('None': delete "
+        "and re-apply the RayService to upgrade).",
+    )
+    cluster_deletion_delay_s: int = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="Seconds KubeRay keeps the old cluster after an upgrade switched traffic.",
+    )
+    model_cache_gb: int = Field(
+        default=500,
+        ge=1,
+        le=1_000_000,
+        description="Size of each provider's model cache volume (the weights of the models it "
+        "serves, pinned revisions), GB.",
+    )
+    volume_access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany",
+        description="Access mode of the model cache and data volumes: ReadWriteMany when pods "
+        "on several nodes read them (the usual case); ReadWriteOnce for one-node clusters.",
+    )
+    storage_class: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="StorageClass of the gateway cluster's volumes (bench runs and data). None: "
+        "the cluster's default.",
+    )
+    runs_gb: int = Field(
+        default=100, ge=1, le=1_000_000, description="Volume for bench run folders, GB."
+    )
+    data_gb: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Volume for the bench's inputs: reference images, traces, scoring weights, GB.",
+    )
+    hf_token_key: str = Field(
+        default="HF_TOKEN",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in `secret_name` holding the Hugging Face token the weight-fetch Jobs "
+        "use for gated checkpoints (serving pods never see it: they load offline).",
+    )
+    gateway: GatewayDeployment = Field(default_factory=GatewayDeployment)
     redis_address: str = Field(
         default="redis:6379",
         pattern=r"^[^\s:]+:[0-9]{1,5}$",
@@ -187,6 +278,13 @@ class OperatorConfig(Strict):
     scale_step: int = Field(default=1, ge=1, le=1_000, description="Replicas added or removed.")
     cooldown_s: float = Field(
         default=60, ge=0, le=86_400, description="Least time between two scalings of a provider."
+    )
+    drain_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        le=3_600,
+        description="Before it scales a provider's model in, the operator drains that route at "
+        "the gateway and waits at most this long for its requests in flight to finish.",
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ __all__ = [
     "ReferenceLimits",
     "Resolution",
     "SimulatedVendor",
+    "is_hub_id",
 ]
 
 
@@ -165,6 +166,14 @@ class ApiConfig(Strict):
         return self
 
 
+def is_hub_id(spec: str) -> bool:
+    """True when `spec` names a Hugging Face hub repository ('owner/repo', optionally followed by
+    '/<file>'), not a local path or a tiny:// build."""
+    if spec.startswith(("tiny://", "/", "./", "../", "~")):
+        return False
+    return re.match(r"^[A-Za-z0-9][-\w.]*/[-\w.]+(/[-\w./]+)?$", spec) is not None
+
+
 DIFFUSERS_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline", "StableDiffusionXLPipeline")
 # The diffusers pipelines (0.42) whose __call__ takes `image=` (one or several reference images).
 REFERENCE_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline")
@@ -205,6 +214,13 @@ class ModelConfig(Strict):
 
     name: Name = Field(description="Id used in the HTTP API and manifests.")
     display_name: str = Field(min_length=1, description="Name shown in reports.")
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Version shown in the report's Models table (e.g. 'v2.0.1', '4-step'). "
+        "Left out: the weights id (open models) or the vendor's model name (APIs).",
+    )
     backend: Literal["diffusers", "http_api"]
     kind: Literal["open", "closed"] = Field(
         default="open", description="Open weights (self-hosted) or a closed API."
@@ -217,10 +233,21 @@ class ModelConfig(Strict):
         description="Hub id or local path for from_pretrained; 'tiny://<recipe>' for a tiny "
         "random-weight build of the same class in the local cache.",
     )
+    revision: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{40}$",
+        description="Commit of the hub checkpoint `weights` names (40 hex digits): the "
+        "weight-fetch Job downloads exactly it, and replicas load it from the cache offline.",
+    )
     unet: str | None = Field(
         default=None,
-        description="UNet checkpoint (hub id or local path) loaded over the pipeline's own, "
-        "e.g. the SDXL-Lightning 4-step UNet.",
+        description="UNet checkpoint (hub id, 'owner/repo/file.safetensors' or local path) loaded "
+        "over the pipeline's own, e.g. the SDXL-Lightning 4-step UNet.",
+    )
+    unet_revision: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{40}$",
+        description="Commit of the hub repository `unet` names (40 hex digits).",
     )
     scheduler: Literal["default", "euler_trailing", "euler_ancestral_trailing"] = Field(
         default="default", description="Scheduler override; 'default' keeps the checkpoint's."
@@ -289,13 +316,21 @@ class ModelConfig(Strict):
                     f"{_FLUX2_MIN_SIDE} px or an aspect ratio over {_FLUX2_MAX_ASPECT:g}:1; set "
                     f"min_side >= {_FLUX2_MIN_SIDE} and max_aspect <= {_FLUX2_MAX_ASPECT:g}"
                 )
+            if self.revision and not is_hub_id(self.weights):
+                raise ValueError(
+                    f"revision pins a hub checkpoint, but weights {self.weights!r} is not a hub id"
+                )
+            if self.unet_revision and not (self.unet and is_hub_id(self.unet)):
+                raise ValueError("unet_revision pins a hub repository: set `unet` to one")
         else:
             if self.api is None:
                 raise ValueError("an http_api model needs an `api` section")
             if self.price_per_image is None:
                 raise ValueError("an http_api model needs `price_per_image`")
-            if self.pipeline or self.weights:
-                raise ValueError("`pipeline` and `weights` are for diffusers models only")
+            if self.pipeline or self.weights or self.revision or self.unet:
+                raise ValueError(
+                    "`pipeline`, `weights`, `revision` and `unet` are for diffusers models only"
+                )
         return self
 
     @property

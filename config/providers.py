@@ -8,11 +8,12 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from config._base import Name, Strict
+from config._base import DNS_LABEL, Name, Strict
 
 __all__ = [
     "GpuType",
     "ProviderConfig",
+    "ProviderKubernetes",
     "Toleration",
 ]
 
@@ -23,6 +24,11 @@ class GpuType(Strict):
     name: str = Field(min_length=1, description="GPU model, e.g. 'A100-80GB'.")
     peak_tflops: float = Field(gt=0, le=100_000, description="Dense bf16 peak, TFLOP/s.")
     memory_gb: float = Field(gt=0, le=10_000, description="Device memory, GB.")
+    form_factor: Literal["SXM", "PCIe"] | None = Field(
+        default=None,
+        description="SXM (NVLink between the GPUs of a node) or PCIe boards; None accepts "
+        "either when an instance type is chosen.",
+    )
 
 
 class Toleration(Strict):
@@ -41,6 +47,46 @@ class Toleration(Strict):
             raise ValueError("a toleration with operator 'Exists' takes no value")
         if self.operator == "Equal" and self.value is None:
             raise ValueError("a toleration with operator 'Equal' needs a value")
+        return self
+
+
+class ProviderKubernetes(Strict):
+    """Where a provider's own Ray cluster (a RayService) runs on Kubernetes."""
+
+    context: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="kubeconfig context of the provider's Kubernetes cluster. None: "
+        "kubernetes.context (the gateway's cluster).",
+    )
+    namespace: str | None = Field(
+        default=None, pattern=DNS_LABEL, description="Its namespace. None: kubernetes.namespace."
+    )
+    storage_class: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="StorageClass of the provider's model cache volume (one that serves "
+        "kubernetes.volume_access_mode there). None: the cluster's default.",
+    )
+    serve_service_type: Literal["ClusterIP", "LoadBalancer"] = Field(
+        default="ClusterIP",
+        description="Type of the provider's Serve Service: ClusterIP when the gateway runs in "
+        "the same Kubernetes cluster, LoadBalancer to reach it from another one (then set "
+        "providers[].endpoint to its address).",
+    )
+    hostname: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="DNS name of the provider's Serve load balancer (serve_service_type "
+        "LoadBalancer), set through external-dns's hostname annotation; the gateway reaches "
+        "the provider at http://<hostname>:<serve.port> unless providers[].endpoint is set.",
+    )
+
+    @model_validator(mode="after")
+    def _hostname(self) -> Self:
+        if self.hostname and self.serve_service_type != "LoadBalancer":
+            raise ValueError("hostname names a load balancer: set serve_service_type LoadBalancer")
         return self
 
 
@@ -68,7 +114,9 @@ class ProviderConfig(Strict):
         default=None,
         description="Base URL of this provider's cluster (its provider app), as the gateway "
         "reaches it, e.g. 'http://easel-lambda.example.com:8000'. None: filled in by the local "
-        "modes (`easel cluster up --local`, `easel serve`, `easel bench`) that start it.",
+        "modes (`easel cluster up --local`, `easel serve`, `easel bench`) that start it, and "
+        "on Kubernetes by `easel k8s render` (kubernetes.hostname, or the provider's Serve "
+        "Service when it shares the gateway's cluster).",
     )
     min_replicas: int = Field(default=0, ge=0, le=10_000, description="Operator lower bound.")
     max_replicas: int = Field(default=8, ge=0, le=10_000, description="Operator upper bound.")
@@ -79,6 +127,12 @@ class ProviderConfig(Strict):
         default_factory=list,
         description="Kubernetes tolerations for this provider's GPU nodes, beyond the "
         "nvidia.com/gpu taint every GPU worker tolerates.",
+    )
+    kubernetes: ProviderKubernetes = Field(default_factory=ProviderKubernetes)
+    project_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$",
+        description="GCP project the cluster launcher creates this provider's VMs in (GCP only).",
     )
 
     @field_validator("endpoint")

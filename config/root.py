@@ -11,6 +11,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from config._base import Name, Strict
+from config.compare import CompareConfig
 from config.deploy import KubernetesConfig, OperatorConfig, RoutingConfig, ServeConfig
 from config.models import ModelConfig
 from config.providers import GpuType, ProviderConfig
@@ -38,6 +39,7 @@ class EaselConfig(Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     operator: OperatorConfig = Field(default_factory=OperatorConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Self:
@@ -65,6 +67,22 @@ class EaselConfig(Strict):
             raise ValueError(
                 f"traffic.model_mix names unknown models {sorted(unknown)} (allowed: "
                 f"{sorted(models)})"
+            )
+        for kind, aliases, known in (
+            ("model", self.traffic.model_aliases, models),
+            ("niche", self.traffic.niche_aliases, {n.name for n in self.niches}),
+        ):
+            bad = {k: v for k, v in aliases.items() if v not in known}
+            if bad:
+                raise ValueError(
+                    f"traffic.{kind}_aliases map to unknown {kind}s {bad} "
+                    f"(allowed: {sorted(known)})"
+                )
+        anchor = self.evaluation.anchors.human_anchor_model
+        if anchor is not None and anchor not in models:
+            raise ValueError(
+                f"evaluation.anchors.human_anchor_model {anchor!r} is not a model "
+                f"(allowed: {sorted(models)})"
             )
         unknown = set(self.routing.weights) - providers
         if unknown:

@@ -37,9 +37,10 @@ class CompositeAnchors(Strict):
     )
     human_anchor_model: str | None = Field(
         default=None,
-        description="Model whose Bradley-Terry strength maps to a human score of 50. Left out: "
-        "the mean strength of the models in the fit (comparable only across runs with the "
-        "same model set).",
+        description="Model whose Bradley-Terry strength maps to a human score of 50. Required "
+        "for the human score to enter the composite: without it (or in a scope where the anchor "
+        "has no votes) scores are relative to the run's mean model, so adding a weak model would "
+        "raise everyone's; they are still reported, flagged, but left out of the composite.",
     )
 
     @model_validator(mode="after")
@@ -72,7 +73,14 @@ class EvaluationConfig(Strict):
     actors: int = Field(default=2, ge=1, le=1_024)
     num_gpus: float = Field(default=0, ge=0, le=16, description="GPUs per scorer actor.")
     human_pairs_per_model_pair: int = Field(default=500, ge=1, le=1_000_000)
-    reference_images_per_niche: int = Field(default=64, ge=2, le=1_000_000)
+    reference_images_per_niche: int = Field(
+        default=10_000,
+        ge=2,
+        le=1_000_000,
+        description="Most reference images per niche (a folder's first, by name; a synthetic "
+        "set's size). FID needs more than the feature network's dimension (128 tiny, 2048 "
+        "Inception) in both sets; below that FID is n/a and KID is shown.",
+    )
     bootstrap: int = Field(default=200, ge=10, le=100_000, description="Bootstrap resamples.")
     weights: dict[Literal["fid", "clip", "human"], float] = Field(
         default_factory=lambda: {"fid": 0.4, "clip": 0.3, "human": 0.3}
@@ -94,7 +102,24 @@ class EvaluationConfig(Strict):
         default=1_000,
         ge=2,
         le=1_000_000,
-        description="Images per KID subset; capped at the smaller of the two set sizes.",
+        description="Images per KID subset. A smaller set caps it; the size used is recorded "
+        "(scores.parquet kid_subset_size) and a capped row is flagged.",
+    )
+    face_embedder: Literal["dlib", "arcface-onnx"] = Field(
+        default="dlib",
+        description="Identity preservation's face embedding: 'dlib' (the pretrained 128-d ResNet "
+        "of face-recognition-models, weights inside the package) or 'arcface-onnx' (a local "
+        "ArcFace ONNX file in face_weights; needs onnxruntime).",
+    )
+    face_weights: str | None = Field(
+        default=None, description="Local ArcFace ONNX weights, for face_embedder 'arcface-onnx'."
+    )
+    face_min_side: int = Field(
+        default=160,
+        ge=32,
+        le=2_048,
+        description="Images whose short side is below this are upscaled before face detection "
+        "(dlib's detector misses faces under ~40 px).",
     )
     sensitivity_delta: float = Field(
         default=0.10,
@@ -106,6 +131,10 @@ class EvaluationConfig(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> Self:
+        if self.face_embedder == "arcface-onnx" and not self.face_weights:
+            raise ValueError("face_embedder 'arcface-onnx' needs face_weights (a local .onnx file)")
+        if self.face_weights and self.face_embedder != "arcface-onnx":
+            raise ValueError("face_weights is read only with face_embedder 'arcface-onnx'")
         if set(self.weights) != {"fid", "clip", "human"}:
             raise ValueError("weights needs exactly the keys fid, clip, human")
         if any(w < 0 for w in self.weights.values()) or abs(sum(self.weights.values()) - 1) > 1e-6:

@@ -11,6 +11,12 @@ API models: (price_per_image + orchestration_overhead_per_image) × (1 + platfor
 
 A deployment's unit cost applies to every niche it served: GPU time is shared, so it is amortised
 evenly over the images the deployment made, whatever their niche.
+
+Beside it, the **busy-only** cost counts only the GPU time replicas spent making images
+(Σ busy_s × gpus), and the **idle share** is the part of the held GPU time that was not: idle
+replicas and cold-start loading. The all-held figure is what the run paid; the busy-only figure
+is what the model costs when its replicas are kept busy, so it does not charge a model for a run's
+design (a standby replica on a route the routing policy never used, say).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ __all__ = [
     "DeploymentCost",
     "NicheCost",
     "api_cost_per_image",
+    "busy_spent_usd",
     "deployment_costs",
     "gpu_cost_per_image",
+    "model_busy_costs",
     "model_costs",
     "niche_costs",
     "spent_usd",
@@ -42,7 +50,9 @@ COST_FORMULA = (
     "API models: (price per image + orchestration overhead per image) "
     "× (1 + platform fee % / 100). "
     "A deployment's unit cost applies to every niche it served (its GPU time is amortised evenly "
-    "over all the images it made)."
+    "over all the images it made). "
+    "Busy-only: the same with GPU-seconds = Σ busy time × GPUs per replica (inference only); "
+    "idle share = 1 − busy GPU-seconds / held GPU-seconds."
 )
 
 Pricing = Literal["gpu", "api"]
@@ -61,6 +71,7 @@ class DeploymentCost:
     busy_s: float
     idle_s: float
     gpu_seconds: float
+    busy_gpu_seconds: float
     images: int
     price_per_gpu_hour: float | None
     price_per_image: float | None
@@ -72,9 +83,17 @@ class DeploymentCost:
     price_source: str
     simulated: bool
     note: str = ""
+    busy_cost_per_image: float | None = None
+
+    @property
+    def idle_share(self) -> float | None:
+        """Share of the held GPU time not spent making images (idle and cold-start load)."""
+        if self.pricing == "api" or self.gpu_seconds <= 0:
+            return None
+        return max(0.0, 1.0 - self.busy_gpu_seconds / self.gpu_seconds)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "idle_share": self.idle_share}
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,7 @@ def deployment_costs(
 
     Args:
         cfg: the run's config (prices, overhead, fee, which models are APIs).
-        usage: per-replica records (`serve_apps.usage.read_usage()` / usage.parquet): model,
+        usage: per-replica records (the gateway's `/v1/admin/usage` rows / usage.parquet): model,
             provider, gpus, started_s, load_s, last_seen_s, busy_s, images.
         images: images made per (model, provider), overriding the replicas' own counts (e.g. the
             successful requests); None counts what the replicas report.
@@ -149,20 +168,22 @@ def deployment_costs(
         for prov_name in model.providers:
             prov = cfg.provider(prov_name)
             rows = per_dep.get((model.name, prov_name), [])
-            alive = load = busy = gpu_s = 0.0
+            alive = load = busy = gpu_s = busy_gpu_s = 0.0
             made = 0
             for r in rows:
                 # A replica pays from its start (the cold-start load included) to the last time
                 # it was seen alive, busy or not.
                 a = max(0.0, _num(r, "last_seen_s") - _num(r, "started_s"))
-                # `gpus` is what the replica is charged for (serve_apps.usage.replica_gpus); a
-                # record without it is charged the provider's GPUs per replica.
+                # `gpus` is what the replica is charged for
+                # (serve_apps.provider.usage.replica_gpus); a record without it is charged the
+                # provider's GPUs per replica.
                 gpus = r.get("gpus")
                 gpus = float(prov.gpus_per_replica if gpus is None else gpus)
                 alive += a
                 load += min(a, _num(r, "load_s"))
                 busy += min(a, _num(r, "busy_s"))
                 gpu_s += a * gpus
+                busy_gpu_s += min(a, _num(r, "busy_s")) * gpus
                 made += int(_num(r, "images"))
             if images is not None:
                 made = int(images.get((model.name, prov_name), 0))
@@ -188,6 +209,8 @@ def deployment_costs(
                     DeploymentCost(
                         pricing="api",
                         gpu_seconds=0.0,
+                        busy_gpu_seconds=0.0,
+                        busy_cost_per_image=api_cost_per_image(price, overhead, fee),
                         price_per_gpu_hour=None,
                         price_per_image=price,
                         compute_per_image=price,
@@ -197,13 +220,16 @@ def deployment_costs(
                 )
                 continue
             note = ""
-            unit = compute = None
+            unit = compute = busy_unit = None
             if not rows:
                 note = "no replica usage recorded"
             elif made <= 0:
                 note = "made no images"
             else:
                 unit = gpu_cost_per_image(gpu_s, made, prov.price_per_gpu_hour, overhead, fee)
+                busy_unit = gpu_cost_per_image(
+                    busy_gpu_s, made, prov.price_per_gpu_hour, overhead, fee
+                )
                 compute = gpu_s * prov.price_per_gpu_hour / 3600.0 / made
                 if gpu_s == 0:
                     note = "its replicas held no GPU (charged 0 GPUs)"
@@ -211,10 +237,12 @@ def deployment_costs(
                 DeploymentCost(
                     pricing="gpu",
                     gpu_seconds=gpu_s,
+                    busy_gpu_seconds=busy_gpu_s,
                     price_per_gpu_hour=prov.price_per_gpu_hour,
                     price_per_image=None,
                     compute_per_image=compute,
                     cost_per_image=unit,
+                    busy_cost_per_image=busy_unit,
                     note=note,
                     **common,
                 )
@@ -271,3 +299,34 @@ def model_costs(costs: Iterable[DeploymentCost]) -> dict[str, float | None]:
         spent[c.model] += spent_usd(c)
         made[c.model] += c.images
     return {m: (spent[m] / made[m] if made[m] else listed[m]) for m in listed}
+
+
+def busy_spent_usd(c: DeploymentCost) -> float:
+    """What a deployment's images cost counting only the GPU time spent making them."""
+    if c.pricing == "api":
+        return (c.cost_per_image or 0.0) * c.images
+    compute = c.busy_gpu_seconds * (c.price_per_gpu_hour or 0.0) / 3600.0
+    return (compute + c.overhead_per_image * c.images) * (1.0 + c.platform_fee_pct / 100.0)
+
+
+def model_busy_costs(costs: Iterable[DeploymentCost]) -> dict[str, dict[str, float | None]]:
+    """Per model: busy-only cost per image and the idle share of its held GPU time.
+
+    Busy-only charges a model only for inference: a standby deployment that made no image adds
+    nothing here (it does in `model_costs`). The idle share is over all its deployments' held
+    GPU-seconds; None for API models.
+    """
+    costs = list(costs)
+    out: dict[str, dict[str, float | None]] = {}
+    for model in dict.fromkeys(c.model for c in costs):
+        deps = [c for c in costs if c.model == model]
+        made = sum(c.images for c in deps)
+        held = sum(c.gpu_seconds for c in deps)
+        busy = sum(c.busy_gpu_seconds for c in deps)
+        api = all(c.pricing == "api" for c in deps)
+        listed = deps[0].cost_per_image if api else None
+        out[model] = {
+            "busy_cost_per_image": sum(busy_spent_usd(c) for c in deps) / made if made else listed,
+            "idle_share": None if api or held <= 0 else max(0.0, 1.0 - busy / held),
+        }
+    return out

@@ -1,9 +1,10 @@
 """Scoring generated images: FID/KID, CLIP alignment, blind human A/B, the composite score.
 
 The public surface: `score_run` (score a run folder through the Ray actor pool and write
-scores.parquet), `composite_scores` / `weight_sensitivity` (the anchored composite), and the
-human A/B functions (`make_pairs`, `fit_human`). Names are imported on first use, so that
-`import evaluation` (as `easel --help` does through `easel.commands.score`) loads no torch.
+scores.parquet), `composite_scores` / `weight_sensitivity` (the anchored composite), the
+human A/B functions (`make_pairs`, `fit_human`) and `quality_goodput`. Names are imported on
+first use, so that `import evaluation` (as `easel --help` does through `easel.commands.score`)
+loads no torch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from config.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evaluation.composite import composite_scores, weight_sensitivity
+    from evaluation.goodput import quality_goodput
     from evaluation.humaneval import HumanEvalResult, PairsResult, fit_human, make_pairs
     from evaluation.scoring import SCORES_FILE, ScoreResult, score_run
 
@@ -25,6 +27,7 @@ __all__ = [
     "composite_scores",
     "fit_human",
     "make_pairs",
+    "quality_goodput",
     "score_run",
     "weight_sensitivity",
 ]
@@ -39,6 +42,7 @@ _HOME = {
     "PairsResult": "evaluation.humaneval",
     "fit_human": "evaluation.humaneval",
     "make_pairs": "evaluation.humaneval",
+    "quality_goodput": "evaluation.goodput",
 }
 
 

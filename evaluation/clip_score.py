@@ -7,8 +7,11 @@ the cache and loaded back through the same `local-dir:` path; its tokenizer is o
 OpenAI BPE (shipped inside the package), so token counts and truncation are real, but its scores
 are labelled "not comparable to published CLIP scores".
 
-Scores are raw cosine similarities of the L2-normalised embeddings (torchmetrics' CLIPScore is
-100·max(cos, 0)); the composite maps them to 0-100 with anchors from the config.
+Per image, the score is the cosine similarity of the L2-normalised image and prompt embeddings;
+a group's `clipscore` is torchmetrics' CLIPScore of it, max(100 · mean cosine, 0), the figure
+papers publish (a reference test checks it against `torchmetrics.functional.multimodal
+.clip_score` on the same network). The composite maps the mean cosine to 0-100 with anchors from
+the config.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "ClipModel",
     "ClipSpec",
     "ClipStats",
+    "clipscore",
     "resolve_clip_spec",
 ]
 
@@ -192,6 +196,16 @@ class ClipStats:
     @property
     def ref_mean(self) -> float | None:
         return self.ref_sum / self.ref_n if self.ref_n else None
+
+    @property
+    def clipscore(self) -> float | None:
+        """torchmetrics' CLIPScore of the image↔prompt pairs: max(100 · mean cosine, 0)."""
+        return clipscore(self.text_mean)
+
+
+def clipscore(mean_cosine: float | None) -> float | None:
+    """torchmetrics' CLIPScore from a mean image↔text cosine: max(100 · cos, 0)."""
+    return None if mean_cosine is None else max(100.0 * mean_cosine, 0.0)
 
 
 def _build_tiny(folder: Path) -> Path:

@@ -8,6 +8,14 @@ with fixed random weights stands in: random-init conv features still separate im
 "not comparable to published FID" wherever a score is shown.
 
 Every network takes uint8 images (N, 3, H, W) and returns float features (N, dim).
+
+**Comparable to published FID** only when the network is the FID Inception-v3 *and* images reach
+it at 299×299 through clean-fid's resize (PIL bicubic on each channel in float, the whole image,
+no crop; Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN Evaluation"):
+Inception fed 64 px images and upsampled inside the network, or resized with an aliasing filter,
+gives FIDs that differ from published ones by more than the gaps between models. One deviation,
+stated: torch-fidelity's network takes uint8, so the float resize is rounded to 8 bits (half a
+level at most) before it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -29,15 +38,18 @@ from config.cache import cache_dir
 from evaluation._hashing import file_sha256
 
 __all__ = [
+    "COMPARABLE_IMAGE_SIZE",
     "TINY_FEATURE_ARCH",
     "TINY_FEATURE_DIM",
     "FeatureSpec",
     "TinyConvNet",
+    "clean_resize",
     "load_feature_net",
     "resolve_feature_spec",
     "to_feature_batch",
 ]
 
+COMPARABLE_IMAGE_SIZE = 299  # Inception-v3's input, at which published FIDs are computed
 TINY_FEATURE_ARCH = "tiny-conv-v1"
 TINY_FEATURE_DIM = 128
 # Fixed, not the benchmark seed: the tiny net must be the same network in every run, or its FIDs
@@ -63,10 +75,22 @@ class FeatureSpec:
     @property
     def resize_policy(self) -> str:
         """How an image becomes network input; part of the reference-statistics cache key."""
-        policy = f"rgb/pil-bicubic-antialias/{self.image_size}x{self.image_size}"
-        if self.kind == "inception":
+        policy = f"rgb/clean-fid-pil-bicubic-float/{self.image_size}x{self.image_size}/uint8"
+        if self.kind == "inception" and self.image_size != COMPARABLE_IMAGE_SIZE:
             policy += "/tf1-bilinear-299-in-net"
         return policy
+
+    @property
+    def not_comparable_because(self) -> str | None:
+        """Why FIDs from this network are not comparable to published ones; None if they are."""
+        if self.comparable:
+            return None
+        if self.kind == "tiny":
+            return "tiny random-init feature net, not Inception-v3"
+        return (
+            f"Inception-v3 at image_size {self.image_size}: published FIDs use "
+            f"{COMPARABLE_IMAGE_SIZE} px with clean-fid's resize"
+        )
 
 
 class TinyConvNet(nn.Module):
@@ -120,13 +144,20 @@ def resolve_feature_spec(cfg: EvaluationConfig) -> FeatureSpec:
                 f"evaluation.feature_weights: no such file {str(path)!r} (expected the FID "
                 "Inception-v3 weights, e.g. weights-inception-2015-12-05-6726825d.pth)"
             )
+        comparable = cfg.image_size == COMPARABLE_IMAGE_SIZE
+        label = f"Inception-v3 pool3 (2048-d) from {path.name}"
+        if not comparable:
+            label += (
+                f" at {cfg.image_size} px: not comparable to published FID (that needs "
+                f"{COMPARABLE_IMAGE_SIZE} px with clean-fid's resize)"
+            )
         return FeatureSpec(
             kind="inception",
             path=str(path.resolve()),
             key=f"inception-v3-fid:{file_sha256(path)}",
             dim=2048,
-            label=f"Inception-v3 pool3 (2048-d) from {path.name}",
-            comparable=True,
+            label=label,
+            comparable=comparable,
             image_size=cfg.image_size,
         )
     path = _build_tiny(cache_dir() / "evaluation" / "nets")
@@ -161,20 +192,33 @@ def load_feature_net(spec: FeatureSpec, device: str | torch.device = "cpu") -> n
     return net.eval().to(device)
 
 
-def to_feature_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """RGB, resized to size x size with PIL bicubic (antialiased): uint8 (N, 3, size, size).
+def clean_resize(img: Image.Image, size: int) -> np.ndarray:
+    """clean-fid's resize: RGB, each channel as a float image resized whole with PIL bicubic,
+    clipped to [0, 255]; (size, size, 3) float32. An image already at size is left as it is."""
+    rgb = img.convert("RGB")
+    arr = np.asarray(rgb, dtype=np.float32)
+    if rgb.size == (size, size):
+        return arr
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(arr[:, :, c])).resize(
+                (size, size), Image.Resampling.BICUBIC
+            )
+        )
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=2), 0, 255)
 
-    The whole image is resized (no crop), as clean-fid does; the policy is part of the cache key.
+
+def to_feature_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """clean-fid-resized to size x size, rounded to uint8: (N, 3, size, size).
+
+    The policy is part of the reference-statistics cache key.
     """
-    arrays = []
-    for img in images:
-        rgb = img.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-        arrays.append(torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8))
-    if not arrays:
+    if not images:
         return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    return torch.stack(arrays).view(len(arrays), size, size, 3).permute(0, 3, 1, 2).contiguous()
+    batch = np.stack([np.rint(clean_resize(img, size)) for img in images]).astype(np.uint8)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 
 def _build_tiny(folder: Path) -> Path:

@@ -6,6 +6,11 @@ need. Merging two stats adds the sums and concatenates the features in a canonic
 id), so statistics computed on any split of the images merge to what one actor would have found.
 The FID formula is torchmetrics' (`_compute_fid`); KID is torchmetrics' polynomial-kernel MMD over
 subsets drawn by a seeded generator, so a KID is reproducible.
+
+FID is only defined here where both sets hold more images than the features have dimensions
+(`fid_defined`): with fewer, a covariance estimate is rank-deficient and the Fréchet distance is
+mostly the bias of that estimate (64 references against 128- or 2048-d features), not a distance
+between the distributions. KID, an unbiased MMD, stays meaningful at small N and is shown instead.
 """
 
 from __future__ import annotations
@@ -18,12 +23,58 @@ import torch
 
 __all__ = [
     "FeatureStats",
-    "FidBootstrap",
+    "KidResult",
+    "fid_defined",
     "fid_from_moments",
     "fid_from_stats",
+    "frechet_distance",
     "kid_from_features",
     "mixture_moments",
+    "mixture_of_moments",
+    "row_moments",
 ]
+
+
+def fid_defined(n: int, n_ref: int, dim: int) -> bool:
+    """True when both sets have more images than feature dimensions (full-rank covariances)."""
+    return n > dim and n_ref > dim
+
+
+def row_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of feature rows (n >= 2), in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {x.shape[0]}")
+    mean = x.mean(axis=0)
+    xc = x - mean
+    return mean, (xc.T @ xc) / (x.shape[0] - 1)
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """The Fréchet distance in symmetric form, for bootstrap draws (numpy, float64).
+
+    tr sqrt(Σ1 Σ2) = Σ sqrt(eig(A Σ1 A)) with A = sqrt(Σ2): two symmetric eigendecompositions,
+    faster and steadier than the general eigenvalues torchmetrics takes (it agrees with
+    `fid_from_moments` to rounding; tested).
+    """
+    vals, vecs = np.linalg.eigh((cov2 + cov2.T) / 2)
+    root = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    inner = root @ cov1 @ root
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
+    diff = mu1 - mu2
+    return float(
+        diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.sqrt(np.clip(eig, 0, None)).sum()
+    )
+
+
+@dataclass(frozen=True)
+class KidResult:
+    """KID over `subsets` subsets of `subset_size` images each (std over the subsets)."""
+
+    mean: float
+    std: float
+    subset_size: int
+    subsets: int
 
 
 @dataclass
@@ -118,10 +169,17 @@ def mixture_moments(parts: Sequence[tuple[float, FeatureStats]]) -> tuple[np.nda
     A model's overall FID compares its images with the niche references mixed in the proportions
     of its own niche mix, so a model is not penalised for the traffic it happened to get.
     """
-    total = sum(w for w, _ in parts)
+    return mixture_of_moments([(w, *s.moments()) for w, s in parts])
+
+
+def mixture_of_moments(
+    parts: Sequence[tuple[float, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of a weighted mixture of (weight, mean, covariance) components."""
+    total = sum(w for w, _, _ in parts)
     if total <= 0:
         raise ValueError("mixture weights must have a positive sum")
-    moments = [(w / total, *s.moments()) for w, s in parts]
+    moments = [(w / total, mu, cov) for w, mu, cov in parts]
     mean = sum(w * mu for w, mu, _ in moments)
     second = sum(w * (cov + np.outer(mu, mu)) for w, mu, cov in moments)
     return mean, second - np.outer(mean, mean)
@@ -134,10 +192,11 @@ def kid_from_features(
     subsets: int = 100,
     subset_size: int = 1000,
     seed: int = 0,
-) -> tuple[float, float]:
+) -> KidResult:
     """KID mean and std over subsets (torchmetrics' poly-kernel MMD), subsets drawn by `seed`.
 
-    `subset_size` is capped at the smaller set; ValueError when that is below 2.
+    A set smaller than `subset_size` caps it; the size used is in the result (callers flag a
+    capped one). ValueError when it is below 2.
     """
     from torchmetrics.image.kid import poly_mmd
 
@@ -153,35 +212,4 @@ def kid_from_features(
         gi = torch.as_tensor(rng.permutation(len(g))[:size])
         values.append(float(poly_mmd(r[ri], g[gi])))
     arr = np.asarray(values)
-    return float(arr.mean()), float(arr.std())
-
-
-class FidBootstrap:
-    """FID of many resampled generated sets against one fixed reference, fast.
-
-    With A = sqrt(Σ_ref), tr sqrt(Σ_ref Σ_gen) = tr sqrt(A Σ_gen A), and A Σ_gen A = MᵀM with
-    M = X_c A / sqrt(m-1) for the m centred generated rows X_c. Its non-zero eigenvalues are those
-    of the m x m matrix M Mᵀ, so a resample of m ≪ d images costs O(m d²) instead of a d x d
-    eigen-decomposition: a bootstrap over prompts stays cheap even with 2048-d Inception features.
-    """
-
-    def __init__(self, ref_mean: np.ndarray, ref_cov: np.ndarray) -> None:
-        vals, vecs = np.linalg.eigh((ref_cov + ref_cov.T) / 2)
-        self._sqrt = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-        self._mean = ref_mean
-        self._trace = float(np.trace(ref_cov))
-
-    def fid(self, feats: np.ndarray) -> float:
-        """FID of these generated feature rows (m >= 2) against the reference."""
-        x = np.asarray(feats, dtype=np.float64)
-        m = x.shape[0]
-        if m < 2:
-            raise ValueError(f"FID needs at least 2 images, got {m}")
-        mu = x.mean(axis=0)
-        xc = x - mu
-        big_m = (xc @ self._sqrt) / np.sqrt(m - 1)
-        small = big_m @ big_m.T if m <= x.shape[1] else big_m.T @ big_m
-        eig = np.linalg.eigvalsh((small + small.T) / 2)
-        tr_gen = float((xc * xc).sum() / (m - 1))
-        diff = mu - self._mean
-        return float(diff @ diff + self._trace + tr_gen - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+    return KidResult(float(arr.mean()), float(arr.std()), size, subsets)

@@ -10,7 +10,6 @@ record with an error, never an exception.
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,11 +19,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from evaluation._decode import decode_image
 from evaluation.clip_score import ClipModel, ClipSpec, ClipStats
+from evaluation.conditioned_scores import GarmentStats, IdentityStats
 from evaluation.features import FeatureSpec, load_feature_net, to_feature_batch
 from evaluation.fid import FeatureStats
+from evaluation.identity import FaceSpec, IdentityScorer
 
 __all__ = [
+    "CONDITIONED_RECORD_KEYS",
     "GroupStats",
     "ImageItem",
     "ProgressPrinter",
@@ -34,16 +37,15 @@ __all__ = [
     "ScorerState",
 ]
 
-# Decoding bombs: an image this large is an error record, not an out-of-memory actor.
-_MAX_PIXELS = 64 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """What a scorer loads: the feature network and, for generated images, a CLIP."""
+    """What a scorer loads: the feature network, for generated images a CLIP, and for jobs
+    with reference faces a face embedder (loaded on the first such job)."""
 
     feature: FeatureSpec
     clip: ClipSpec | None
+    face: FaceSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class ImageItem:
         data: encoded image bytes (PNG/JPEG/...).
         prompt: the prompt, for CLIP image↔text; None for reference images.
         reference: encoded customer reference image, for CLIP image↔image; None when absent.
+        faces: encoded photos of the person the output must look like (identity preservation).
+        garments: encoded garment photos the output must show (try-on, CLIP image↔image).
     """
 
     item_id: str
@@ -63,17 +67,26 @@ class ImageItem:
     data: bytes
     prompt: str | None = None
     reference: bytes | None = None
+    faces: tuple[bytes, ...] = ()
+    garments: tuple[bytes, ...] = ()
 
 
 @dataclass
 class GroupStats:
-    """Feature and CLIP statistics of one group."""
+    """Feature, CLIP, identity and garment statistics of one group."""
 
     features: FeatureStats
     clip: ClipStats = field(default_factory=ClipStats)
+    identity: IdentityStats = field(default_factory=IdentityStats)
+    garment: GarmentStats = field(default_factory=GarmentStats)
 
     def merge(self, other: GroupStats) -> GroupStats:
-        return GroupStats(self.features.merge(other.features), self.clip.merge(other.clip))
+        return GroupStats(
+            self.features.merge(other.features),
+            self.clip.merge(other.clip),
+            self.identity.merge(other.identity),
+            self.garment.merge(other.garment),
+        )
 
 
 @dataclass
@@ -110,6 +123,7 @@ class Scorer:
     def _load(self) -> None:
         self._net = load_feature_net(self.spec.feature, self.device)
         self._clip = ClipModel(self.spec.clip, self.device) if self.spec.clip else None
+        self._identity: IdentityScorer | None = None  # loaded on the first job with faces
 
     # The networks are rebuilt from the spec on unpickling; the statistics and the prompt-embedding
     # cache travel as they are (a prompt's embedding depends, in the last bits, on the batch it was
@@ -142,10 +156,11 @@ class Scorer:
                 "clip_ref": None,
                 "prompt_tokens": None,
                 "prompt_truncated": None,
+                **dict.fromkeys(CONDITIONED_RECORD_KEYS),
             }
             records.append(rec)
             try:
-                img = _decode(item.data)
+                img = decode_image(item.data)
             except Exception as exc:  # any decoder failure is that image's record, not the batch's
                 rec["error"] = f"corrupt image: {type(exc).__name__}: {exc}"
                 self.state.errors.append({"item_id": item.item_id, "error": rec["error"]})
@@ -163,13 +178,15 @@ class Scorer:
         for key, rows in by_group.items():
             self.state.group(key).features.update([good[i][0].item_id for i in rows], feats[rows])
 
-        if self._clip is not None:
-            self._score_clip([g for g in good if g[0].prompt is not None])
+        prompted = [g for g in good if g[0].prompt is not None]
+        img_emb = self._score_clip(prompted) if self._clip is not None else None
+        self._score_conditioned(prompted, img_emb)
         return records
 
-    def _score_clip(self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]]) -> None:
+    def _score_clip(self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]]) -> Any:
+        """CLIP text and reference scores; returns the images' CLIP embeddings (or None)."""
         if not good:
-            return
+            return None
         clip = self._clip
         assert clip is not None
         img_emb = clip.encode_images([g[1] for g in good])
@@ -184,7 +201,7 @@ class Scorer:
             rec["clip_text"] = float(cos_text[i])
             if item.reference is not None:
                 try:
-                    ref_imgs.append(_decode(item.reference))
+                    ref_imgs.append(decode_image(item.reference))
                     refs.append(i)
                 except Exception as exc:  # a bad reference loses only the reference score
                     rec["error"] = f"corrupt reference image: {type(exc).__name__}: {exc}"
@@ -197,16 +214,59 @@ class Scorer:
             for j, i in enumerate(refs):
                 good[i][2]["clip_ref"] = float(cos_ref[j])
                 self.state.group(good[i][0].group).clip.add_ref([float(cos_ref[j])])
+        return img_emb
+
+    def _score_conditioned(
+        self, good: list[tuple[ImageItem, Image.Image, dict[str, Any]]], img_emb: Any
+    ) -> None:
+        """Identity against the job's faces; garment similarity (CLIP) against its garments."""
+        for i, (item, img, rec) in enumerate(good):
+            stats = self.state.group(item.group)
+            if item.faces:
+                if self.spec.face is None:
+                    rec["error"] = _join(rec["error"], "identity not scored: no face embedder")
+                else:
+                    if self._identity is None:
+                        self._identity = IdentityScorer(self.spec.face)
+                    try:
+                        r = self._identity.score(img, item.faces)
+                    except Exception as exc:  # an odd image loses its identity score only
+                        rec["error"] = _join(rec["error"], f"identity not scored: {exc!r}")
+                    else:
+                        rec.update(
+                            identity_refs=r.refs,
+                            identity_ref_faces=r.ref_faces,
+                            face_found=r.face_found,
+                            identity_cos=r.cosine,
+                        )
+                        rec["error"] = _join(rec["error"], r.error)
+                        stats.identity.add(r)
+            if item.garments and img_emb is not None and self._clip is not None:
+                garments = []
+                for data in item.garments:
+                    try:
+                        garments.append(decode_image(data))
+                    except Exception as exc:  # a bad garment photo loses only its score
+                        rec["error"] = _join(rec["error"], f"corrupt garment image: {exc}")
+                if garments:
+                    # several garments: the mean of the output's cosine to each
+                    cos = float((self._clip.encode_images(garments) @ img_emb[i]).mean())
+                    rec["garment_cos"] = cos
+                    stats.garment.add([cos])
 
 
-def _decode(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    if img.width * img.height > _MAX_PIXELS:
-        raise ValueError(f"{img.width}x{img.height} exceeds {_MAX_PIXELS} pixels")
-    img.load()
-    if img.width < 1 or img.height < 1:
-        raise ValueError("empty image")
-    return img
+# The per-image keys of conditioned jobs (null where a job carried no such reference).
+CONDITIONED_RECORD_KEYS = (
+    "identity_refs",
+    "identity_ref_faces",
+    "face_found",
+    "identity_cos",
+    "garment_cos",
+)
+
+
+def _join(a: str | None, b: str | None) -> str | None:
+    return "; ".join(x for x in (a, b) if x) or None
 
 
 class _ScorerActor:

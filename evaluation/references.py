@@ -171,7 +171,7 @@ def save_cached_stats(niche: str, key: str, stats: FeatureStats) -> Path:
 
 def _style(niche: str) -> str:
     name = niche.lower()
-    if any(w in name for w in ("headshot", "portrait", "face", "profile")):
+    if any(w in name for w in ("headshot", "portrait", "face", "profile", "try-on", "tryon")):
         return "portrait" if "creative" not in name else "creative"
     if any(w in name for w in ("product", "commerce", "packshot", "catalog")):
         return "product"

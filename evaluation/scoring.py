@@ -3,16 +3,18 @@
 `score_run` writes into the run folder:
 - `scores.parquet`: one row per (model, niche) and one "all" row per model (columns in
   docs/evaluation.md),
-- `image_scores.parquet`: one row per scored image (CLIP cosines, prompt tokens, errors),
+- `image_scores.parquet`: one row per scored image (CLIP cosines, prompt tokens, identity and
+  garment scores of image-conditioned jobs, errors; quality floors are checked from it by
+  `evaluation.goodput`),
 - `weight_sensitivity.parquet`: the ±delta weight check per niche and overall,
-- `score_meta.json`: networks and their labels, reference sets, cache hits, skipped rows,
-  corrupt images, throughput.
+- `score_meta.json`: networks and their labels, reference sets (with content hashes), the face
+  embedder, the photo sets of conditioned niches, cache hits, skipped rows, corrupt images,
+  throughput.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -25,17 +27,38 @@ import pandas as pd
 from config import EaselConfig
 from evaluation.clip_score import resolve_clip_spec
 from evaluation.composite import weight_sensitivity
+from evaluation.conditioned_scores import (
+    GarmentStats,
+    IdentityStats,
+    conditioned_columns,
+)
 from evaluation.features import resolve_feature_spec
 from evaluation.humaneval.fit import fit_human
-from evaluation.pool import GroupStats, ImageItem, ProgressPrinter, ScorerPool, ScorerSpec
+from evaluation.identity import FaceSpec, resolve_face_spec
+from evaluation.pool import (
+    CONDITIONED_RECORD_KEYS,
+    GroupStats,
+    ImageItem,
+    ProgressPrinter,
+    ScorerPool,
+    ScorerSpec,
+)
 from evaluation.references import (
     load_cached_stats,
     reference_key,
     reference_set,
     save_cached_stats,
 )
-from evaluation.run_folder import load_run_config, load_run_images
-from evaluation.score_table import Reference, TableContext, empty_group, model_row, niche_row
+from evaluation.run_folder import job_references, load_run_config, load_run_images
+from evaluation.score_table import (
+    FLAG_SEP,
+    Reference,
+    TableContext,
+    empty_group,
+    model_row,
+    niche_row,
+)
+from evaluation.subject_sets import conditioning_sets, folder_sha256
 
 __all__ = ["SCORES_FILE", "ScoreResult", "score_run"]
 
@@ -95,6 +118,15 @@ def score_run(
         key = reference_key(refset, feature)
         cached = load_cached_stats(niche, key)
         refs[niche] = Reference(refset, key, cached, cached is not None)
+    conditioned = {n.name: n.conditioning for n in cfg.niches if n.conditioning is not None}
+    kinds = {name: c.kind for name, c in conditioned.items()}
+    photo_sets = [
+        ps.to_dict()
+        for name in sorted(set(rows["niche"]) & set(conditioned))
+        for ps in conditioning_sets(known[name])
+    ]
+    face = _face_spec(cfg, rows, kinds)
+    used: dict[str, dict[str, set[str]]] = {}
 
     records: list[dict[str, Any]] = []
     read_errors: list[dict[str, Any]] = []
@@ -106,7 +138,7 @@ def score_run(
     if n_items:
         started = _ensure_ray(address)
         try:
-            spec = ScorerSpec(feature=feature, clip=clip)
+            spec = ScorerSpec(feature=feature, clip=clip, face=face)
             t_start = time.monotonic()
             with ScorerPool(
                 spec, actors=ev.actors, num_cpus=ev.actor_num_cpus, num_gpus=ev.num_gpus
@@ -115,9 +147,8 @@ def score_run(
                 t_score = time.monotonic()
                 devices = pool.devices
                 printer = ProgressPrinter(n_items) if progress else None
-                records = pool.score(
-                    _items(rows, refs, read_errors), batch_size=ev.batch_size, progress=printer
-                )
+                items = _items(rows, refs, read_errors, run, kinds, used)
+                records = pool.score(items, batch_size=ev.batch_size, progress=printer)
                 score_s = time.monotonic() - t_score
                 state_groups = pool.state().groups
         finally:
@@ -136,18 +167,33 @@ def score_run(
 
     image_df = _image_table(rows, records, read_errors)
     human = fit_human(run, cfg) if (run / "humaneval" / "votes.sqlite").is_file() else None
+    dim = feature.dim
     ctx = TableContext(cfg, feature, clip, refs, human)
     pairs = sorted(set(zip(rows["model"], rows["niche"], strict=True)))
+    face_label = face.label if face else None
     table = pd.DataFrame(
         [
-            niche_row(
-                ctx, m, n, state_groups.get(("gen", m, n)) or empty_group(feature.dim), image_df
+            _with_conditioned(
+                niche_row(ctx, m, n, state_groups.get(("gen", m, n)) or empty_group(dim), image_df),
+                [state_groups[k] for k in [("gen", m, n)] if k in state_groups],
+                image_df[(image_df["model"] == m) & (image_df["niche"] == n)],
+                cfg,
+                face_label,
             )
             for m, n in pairs
         ]
     )
     per_model = pd.DataFrame(
-        [model_row(ctx, m, state_groups, image_df) for m in sorted(rows["model"].unique())]
+        [
+            _with_conditioned(
+                model_row(ctx, m, state_groups, image_df),
+                [g for k, g in state_groups.items() if k[0] == "gen" and k[1] == m],
+                image_df[image_df["model"] == m],
+                cfg,
+                face_label,
+            )
+            for m in sorted(rows["model"].unique())
+        ]
     )
     for extra in unknown_niches:
         print(f"easel score: niche {extra!r} is not in the config: no reference set, no FID")
@@ -162,7 +208,9 @@ def score_run(
             "label": feature.label,
             "key": feature.key,
             "comparable": feature.comparable,
+            "not_comparable_because": feature.not_comparable_because,
             "resize_policy": feature.resize_policy,
+            "dim": feature.dim,
         },
         "clip": {"label": clip.label, "key": clip.key, "comparable": clip.comparable},
         "references": {
@@ -173,8 +221,17 @@ def score_run(
                 "cached": r.cached,
                 "n": r.stats.n if r.stats else 0,
                 "folder": r.refset.folder,
+                "sha256": folder_sha256(r.refset.files),
             }
             for n, r in refs.items()
+        },
+        "face_embedder": (
+            {"kind": face.kind, "label": face.label, "key": face.key} if face else None
+        ),
+        "conditioning_sets": photo_sets,
+        "references_used": {
+            niche: {role: _set_digest(hashes) for role, hashes in sorted(by_role.items())}
+            for niche, by_role in sorted(used.items())
         },
         "unknown_niches": unknown_niches,
         "skipped": images.skipped,
@@ -211,8 +268,18 @@ def score_run(
 
 
 def _items(
-    rows: pd.DataFrame, refs: dict[str, Reference], errors: list[dict[str, Any]]
+    rows: pd.DataFrame,
+    refs: dict[str, Reference],
+    errors: list[dict[str, Any]],
+    run: Path,
+    kinds: dict[str, str],
+    used: dict[str, dict[str, set[str]]],
 ) -> Iterator[ImageItem]:
+    """Reference images first, then each job's image with its prompt and reference photos.
+
+    Unreadable references are recorded in `errors` (the job is still scored); `used` collects,
+    per niche and role, the hashes of the reference photos the jobs carried.
+    """
     for niche, ref in refs.items():
         if ref.stats is None:
             for path in ref.refset.files:
@@ -225,21 +292,61 @@ def _items(
         except OSError as exc:
             errors.append({"item_id": r.job_id, "error": f"unreadable image: {exc}"})
             continue
-        reference = None
-        if isinstance(r.reference_image, bytes | bytearray):
-            reference = bytes(r.reference_image)
-        elif isinstance(r.reference_image, str) and r.reference_image:
-            try:
-                reference = base64.b64decode(r.reference_image, validate=True)
-            except (binascii.Error, ValueError):
-                errors.append({"item_id": r.job_id, "error": "reference_image is not base64"})
+        jr = job_references(r, run, kinds.get(r.niche))
+        if jr.errors:
+            errors.append({"item_id": r.job_id, "error": "; ".join(jr.errors)})
+        for role, photos in (("faces", jr.faces), ("garments", jr.garments)):
+            for photo in photos:
+                hashes = used.setdefault(r.niche, {}).setdefault(role, set())
+                hashes.add(hashlib.sha256(photo).hexdigest())
         yield ImageItem(
             item_id=r.job_id,
             group=("gen", r.model, r.niche),
             data=data,
             prompt=r.prompt,
-            reference=reference,
+            reference=jr.first,
+            faces=jr.faces,
+            garments=jr.garments,
         )
+
+
+def _face_spec(cfg: EaselConfig, rows: pd.DataFrame, kinds: dict[str, str]) -> FaceSpec | None:
+    """The face embedder, resolved (and checked) only when a job may carry a reference face."""
+    if rows.empty:
+        return None
+    maybe = rows["niche"].isin(list(kinds)) | rows["reference_roles"].notna()
+    has_refs = rows["reference_images"].notna() | rows["reference_image"].notna()
+    return resolve_face_spec(cfg.evaluation) if bool((maybe & has_refs).any()) else None
+
+
+def _with_conditioned(
+    row: dict[str, Any],
+    groups: list[GroupStats],
+    mine: pd.DataFrame,
+    cfg: EaselConfig,
+    face_label: str | None,
+) -> dict[str, Any]:
+    """A score row with its identity and garment columns and flags added."""
+    identity, garment = IdentityStats(), GarmentStats()
+    for g in groups:
+        identity, garment = identity.merge(g.identity), garment.merge(g.garment)
+    key = f"conditioned/{row['model']}/{row['niche']}".encode()
+    seed = cfg.seed + int(hashlib.sha256(key).hexdigest()[:8], 16)
+    cols, flags = conditioned_columns(
+        identity, garment, mine, draws=cfg.evaluation.bootstrap, seed=seed, face_label=face_label
+    )
+    row.update(cols)
+    if flags:
+        row["flags"] = FLAG_SEP.join([f for f in (row["flags"], *flags) if f])
+    return row
+
+
+def _set_digest(hashes: set[str]) -> dict[str, Any]:
+    """Distinct photos and one SHA-256 over their sorted hashes."""
+    h = hashlib.sha256()
+    for x in sorted(hashes):
+        h.update(x.encode())
+    return {"n_distinct": len(hashes), "sha256": h.hexdigest()}
 
 
 # What the pool records per image, as image_scores.parquet keeps it.
@@ -250,6 +357,7 @@ _RECORD_COLUMNS = (
     "clip_ref",
     "prompt_tokens",
     "prompt_truncated",
+    *CONDITIONED_RECORD_KEYS,
 )
 
 
@@ -262,14 +370,27 @@ def _image_table(
     rec = rec.rename(columns={"item_id": "job_id"}).drop(columns=["group"], errors="ignore")
     base = rows[["job_id", "model", "niche", "prompt"]]
     out = base.merge(rec, on="job_id", how="left")
-    read = {e["item_id"]: e["error"] for e in read_errors}
+    read: dict[str, str] = {}
+    for e in read_errors:
+        read[e["item_id"]] = "; ".join(x for x in (read.get(e["item_id"]), e["error"]) if x)
     out["ok"] = out["ok"].astype("boolean").fillna(False)
     # reference-decoding errors leave the image scored; file-read errors leave it unscored
     out["error"] = [
         "; ".join(x for x in (err, read.get(j)) if isinstance(x, str)) or None
         for j, err in zip(out["job_id"], out["error"], strict=True)
     ]
+    for col, dtype in _CONDITIONED_DTYPES.items():  # nulls where a job had no such reference
+        out[col] = pd.array([None if pd.isna(v) else v for v in out[col]], dtype=dtype)
     return out[["job_id", "model", "niche", "prompt", *_RECORD_COLUMNS]]
+
+
+_CONDITIONED_DTYPES = {
+    "identity_refs": "Int64",
+    "identity_ref_faces": "Int64",
+    "face_found": "boolean",
+    "identity_cos": "Float64",
+    "garment_cos": "Float64",
+}
 
 
 def _ensure_ray(address: str | None) -> bool:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from config import EaselConfig, TrafficConfig
 from load_tests.manifest import MANIFEST_SCHEMA
+from load_tests.provenance import with_provenance
 
 __all__ = [
     "PATTERNS",
@@ -25,6 +26,7 @@ __all__ = [
     "diurnal_arrivals",
     "gamma_arrivals",
     "generate_manifest",
+    "mix_columns",
     "poisson_arrivals",
     "ramp_arrivals",
 ]
@@ -32,7 +34,7 @@ __all__ = [
 PATTERNS = ("poisson", "gamma", "diurnal", "burst", "ramp", "replay")
 
 # Extra keyword parameters the replay pattern takes (not TrafficConfig fields).
-_REPLAY_PARAMS = ("columns", "time_unit", "window")
+_REPLAY_PARAMS = ("columns", "time_unit", "window", "fill", "aliases", "niche_aliases", "jitter_s")
 
 
 def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -159,7 +161,7 @@ def _traffic(cfg: EaselConfig, updates: dict[str, Any]) -> TrafficConfig:
         raise ValueError(f"invalid traffic parameters: {msgs}") from None
 
 
-def _mix_columns(cfg: EaselConfig, n: int, rng: np.random.Generator) -> dict[str, list[Any]]:
+def mix_columns(cfg: EaselConfig, n: int, rng: np.random.Generator) -> dict[str, list[Any]]:
     """Model, niche and prompt per row from the config's mix, and each model's defaults."""
     if cfg.traffic.model_mix:
         names = list(cfg.traffic.model_mix)
@@ -209,7 +211,10 @@ def generate_manifest(
         **params: other TrafficConfig fields (burstiness, peak_ratio, burst_every_s,
             burst_length_s, ramp_to, replay_path, speedup) and, for replay, `columns`
             (manifest field -> log column), `time_unit` (s|ms|us|ns for numeric timestamps) and
-            `window` ((start_s, end_s) offsets from the log's first timestamp).
+            `window` ((start_s, end_s) offsets from the log's first timestamp), `fill`
+            (fields to draw from the config's mix where the log has none), `aliases` and
+            `niche_aliases` (log name -> config name) and `jitter_s` (see
+            load_tests.replay.replay_manifest).
 
     Raises:
         ValueError: unknown parameters or values out of bounds, with what is allowed.
@@ -244,7 +249,17 @@ def generate_manifest(
         if t.ramp_to is None:
             raise ValueError("pattern 'ramp' needs ramp_to (the end rate, requests/s)")
         arrivals = ramp_arrivals(n, t.rate, t.ramp_to, rng)
-    return build_table(cfg, arrivals, rng)
+    return with_provenance(
+        build_table(cfg, arrivals, rng),
+        {
+            "pattern": t.pattern,
+            "seed": t.seed,
+            "rows": n,
+            "columns": {"*": f"generated: {t.pattern} arrivals, the config's model and niche mix"},
+            "from_log": [],
+            "filled": [],
+        },
+    )
 
 
 def build_table(
@@ -256,7 +271,7 @@ def build_table(
     """Manifest rows for `arrivals`; columns in `given` (e.g. from a log) win over the mix."""
     n = len(arrivals)
     given = {k: v for k, v in (given or {}).items() if v is not None}
-    mix = _mix_columns(cfg, n, rng)
+    mix = mix_columns(cfg, n, rng)
     seeds = rng.integers(0, 2**31 - 1, size=n)
     if "model" in given:
         # Sizes follow the row's own model; an unknown model keeps nulls (the reader rejects it).

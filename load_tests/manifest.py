@@ -69,12 +69,17 @@ def write_manifest(table: pa.Table, path: str | Path) -> Path:
     """Write `table` as a manifest Parquet file (conformed to MANIFEST_SCHEMA); returns the path.
 
     Missing optional columns are written as nulls; a missing required column or a column that
-    cannot take the schema's type raises ManifestError.
+    cannot take the schema's type raises ManifestError. Schema metadata under `easel.` keys
+    (a replay's provenance) is kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_schema(table.schema, str(path))
-    pq.write_table(_conform(table), path, row_group_size=_ROW_GROUP)
+    # easel's own metadata (where a replay's columns came from) travels with the file.
+    keep = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"easel.")}
+    pq.write_table(
+        _conform(table).replace_schema_metadata(keep or None), path, row_group_size=_ROW_GROUP
+    )
     return path
 
 

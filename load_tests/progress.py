@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
 from hdrh.histogram import HdrHistogram
+
+from load_tests.intervals import nearest_rank
 
 __all__ = ["ProgressLine"]
 
@@ -37,6 +40,7 @@ class ProgressLine:
         self.every_s = every_s if self.tty else log_every_s
         self.sent = self.done = self.failed = self.rejected = self.in_flight = 0
         self._hists = [HdrHistogram(1, 3_600_000_000, 3), HdrHistogram(1, 3_600_000_000, 3)]
+        self._fails = [0, 0]  # failures in the same two windows: they rank beyond the deadline
         self._rotated = time.monotonic()
         self._drawn = 0.0
         self._t0 = time.monotonic()
@@ -55,22 +59,30 @@ class ProgressLine:
                 self._hists[0].record_value(min(max(us, 1), 3_600_000_000))
             else:
                 self.failed += 1
+                self._fails[0] += 1
 
     def p95_ms(self) -> float | None:
-        """p95 latency of the records of the last ~10-20 s (two rotating histograms, merged)."""
+        """p95 latency of the records of the last ~10-20 s (two rotating histograms, merged),
+        over all of them: failures rank above every success, so the p95 is infinite (beyond
+        the deadline) when more than 5 % of them failed. None when there is none yet."""
         merged = HdrHistogram(1, 3_600_000_000, 3)
         for h in self._hists:
             merged.add(h)
-        if not merged.get_total_count():
+        ok, fails = merged.get_total_count(), sum(self._fails)
+        if not ok + fails:
             return None
-        return merged.get_value_at_percentile(95) / 1000.0
+        rank = nearest_rank(ok + fails, 95)
+        if rank > ok:
+            return math.inf
+        return merged.get_value_at_percentile(100.0 * rank / ok) / 1000.0
 
     def text(self) -> str:
         p95 = self.p95_ms()
+        shown = "-" if p95 is None else ("beyond deadline" if math.isinf(p95) else f"{p95:.0f} ms")
         return (
             f"[{time.monotonic() - self._t0:6.1f}s] sent {self.sent + self.in_flight}/{self.total}"
             f"  done {self.done}  failed {self.failed}  rejected {self.rejected}"
-            f"  in flight {self.in_flight}  p95 {'-' if p95 is None else f'{p95:.0f} ms'}"
+            f"  in flight {self.in_flight}  p95 (all) {shown}"
         )
 
     def update(self, in_flight: int | None = None, force: bool = False) -> None:
@@ -78,6 +90,7 @@ class ProgressLine:
         now = time.monotonic()
         if now - self._rotated > _WINDOW_S:
             self._hists = [HdrHistogram(1, 3_600_000_000, 3), self._hists[0]]
+            self._fails = [0, self._fails[0]]
             self._rotated = now
         if in_flight is not None:
             self.in_flight = in_flight

@@ -5,6 +5,13 @@ time: open loop) and `service_ms` (from the send); per-model and overall figures
 histograms and read the percentile from the merged one. The generator's own health (send lag,
 achieved versus offered rate, requests the client's in-flight bound stopped) is reported beside
 them, with a warning when the generator, not the server, set the pace.
+
+Failures never vanish from the tail. Beside the success-only percentiles (`latency_p*`), every
+group has all-requests percentiles (`latency_all_p*`) in which each failed, timed-out or unsent
+request ranks above every success, "beyond the deadline": under overload a server that fails
+most requests fast would otherwise report a *better* p95 than one that serves them all slowly.
+The SLO verdict (`latency_at_slo_percentile_ms`, `meets_slo`) reads the all-requests ordering,
+and every all-requests percentile carries a distribution-free interval (load_tests.intervals).
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hdrh.histogram import HdrHistogram
 
 from config import EaselConfig
+from load_tests.histogram import LatencyHistogram as _Hist
+from load_tests.histogram import all_requests_percentiles
+from load_tests.intervals import wilson_interval
 
 __all__ = [
     "LAG_WARN_MS",
@@ -39,7 +48,6 @@ PERCENTILES = (50, 90, 95, 99)
 LAG_WARN_MS = 10.0
 RATE_WARN_RATIO = 0.95
 
-_LOW_US, _HIGH_US, _DIGITS = 1, 3_600_000_000, 3  # 1 µs .. 1 h at 3 significant digits
 _COLUMNS = [
     "model",
     "niche",
@@ -53,54 +61,6 @@ _COLUMNS = [
     "service_ms",
     "cold_start",
 ]
-
-
-class _Hist:
-    """An HdrHistogram in microseconds that also keeps the exact max and what it clamped."""
-
-    def __init__(self) -> None:
-        self.h = HdrHistogram(_LOW_US, _HIGH_US, _DIGITS)
-        self.max_ms = -math.inf
-        self.clamped = 0
-
-    def record_ms(self, ms: float) -> None:
-        us = round(ms * 1000.0)
-        if us < _LOW_US or us > _HIGH_US:
-            self.clamped += 1
-            us = min(max(us, _LOW_US), _HIGH_US)
-        self.h.record_value(us)
-        self.max_ms = max(self.max_ms, ms)
-
-    def merge(self, other: _Hist) -> None:
-        self.h.add(other.h)
-        self.max_ms = max(self.max_ms, other.max_ms)
-        self.clamped += other.clamped
-
-    @property
-    def count(self) -> int:
-        return int(self.h.get_total_count())
-
-    def pct(self, p: float) -> float | None:
-        return self.pcts((p,))[p]
-
-    def pcts(self, ps: tuple[float, ...]) -> dict[float, float | None]:
-        """Several percentiles in one pass over the counts (each pass costs milliseconds)."""
-        if not self.count:
-            return dict.fromkeys(ps)
-        # HdrHistogram's own percentile walk, vectorised: the library loops over ~23k buckets
-        # in Python for each percentile.
-        counts = np.ctypeslib.as_array(self.h.counts)[: self.h.counts_len]
-        cum = np.cumsum(counts)
-        out: dict[float, float | None] = {}
-        for p in ps:
-            target = self.h.get_target_count_at_percentile(p)
-            v = self.h.get_value_from_index(int(np.searchsorted(cum, target, side="left")))
-            edge = self.h.get_highest_equivalent_value if p else self.h.get_lowest_equivalent_value
-            out[p] = edge(v) / 1000.0
-        return out
-
-    def max(self) -> float | None:
-        return self.max_ms if self.count else None
 
 
 @dataclass
@@ -126,17 +86,28 @@ class _Acc:
         for name in ("latency", "service", "warm", "cold_latency"):
             getattr(self, name).merge(getattr(o, name))
 
-    def to_dict(self, window_s: float, slo_ms: float | None, slo_pct: float, budget: float) -> dict:
+    def to_dict(
+        self, window_s: float, slo_ms: float | None, slo_pct: float, budget: float, conf: float
+    ) -> dict:
         d: dict[str, Any] = {
             "n": self.n,
             "ok": self.ok,
             "errors": dict(sorted(self.errors.items())),
         }
         d["error_rate"] = (self.n - self.ok) / self.n if self.n else None
-        lat = self.latency.pcts((*PERCENTILES, slo_pct))
+        d["success_rate"] = self.ok / self.n if self.n else None
+        ci = wilson_interval(self.ok, self.n, conf)
+        d["success_rate_ci"] = list(ci) if ci else [None, None]
+        lat = self.latency.pcts(PERCENTILES)
         for p in PERCENTILES:
             d[f"latency_p{p}_ms"] = lat[p]
         d["latency_max_ms"] = self.latency.max()
+        every = all_requests_percentiles(self.latency, self.n, (*PERCENTILES, slo_pct), conf)
+        for p in PERCENTILES:
+            d[f"latency_all_p{p}_ms"] = every[p]["ms"]
+            d[f"latency_all_p{p}_beyond"] = every[p]["beyond"]
+            d[f"latency_all_p{p}_ci_ms"] = every[p]["ci_ms"]
+            d[f"latency_all_p{p}_ci_beyond"] = every[p]["ci_beyond"]
         svc = self.service.pcts(PERCENTILES)
         for p in PERCENTILES:
             d[f"service_p{p}_ms"] = svc[p]
@@ -144,15 +115,26 @@ class _Acc:
         d["throughput_rps"] = self.ok / window_s if window_s > 0 else None
         d["slo_ms"] = slo_ms
         d["slo_percentile"] = slo_pct
-        d["latency_at_slo_percentile_ms"] = lat[slo_pct]
-        d["goodput"] = self.good / self.n if self.n and slo_ms is not None else None
-        d["goodput_rps"] = self.good / window_s if window_s > 0 and slo_ms is not None else None
-        at = d["latency_at_slo_percentile_ms"]
+        # All requests: a percentile that falls among the failures is beyond the deadline.
+        at = every[slo_pct]
+        d["latency_at_slo_percentile_ms"] = at["ms"]
+        d["latency_at_slo_percentile_beyond"] = at["beyond"]
+        d["latency_at_slo_percentile_ci_ms"] = at["ci_ms"]
+        d["latency_at_slo_percentile_ci_beyond"] = at["ci_beyond"]
+        # One-sided bounds at the same confidence: what the saturation sweep's verdict reads.
+        one = all_requests_percentiles(self.latency, self.n, (slo_pct,), conf, one_sided=True)
+        d["latency_at_slo_bounds_ms"] = one[slo_pct]["ci_ms"]
+        d["latency_at_slo_bounds_beyond"] = one[slo_pct]["ci_beyond"]
+        has_slo = slo_ms is not None
+        d["goodput"] = self.good / self.n if self.n and has_slo else None
+        gci = wilson_interval(self.good, self.n, conf) if has_slo else None
+        d["goodput_ci"] = list(gci) if gci else [None, None]
+        d["goodput_rps"] = self.good / window_s if window_s > 0 and has_slo else None
         d["meets_slo"] = bool(
             self.n
-            and slo_ms is not None
-            and at is not None
-            and at <= slo_ms
+            and has_slo
+            and at["ms"] is not None
+            and at["ms"] <= slo_ms
             and d["error_rate"] <= budget
         )
         d["cold_starts"] = self.cold
@@ -168,12 +150,18 @@ class LoadSummary:
 
     Attributes:
         groups: one dict per (model, niche, provider) over the rows that were attempted (not
-            rejected): n, ok, errors (by error_class), error_rate, latency_p{50,90,95,99}_ms,
-            latency_max_ms, service_p{50,90,95,99}_ms, service_max_ms, throughput_rps (ok rows
-            over the run's window), slo_ms, slo_percentile, latency_at_slo_percentile_ms,
-            goodput (share of n that succeeded within the model's SLO), goodput_rps, meets_slo,
+            rejected): n, ok, errors (by error_class), error_rate, success_rate and
+            success_rate_ci (Wilson), latency_p{50,90,95,99}_ms and latency_max_ms (successful
+            requests only), latency_all_p{50,90,95,99}_ms with _beyond (the percentile falls
+            among failed requests: beyond the deadline, ms None) and _ci_ms ([lo, hi],
+            distribution-free) and _ci_beyond ([bool, bool]: that bound falls among
+            failures), service_p{50,90,95,99}_ms, service_max_ms, throughput_rps (ok
+            rows over the run's window), slo_ms, slo_percentile, latency_at_slo_percentile_ms
+            (all requests) with _beyond, _ci_ms and _ci_beyond, latency_at_slo_bounds_ms and
+            latency_at_slo_bounds_beyond (one-sided bounds, for verdicts), goodput (share of n
+            that succeeded within the model's SLO: failures are misses) with goodput_ci,
+            goodput_rps, meets_slo,
             cold_starts, warm_latency_p95_ms, cold_latency_p50_ms, cold_latency_max_ms.
-            Latency figures count ok rows only.
         by_model: model name -> the same keys, merged from the groups' histograms.
         overall: the same keys over every attempted row, plus rows, rejected, window_s.
         generator: send_lag_p50_ms, send_lag_p99_ms, send_lag_max_ms, scheduled, sent,
@@ -226,7 +214,7 @@ def summarize(requests: str | Path | pa.Table, cfg: EaselConfig) -> LoadSummary:
 
     SLOs come from each model's `slo_ms`, the percentile and error budget from `cfg.slo`.
     """
-    slo_pct, budget = cfg.slo.percentile, cfg.slo.error_budget
+    slo_pct, budget, conf = cfg.slo.percentile, cfg.slo.error_budget, cfg.slo.confidence
     slo = {m.name: m.slo_ms for m in cfg.models}
     accs: dict[tuple[str | None, str | None, str | None], _Acc] = {}
     lag = _Hist()
@@ -279,7 +267,7 @@ def summarize(requests: str | Path | pa.Table, cfg: EaselConfig) -> LoadSummary:
     window = window_hi - window_lo if window_hi > window_lo else 0.0
 
     def render(acc: _Acc, model: str | None) -> dict[str, Any]:
-        return acc.to_dict(window, slo.get(model) if model else None, slo_pct, budget)
+        return acc.to_dict(window, slo.get(model) if model else None, slo_pct, budget, conf)
 
     groups = []
     by_model_acc: dict[str, _Acc] = {}
@@ -293,6 +281,8 @@ def summarize(requests: str | Path | pa.Table, cfg: EaselConfig) -> LoadSummary:
     by_model = {str(m): {"model": m, **render(a, m)} for m, a in by_model_acc.items()}
     overall = {"rows": rows, "rejected": rejected, "window_s": window, **render(total, None)}
     overall["goodput"] = total.good / total.n if total.n else None
+    gci = wilson_interval(total.good, total.n, conf)
+    overall["goodput_ci"] = list(gci) if gci else [None, None]
     overall["goodput_rps"] = total.good / window if window > 0 else None
     generator = _generator(lag, sched_n, sched_lo, sched_hi, sent_n, sent_lo, sent_hi, overload)
     return LoadSummary(groups, by_model, overall, generator)
@@ -353,24 +343,33 @@ def _fmt(v: Any, spec: str = ".0f") -> str:
 
 def format_summary(summary: LoadSummary) -> str:
     """A plain-text table per model and the generator's health, for the terminal."""
+    # p95/p99 over all requests (failures beyond the deadline: ">dl") beside the success-only
+    # p95, so a tail that failures would flatter is never shown alone.
     head = (
-        f"{'model':<18} {'n':>6} {'ok':>6} {'err%':>6} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'good%':>6} {'cold':>5} {'warm p95':>9}"
+        f"{'model':<18} {'n':>6} {'ok%':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'p95 ok':>8} {'max ok':>8} {'good%':>6} {'cold':>5} {'warm p95':>9}"
     )
     lines = [head, "-" * len(head)]
     rows = [*summary.by_model.values(), {"model": "all", **summary.overall}]
     for d in rows:
-        err = None if d["error_rate"] is None else 100 * d["error_rate"]
+        ok = None if d["success_rate"] is None else 100 * d["success_rate"]
         good = None if d["goodput"] is None else 100 * d["goodput"]
+        every = [
+            ">dl" if d[f"latency_all_p{p}_beyond"] else _fmt(d[f"latency_all_p{p}_ms"])
+            for p in (50, 95, 99)
+        ]
         lines.append(
-            f"{d['model']!s:<18} {d['n']:>6} {d['ok']:>6} {_fmt(err, '.1f'):>6} "
-            f"{_fmt(d['latency_p50_ms']):>8} {_fmt(d['latency_p95_ms']):>8} "
-            f"{_fmt(d['latency_p99_ms']):>8} {_fmt(d['latency_max_ms']):>8} "
+            f"{d['model']!s:<18} {d['n']:>6} {_fmt(ok, '.1f'):>6} {every[0]:>8} {every[1]:>8} "
+            f"{every[2]:>8} {_fmt(d['latency_p95_ms']):>8} {_fmt(d['latency_max_ms']):>8} "
             f"{_fmt(good, '.1f'):>6} {d['cold_starts']:>5} {_fmt(d['warm_latency_p95_ms']):>9}"
         )
     o, g = summary.overall, summary.generator
     errors = ", ".join(f"{k} {v}" for k, v in o["errors"].items()) or "none"
     lines.append(f"rows {o['rows']}, rejected {o['rejected']}, errors: {errors}")
+    lines.append(
+        "p50/p95/p99: all attempted requests, failures ranked beyond the deadline ('>dl'); "
+        "p95 ok / max ok: successful requests only"
+    )
     lines.append(
         f"generator: offered {_fmt(g['offered_rps'], '.1f')} req/s, achieved "
         f"{_fmt(g['achieved_rps'], '.1f')} req/s, send lag p50 {_fmt(g['send_lag_p50_ms'], '.2f')} "

@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "easel.commands.serve",
     "easel.commands.load",
     "easel.commands.score",
+    "easel.commands.compare",
     "easel.commands.cluster",
 )
 

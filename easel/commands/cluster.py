@@ -196,29 +196,47 @@ def _cluster_launcher(args: argparse.Namespace) -> int:
 def _register_k8s(subparsers: argparse._SubParsersAction) -> None:
     k8s = subparsers.add_parser(
         "k8s",
-        help="KubeRay manifests from the config; offline schema validation",
-        description="`render` writes a RayService (serveConfigV2 runs the `easel serve` app on "
-        "the same config), a RayJob for `easel bench` and the config's ConfigMap. `validate` "
-        "checks manifests against the KubeRay CRDs and Kubernetes' own schemas, offline.",
+        help="Kubernetes manifests from the config; offline validation; weight fetching",
+        description="`render` writes one folder per provider (its RayService serving its own "
+        "models, its model cache volume and the Job that fills it), one for the gateway "
+        "(Deployment + Service) and one for the bench RayJob. `validate` checks manifests "
+        "against the KubeRay CRDs and Kubernetes' own schemas, offline. `weights` fills a "
+        "provider's model cache with the pinned revisions (what the rendered Job runs).",
     )
     actions = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
-    render = actions.add_parser("render", help="write the KubeRay manifests of the config")
+    render = actions.add_parser("render", help="write the manifests of the config")
     _config_arg(render)
-    render.add_argument("--out", help="folder for the manifests")
+    render.add_argument("--out", help="folder for the manifests (one subfolder per part)")
     render.add_argument("--image", help="container image (default: kubernetes.image)")
     render.add_argument(
-        "--shipped", action="store_true",
+        "--shipped",
+        action="store_true",
         help="re-render the shipped configs into the repository's k8s/ (with launcher configs)",
-    )  # fmt: skip
+    )
     render.set_defaults(func=_k8s_render)
 
     validate = actions.add_parser("validate", help="validate manifests offline")
-    validate.add_argument("paths", nargs="+", help="manifest files or folders of *.yaml")
-    validate.add_argument("--crds", help="folder of KubeRay CRDs (default: ../shared/kuberay-crds)")
+    validate.add_argument("paths", nargs="+", help="manifest files or folders (searched deep)")
+    validate.add_argument("--crds", help="folder of KubeRay CRDs (default: the vendored ones)")
     validate.set_defaults(func=_k8s_validate)
+
+    weights = actions.add_parser(
+        "weights", help="fetch a provider's pinned weights into its model cache"
+    )
+    _config_arg(weights)
+    weights.add_argument("--provider", required=True, help="whose models to fetch")
+    weights.add_argument(
+        "--cache",
+        required=True,
+        help="the model cache folder (hub files go to CACHE/hf/hub, tiny builds to CACHE/easel)",
+    )
+    weights.add_argument("--dry-run", action="store_true", help="print the plan, fetch nothing")
+    weights.set_defaults(func=_k8s_weights)
 
 
 def _k8s_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cluster.kuberay import ManifestError, write_manifests
     from cluster.shipped import render_shipped
     from config import load_config
@@ -229,11 +247,24 @@ def _k8s_render(args: argparse.Namespace) -> int:
         if args.shipped:
             written = render_shipped()
         else:
-            written = write_manifests(load_config(args.config), args.out, image=args.image)
+            cfg = load_config(args.config)
+            written = write_manifests(cfg, args.out, image=args.image)
     except ManifestError as exc:
         return _fail("k8s render", str(exc), 2)
     for path in written:
         print(f"wrote {path}")
+    if not args.shipped:
+        from cluster.k8s_common import context_of
+
+        print(
+            "each folder belongs to one cluster: apply its files in order there, the "
+            "RayService once the weights Job is done (docs/operations.md, section 3):"
+        )
+        places = {p.name: context_of(cfg, p) for p in cfg.providers}
+        for folder in sorted({p.parent.name for p in written}):
+            ctx = places.get(folder, context_of(cfg))
+            flag = f"--context {ctx} " if ctx else ""
+            print(f"  {folder}/: kubectl {flag}apply -f {Path(args.out) / folder}/<file>")
     return 0
 
 
@@ -249,7 +280,12 @@ def _k8s_validate(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for p in map(Path, args.paths):
         if p.is_dir():
-            files += sorted(p.glob("*.yaml"))
+            # launcher/ holds `ray up` configs, not Kubernetes objects (Ray validates those).
+            files += [
+                f
+                for f in sorted(p.rglob("*.yaml"))
+                if "launcher" not in f.relative_to(p).parts[:-1]
+            ]
         elif p.is_file():
             files.append(p)
         else:
@@ -263,53 +299,115 @@ def _k8s_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _k8s_weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cluster.weights import WeightsError, fetch, plan
+    from config import load_config
+
+    cfg = load_config(args.config)
+    try:
+        provider = cfg.provider(args.provider)
+    except KeyError as exc:
+        return _fail("k8s weights", str(exc).strip("\"'"), 2)
+    items = plan(cfg, provider)
+    cache = Path(args.cache)
+    for item in items:
+        print(f"{'would fetch' if args.dry_run else 'fetching'} {item.describe()}", flush=True)
+    if args.dry_run:
+        return 0
+    missing = [i for i in items if i.kind == "local" and not Path(i.source).exists()]
+    if missing:
+        return _fail(
+            "k8s weights",
+            "local weights not on the volume: " + "; ".join(i.describe() for i in missing),
+            1,
+        )
+    try:
+        paths = fetch(items, cache / "hf" / "hub", token=os.environ.get("HF_TOKEN") or None)
+    except WeightsError as exc:
+        return _fail("k8s weights", str(exc), 2)
+    except OSError as exc:  # network, disk full, a gated repo without a token
+        return _fail("k8s weights", f"download failed: {exc}")
+    tiny_items = [i for i in items if i.kind == "tiny"]
+    if tiny_items:
+        # Tiny builds live in $EASEL_CACHE; replicas there read them from the same folder.
+        os.environ["EASEL_CACHE"] = str(cache / "easel")
+        from serve_apps.provider import tiny
+
+        paths += [tiny.ensure(i.source) for i in tiny_items]
+    for path in paths:
+        print(f"cached {path}")
+    return 0
+
+
 # --- easel scale ------------------------------------------------------------------------------
 
 
 def _k8s_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
-    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
-    parser.add_argument("--namespace", help="namespace (default: kubernetes.namespace)")
-    parser.add_argument("--name", help="RayService/RayCluster name (default: as rendered)")
     parser.add_argument(
-        "--kind", choices=("rayservice", "raycluster"), default="rayservice",
-        help="what holds the worker groups (default: rayservice)",
-    )  # fmt: skip
+        "--context",
+        help="kubeconfig context (default: the provider's kubernetes.context, else "
+        "kubernetes.context, else the current one)",
+    )
+    parser.add_argument("--namespace", help="namespace (default: as rendered)")
+    parser.add_argument("--name", help="RayService name (default: as rendered)")
 
 
-def _scaler(args: argparse.Namespace, cfg: Any) -> Any:
-    from cluster.kuberay import resource_name
-    from cluster.scaling import Scaler, custom_objects_api
+def _provider_cluster(args: argparse.Namespace, cfg: Any, provider: Any) -> Any:
+    from cluster.k8s_common import context_of, namespace_of, rayservice_name
+    from cluster.scaling import ProviderCluster, custom_objects_api
 
-    return Scaler(
-        custom_objects_api(args.kubeconfig, args.context),
-        args.namespace or cfg.kubernetes.namespace,
-        args.name or resource_name(cfg),
-        kind=args.kind,
+    return ProviderCluster(
+        custom_objects_api(args.kubeconfig, args.context or context_of(cfg, provider)),
+        args.namespace or namespace_of(cfg, provider),
+        args.name or rayservice_name(cfg, provider),
     )
 
 
 def _register_scale(subparsers: argparse._SubParsersAction) -> None:
     scale = subparsers.add_parser(
         "scale",
-        help="set one provider's worker replicas on KubeRay",
-        description="Patch the provider's worker group (replicas, and optionally minReplicas/"
-        "maxReplicas) through the Kubernetes API. Values must lie within the provider's "
-        "bounds in the config (min_replicas, max_replicas, capacity / gpus_per_replica).",
+        help="change one provider's Serve autoscaling bounds or worker group bounds",
+        description="Change what KubeRay honours for one provider: a model's Serve autoscaling "
+        "bounds in the RayService's serveConfigV2 (KubeRay applies it to the running cluster in "
+        "place), and/or a worker group's minReplicas/maxReplicas on the live RayCluster (found "
+        "through the RayService's status; the Ray autoscaler reads them there). Refused when "
+        "the replicas would not fit the worker pods. A RayService's own replica fields are "
+        "never patched: KubeRay ignores them.",
     )
     _config_arg(scale)
-    scale.add_argument("--provider", required=True, help="provider (worker group) to scale")
-    scale.add_argument("--replicas", type=int, help="worker replicas")
-    scale.add_argument("--min", dest="min_replicas", type=int, help="set minReplicas too")
-    scale.add_argument("--max", dest="max_replicas", type=int, help="set maxReplicas too")
+    scale.add_argument("--provider", required=True, help="provider to scale")
+    scale.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="model whose deployment's bounds change (repeat; default: every model it serves)",
+    )
+    scale.add_argument("--min", dest="min_replicas", type=int, help="Serve min_replicas")
+    scale.add_argument("--max", dest="max_replicas", type=int, help="Serve max_replicas")
+    scale.add_argument(
+        "--group",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="worker group for --workers-min/--workers-max (default: gpu)",
+    )
+    scale.add_argument("--workers-min", type=int, help="the group's minReplicas (pods)")
+    scale.add_argument("--workers-max", type=int, help="the group's maxReplicas (pods)")
+    scale.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the JSON patches it would send; change nothing",
+    )
     _k8s_target_args(scale)
     scale.set_defaults(func=_scale)
 
 
 def _scale(args: argparse.Namespace) -> int:
+    from cluster.capacity import hosted_models
     from cluster.kuberay import ManifestError
-    from cluster.providers import replica_bounds
-    from cluster.scaling import ScaleError
+    from cluster.scaling import ScaleApiError, ScaleError, scale_provider
     from config import load_config
 
     cfg = load_config(args.config)
@@ -317,26 +415,33 @@ def _scale(args: argparse.Namespace) -> int:
         provider = cfg.provider(args.provider)
     except KeyError as exc:
         return _fail("scale", str(exc).strip("\"'"), 2)
-    low, high = replica_bounds(provider)
-    for label, value in (("--replicas", args.replicas), ("--min", args.min_replicas),
-                         ("--max", args.max_replicas)):  # fmt: skip
-        if value is not None and not low <= value <= high:
-            return _fail(
-                "scale",
-                f"{label} {value} is outside provider {provider.name!r}'s bounds {low}..{high} "
-                "(min_replicas..min(max_replicas, capacity / gpus_per_replica))",
-                2,
-            )
+    serve_given = args.min_replicas is not None or args.max_replicas is not None
+    workers_given = args.workers_min is not None or args.workers_max is not None
+    if args.model and not serve_given:
+        return _fail("scale", "--model needs --min and/or --max", 2)
+    if not serve_given and not workers_given:
+        return _fail(
+            "scale", "nothing to change: give --min/--max and/or --workers-min/--workers-max", 2
+        )
+    models = args.model or [m.name for m in hosted_models(cfg, provider)]
+    serve = {m: (args.min_replicas, args.max_replicas) for m in models} if serve_given else {}
+    workers = {args.group: (args.workers_min, args.workers_max)} if workers_given else {}
     try:
-        group = _scaler(args, cfg).scale(
-            provider.name, args.replicas, args.min_replicas, args.max_replicas
+        cluster = _provider_cluster(args, cfg, provider)
+        patches = scale_provider(
+            cfg, provider, cluster, serve=serve, workers=workers, dry_run=args.dry_run
         )
     except ManifestError as exc:
         return _fail("scale", str(exc), 2)
-    except ScaleError as exc:
-        return _fail("scale", str(exc))
-    print(f"easel: {provider.name}: replicas={group.replicas} (min {group.min_replicas}, "
-          f"max {group.max_replicas})")  # fmt: skip
+    except ScaleApiError as exc:
+        return _fail("scale", str(exc), 1)
+    except ScaleError as exc:  # refused before sending anything
+        return _fail("scale", str(exc), 2)
+    if args.dry_run:
+        print(json.dumps([p.to_dict() for p in patches], indent=2))
+        return 0
+    for p in patches:
+        print(f"easel: {provider.name}: {p.kind} {p.namespace}/{p.name}: {p.why}")
     return 0
 
 
@@ -346,15 +451,16 @@ def _scale(args: argparse.Namespace) -> int:
 def _register_operator(subparsers: argparse._SubParsersAction) -> None:
     op = subparsers.add_parser(
         "operator",
-        help="move routing weight and capacity between providers, in a loop",
-        description="Every operator.interval_s: read the app's routing state and the worker "
-        "groups, shift weights and replicas between providers from queue depth, errors and "
-        "price within each provider's bounds, and log each decision with its reason (JSON "
-        "lines on stdout).",
+        help="move traffic weights and capacity between providers, in a loop",
+        description="Every operator.interval_s: read the gateway's routing view and every "
+        "provider's RayService, move each model's weights between its providers (price, "
+        "headroom, health) and its per-provider Serve replica ceilings (queue depth, errors), "
+        "draining a route at the gateway before scaling it in; log each decision with its "
+        "reason (JSON lines on stdout).",
     )
     _config_arg(op)
     _url_arg(op)
-    _k8s_target_args(op)
+    op.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
     op.add_argument("--no-k8s", action="store_true", help="weights only; never scale")
     op.add_argument("--dry-run", action="store_true", help="log decisions, change nothing")
     op.add_argument("--iterations", type=int, help="stop after this many intervals")
@@ -363,10 +469,12 @@ def _register_operator(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    from cluster.capacity import hosted_models
+    from cluster.k8s_common import context_of, namespace_of, rayservice_name
     from cluster.kuberay import ManifestError
     from cluster.operator import Operator
     from cluster.routing_client import RoutingError
-    from cluster.scaling import ScaleError
+    from cluster.scaling import ProviderCluster, ScaleError, custom_objects_api
     from config import load_config
 
     cfg = load_config(args.config)
@@ -379,12 +487,26 @@ def _operator(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         return _fail("operator", f"--iterations must be >= 1, got {args.iterations}", 2)
     try:
-        scaler = None if args.no_k8s else _scaler(args, cfg)
+        clusters = {}
+        if not args.no_k8s:
+            apis: dict[Any, Any] = {}  # one API client per kube context
+            for p in cfg.providers:
+                if not hosted_models(cfg, p):
+                    continue
+                ctx = context_of(cfg, p)
+                if ctx not in apis:
+                    apis[ctx] = custom_objects_api(args.kubeconfig, ctx)
+                clusters[p.name] = ProviderCluster(
+                    apis[ctx], namespace_of(cfg, p), rayservice_name(cfg, p)
+                )
         with _routing(args, cfg) as routing:
             operator = Operator(
-                cfg, routing, scaler, dry_run=args.dry_run,
+                cfg,
+                routing,
+                clusters,
+                dry_run=args.dry_run,
                 emit=lambda d: print(d.to_json(), flush=True),
-            )  # fmt: skip
+            )
             operator.run(iterations=args.iterations)
     except (ManifestError, ScaleError, RoutingError) as exc:
         return _fail("operator", str(exc))

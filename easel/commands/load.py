@@ -46,7 +46,35 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="FIELD=COLUMN",
-        help="replay column mapping, e.g. --map timestamp=ts --map prompt=text (repeatable)",
+        help="replay column mapping, e.g. --map timestamp=ts --map model=request.model "
+        "--map size=request.size (dotted paths reach nested fields; repeatable)",
+    )
+    m.add_argument(
+        "--fill",
+        metavar="FIELDS",
+        help="replay: draw these fields (comma-separated: model, niche, prompt) from the "
+        "config's mix where the log has none; without it a log lacking one is an error",
+    )
+    m.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="LOG=MODEL",
+        help="replay: a log's model name -> a config model, e.g. flux-2-dev=flux2-dev "
+        "(repeatable; adds to traffic.model_aliases)",
+    )
+    m.add_argument(
+        "--niche-alias",
+        action="append",
+        default=[],
+        metavar="LOG=NICHE",
+        help="replay: a log's niche name -> a config niche (repeatable)",
+    )
+    m.add_argument(
+        "--jitter",
+        metavar="auto|none|SECONDS",
+        help="replay: spread each row uniformly over SECONDS after its log time; 'auto' "
+        "(default: traffic.replay_jitter_s) does so over 1 s for logs with 1-second timestamps",
     )
     m.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), help="numeric timestamps' unit")
     m.add_argument("--out", required=True, help="output manifest .parquet")
@@ -79,6 +107,12 @@ def register(subparsers: Any) -> None:
     ld.add_argument("--step-s", type=float, default=10.0, help="sweep: seconds per step")
     ld.add_argument("--max-steps", type=positive_int, default=8, help="sweep: most steps")
     ld.add_argument("--max-rate", type=float, help="sweep: highest rate to try")
+    ld.add_argument(
+        "--max-extend",
+        type=non_negative_int,
+        default=2,
+        help="sweep: reruns of an inconclusive step, each with twice the requests",
+    )
     ld.set_defaults(func=_load)
 
 
@@ -94,14 +128,49 @@ def _window(text: str | None) -> tuple[float | None, float | None] | None:
         raise ValueError(f"--window {text!r}: START and END must be numbers of seconds") from None
 
 
-def _mapping(items: list[str]) -> dict[str, str] | None:
+def _pairs(flag: str, items: list[str], shape: str = "FIELD=COLUMN") -> dict[str, str] | None:
     out = {}
     for item in items:
-        field, sep, col = item.partition("=")
-        if not sep or not field or not col:
-            raise ValueError(f"--map {item!r}: expected FIELD=COLUMN")
-        out[field] = col
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{flag} {item!r}: expected {shape}")
+        out[key] = value
     return out or None
+
+
+def _jitter(text: str | None) -> float | str | None:
+    if text is None:
+        return None
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--jitter {text!r}: expected auto, none or a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"--jitter {text!r}: seconds must be within 0..3600")
+    return value
+
+
+def _provenance_lines(table: Any) -> list[str]:
+    import json
+
+    from load_tests.provenance import PROVENANCE_KEY
+
+    raw = (table.schema.metadata or {}).get(PROVENANCE_KEY)
+    if not raw:
+        return []
+    p = json.loads(raw)
+    if p.get("pattern") != "replay":
+        return []
+    lines = [f"  from the log: {', '.join(p['from_log']) or 'nothing but the timestamps'}"]
+    if p.get("filled"):
+        lines.append(f"  drawn from the config's mix (--fill): {', '.join(p['filled'])}")
+    for kind, counts in (p.get("aliases") or {}).items():
+        shown = ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
+        lines.append(f"  {kind} aliases applied: {shown}")
+    lines.append(f"  jitter: {p.get('jitter')}")
+    return lines
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -126,7 +195,15 @@ def _manifest(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     try:
-        replay = {"window": _window(args.window), "columns": _mapping(args.map)}
+        replay: dict[str, Any] = {
+            "window": _window(args.window),
+            "columns": _pairs("--map", args.map),
+            "aliases": _pairs("--alias", args.alias, "LOG=MODEL"),
+            "niche_aliases": _pairs("--niche-alias", args.niche_alias, "LOG=NICHE"),
+            "jitter_s": _jitter(args.jitter),
+        }
+        if args.fill:
+            replay["fill"] = [f.strip() for f in args.fill.split(",") if f.strip()]
         if args.time_unit:
             replay["time_unit"] = args.time_unit
         params.update({k: v for k, v in replay.items() if v is not None})
@@ -141,6 +218,8 @@ def _manifest(args: argparse.Namespace) -> int:
     span = float(np.nanmax(arr) - np.nanmin(arr)) if len(arr) else 0.0
     rate = (len(arr) - 1) / span if span > 0 else float("nan")
     print(f"wrote {path}: {table.num_rows} jobs over {span:.1f} s (mean {rate:.2f} req/s)")
+    for line in _provenance_lines(table):
+        print(line)
     return 0
 
 
@@ -175,11 +254,12 @@ def _load(args: argparse.Namespace) -> int:
                 step_s=args.step_s,
                 max_steps=args.max_steps,
                 max_rate=args.max_rate,
+                max_extend=args.max_extend,
                 **kw,
             )
             for s in res.steps:
-                verdict = "pass" if s.passed else "FAIL"
-                print(f"{s.rate:10.3g} req/s  {verdict}  {'; '.join(s.reasons)}")
+                verdict = {"pass": "pass", "fail": "FAIL"}.get(s.verdict, "inconclusive")
+                print(f"{s.rate:10.3g} req/s  {s.jobs:6d} jobs  {verdict}  {'; '.join(s.reasons)}")
             best = "none" if res.best_rate is None else f"{res.best_rate:.4g} req/s"
             print(f"highest rate that met the SLO: {best} ({res.stopped_because}); {res.path}")
             return 0

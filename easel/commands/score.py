@@ -91,6 +91,13 @@ def _score(args: argparse.Namespace) -> int:
         for flag in sorted({f for fl in scores["flags"] for f in split_flags(fl)}):
             if not flag.startswith("N="):
                 print(f"note: {flag}")
+        conditioned = scores[(scores["identity_jobs"] > 0) | (scores["garment_n"] > 0)]
+        if not conditioned.empty:
+            cols = ["model", "niche", "identity_n", "identity_face_rate", "identity_cos"]
+            cols += ["garment_n", "garment_cos"]
+            print("\nimage-conditioned jobs (identity preservation, try-on garments):")
+            print(conditioned[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            print(f"face embedder: {(result.meta.get('face_embedder') or {}).get('label')}")
     print(f"wrote {result.path}")
     return 0
 

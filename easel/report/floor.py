@@ -36,6 +36,9 @@ class FloorRow:
     p95_ms: float | None
     below: list[str] = field(default_factory=list)
     note: str = ""
+    # The share of requests that succeeded: p50/p95 here are of successes (the floor bounds the
+    # compute of an image made), so the share that failed is printed beside them.
+    success_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +71,8 @@ def floor_rows(
 
     Args:
         cfg: the run's config (FLOPs per step, default steps, the providers' GPUs).
-        latency: measured `p50_ms`/`p95_ms` per (model, provider); missing pairs show None.
+        latency: measured `p50_ms`/`p95_ms` (successful requests) and `success_rate` per
+            (model, provider); missing pairs show None.
     """
     rows = []
     for model in cfg.models:
@@ -99,6 +103,7 @@ def floor_rows(
                     p95_ms=p95,
                     below=below,
                     note=_note(model),
+                    success_rate=lat.get("success_rate"),
                 )
             )
     return rows

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from easel.report.markdown import header_lines
+from easel.report.markdown import header_lines, reference_set_lines
+from easel.report.repro import format_weights
 from easel.report.tables import Table, all_tables
 
 __all__ = ["EmbeddedPlot", "render_html"]
@@ -63,14 +64,17 @@ def _table(t: Table) -> str:
 
 def _repro(s: Mapping[str, Any]) -> str:
     r = s.get("repro") or {}
-    if not r:
-        return "<p>Not recorded (the report was written without a run record).</p>"
+    sets = "".join(f"<li>{escape(line)}</li>" for line in reference_set_lines(r))
+    sets = f"<ul>{sets}</ul>" if sets else ""
+    if not set(r) - {"reference_sets"}:
+        return "<p>Not recorded (the report was written without a run record).</p>" + sets
     hw = r.get("hardware") or {}
     pk = r.get("packages") or {}
     rows = [
         ("config hash", f"{r.get('config_hash')} ({r.get('config_name')})"),
         ("seeds", f"config {r.get('seed')}, traffic {r.get('traffic_seed')}"),
         ("command", r.get("command") or "n/a"),
+        ("weights", format_weights(r.get("weights") or {}) or "n/a"),
         ("CPU", f"{hw.get('cpu')} × {hw.get('cpu_count')}"),
         ("memory", f"{hw.get('memory_gb')} GB"),
         ("GPUs", ", ".join(hw.get("gpus") or []) or "none"),
@@ -84,6 +88,7 @@ def _repro(s: Mapping[str, Any]) -> str:
         "<table><tbody>"
         + "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
         + "</tbody></table>"
+        + sets
     )
 
 

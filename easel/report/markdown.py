@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from easel.report.repro import format_weights
 from easel.report.tables import Table, all_tables, fmt_num
 
-__all__ = ["Plot", "render_markdown", "table_markdown"]
+__all__ = ["Plot", "reference_set_lines", "render_markdown", "table_markdown"]
 
 # (key, title, path relative to the run folder)
 Plot = tuple[str, str, str]
@@ -69,14 +70,16 @@ def header_lines(s: Mapping[str, Any]) -> list[str]:
 
 def _repro_lines(s: Mapping[str, Any]) -> list[str]:
     r = s.get("repro") or {}
-    if not r:
-        return ["Not recorded (the report was written without a run record)."]
+    sets = [f"- {line}" for line in reference_set_lines(r)]
+    if not set(r) - {"reference_sets"}:
+        return ["Not recorded (the report was written without a run record).", *sets]
     hw = r.get("hardware") or {}
     pk = r.get("packages") or {}
     lines = [
         f"- config hash: `{r.get('config_hash')}` ({r.get('config_name')}); seed {r.get('seed')}, "
         f"traffic seed {r.get('traffic_seed')}",
         f"- command: `{r.get('command') or 'n/a'}`",
+        f"- weights: {format_weights(r.get('weights') or {}) or 'n/a'}",
         f"- hardware: {hw.get('cpu')} × {hw.get('cpu_count')} CPUs, {hw.get('memory_gb')} GB RAM, "
         f"GPUs: {', '.join(hw.get('gpus') or []) or 'none'}; {hw.get('platform')}",
         f"- Python {r.get('python')}; "
@@ -85,7 +88,20 @@ def _repro_lines(s: Mapping[str, Any]) -> list[str]:
     ]
     if r.get("ray_resources"):
         lines.append(f"- Ray cluster resources: {r['ray_resources']}")
-    return lines
+    return lines + sets
+
+
+def reference_set_lines(r: Mapping[str, Any]) -> list[str]:
+    """One line per reference set the run scored against, with its content hash."""
+    out = []
+    for x in r.get("reference_sets") or []:
+        kind = "synthetic/derived" if x.get("synthetic") else "user folder"
+        consent = f"; consent/licence: {x['consent']}" if x.get("consent") else ""
+        out.append(
+            f"reference set {x['niche']} {x['role']}: {x.get('n')} images ({kind}), "
+            f"sha256 {x['sha256']}{consent}"
+        )
+    return out
 
 
 def _stage_lines(s: Mapping[str, Any]) -> list[str]:

@@ -51,21 +51,29 @@ def _png(plt, fig) -> bytes:
 
 
 def latency_cdf_png(
-    latencies_ms: Mapping[str, Sequence[float]], colors: Mapping[str, str] | None = None
+    latencies_ms: Mapping[str, Sequence[float]],
+    colors: Mapping[str, str] | None = None,
+    attempted: Mapping[str, int] | None = None,
 ) -> bytes | None:
-    """Empirical CDF of end-to-end latency, one line per model (log x axis), in mapping order."""
+    """Empirical CDF of end-to-end latency, one line per model (log x axis), in mapping order.
+
+    `latencies_ms` are the successful requests' latencies; `attempted` (default: as many) the
+    requests each model was sent. The y axis is the share of *attempted* requests, so a model
+    whose requests failed tops out at its success rate instead of reaching 1.
+    """
     series = {k: np.sort(np.asarray(v, dtype=float)) for k, v in latencies_ms.items() if len(v)}
     if not series:
         return None
     plt, fig, ax = _figure()
     for label, xs in series.items():
-        ys = np.arange(1, len(xs) + 1) / len(xs)
+        total = max((attempted or {}).get(label, len(xs)), len(xs))
+        ys = np.arange(1, len(xs) + 1) / total
         # Start each line at 0 so a model with few requests still reads as a CDF.
         ax.step(
             np.r_[xs[0], xs],
             np.r_[0.0, ys],
             where="post",
-            label=f"{label} (N={len(xs)})",
+            label=f"{label} (N={total}, {100 * len(xs) / total:.0f} % ok)",
             color=(colors or {}).get(label),
         )
     ax.axhline(0.95, color="grey", lw=0.8, ls="--")
@@ -80,7 +88,7 @@ def latency_cdf_png(
     )
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency (ms, from the scheduled send time)")
-    ax.set_ylabel("share of successful requests")
+    ax.set_ylabel("share of all requests (failures never arrive)")
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

@@ -1,4 +1,5 @@
-"""What it takes to repeat a run: the config hash, seeds, package versions and the hardware."""
+"""What it takes to repeat a run: the config hash, seeds, the weights each model loaded (at
+their pinned revisions), package versions and the hardware."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from config import EaselConfig
 
-__all__ = ["PACKAGES", "collect_repro"]
+__all__ = ["PACKAGES", "collect_repro", "format_weights", "weights_of"]
 
 PACKAGES = (
     "easel",
@@ -68,6 +69,30 @@ def _gpus() -> list[str]:
         return []
 
 
+def weights_of(cfg: EaselConfig) -> dict[str, dict[str, str | None]]:
+    """Per open model: the checkpoint it loads and its pinned revision (and the UNet's)."""
+    out = {}
+    for m in cfg.models:
+        if m.backend != "diffusers":
+            continue
+        entry = {"weights": m.weights, "revision": m.revision}
+        if m.unet:
+            entry |= {"unet": m.unet, "unet_revision": m.unet_revision}
+        out[m.name] = entry
+    return out
+
+
+def format_weights(weights: dict[str, dict[str, str | None]]) -> str:
+    """One line: `model weights@revision (+ unet@revision)`, '@unpinned' where none is set."""
+    parts = []
+    for model, w in weights.items():
+        text = f"{model} {w.get('weights')}@{(w.get('revision') or 'unpinned')[:12]}"
+        if w.get("unet"):
+            text += f" + {w['unet']}@{(w.get('unet_revision') or 'unpinned')[:12]}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def collect_repro(cfg: EaselConfig, *, argv: list[str] | None = None) -> dict[str, Any]:
     """The reproducibility block: config hash, seeds, versions and this machine's hardware.
 
@@ -81,6 +106,7 @@ def collect_repro(cfg: EaselConfig, *, argv: list[str] | None = None) -> dict[st
         "seed": cfg.seed,
         "traffic_seed": cfg.traffic.seed,
         "command": " ".join(argv) if argv else None,
+        "weights": weights_of(cfg),
         "collected_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},

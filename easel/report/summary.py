@@ -8,29 +8,35 @@ leave their sections empty and say so; they never stop the summary from being wr
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
-from easel.cost import COST_FORMULA, deployment_costs, model_costs, niche_costs, spent_usd
 from easel.report.availability import availability_section
+from easel.report.conditioning import (
+    conditioning_disclosures,
+    conditioning_section,
+    read_score_meta,
+    reference_set_hashes,
+)
+from easel.report.cost_section import cost_section
+from easel.report.curves import SWEEP_PATTERNS, sweep_curve, window_curve
+from easel.report.disclosures import disclosures
 from easel.report.floor import FLOOR_FORMULA, floor_rows
+from easel.report.goodput import goodput_section
+from easel.report.models_table import model_listing
+from easel.report.traffic import traffic_section
 from load_tests.stats import json_safe
 
 __all__ = ["SCHEMA_VERSION", "SWEEP_PATTERNS", "build_summary", "disclosures", "read_table"]
 
-SCHEMA_VERSION = 1
-_REQUEST_COLUMNS = ["model", "niche", "provider", "ok", "scheduled_s", "latency_ms"]
-# Patterns whose offered load changes over the run: their latency-against-load curve is plotted.
-SWEEP_PATTERNS = ("ramp", "diurnal", "burst")
+SCHEMA_VERSION = 2
+_REQUEST_COLUMNS = ["model", "niche", "provider", "ok", "error_class", "scheduled_s", "latency_ms"]
 
 
 def read_table(run_dir: Path, name: str) -> pa.Table | None:
@@ -53,6 +59,16 @@ def _latency_stats(d: Mapping[str, Any] | None) -> dict[str, Any]:
         "errors": n - ok,
         "errors_by_class": d.get("errors") or {},
         "error_rate": d.get("error_rate"),
+        "success_rate": d.get("success_rate"),
+        "success_rate_ci": d.get("success_rate_ci"),
+        # All attempted requests, failures ranked beyond the deadline (None + _beyond).
+        **{
+            f"all_p{p}_{k}": d.get(f"latency_all_p{p}_{key}")
+            for p in (50, 95, 99)
+            for k, key in (("ms", "ms"), ("beyond", "beyond"), ("ci_ms", "ci_ms"))
+        },
+        "all_p95_ci_beyond": d.get("latency_all_p95_ci_beyond"),
+        # Successful requests only: shown beside the all-requests figures, never alone.
         "p50_ms": d.get("latency_p50_ms"),
         "p95_ms": d.get("latency_p95_ms"),
         "p99_ms": d.get("latency_p99_ms"),
@@ -61,6 +77,7 @@ def _latency_stats(d: Mapping[str, Any] | None) -> dict[str, Any]:
         "cold_starts": d.get("cold_starts") or 0,
         "cold_start_share": (d.get("cold_starts") or 0) / ok if ok else None,
         "within_slo_share": d.get("goodput"),
+        "within_slo_ci": d.get("goodput_ci"),
         "meets_slo": d.get("meets_slo"),
     }
 
@@ -72,68 +89,6 @@ def _by_model(table: pa.Table, cfg: EaselConfig, column: str | None = None, valu
     if column is not None:
         table = table.filter(pc.equal(table.column(column), value))
     return summarize(table, cfg).by_model if table.num_rows else {}
-
-
-# --- what was simulated or tiny ---------------------------------------------------------------
-
-
-def disclosures(cfg: EaselConfig, scores: list[dict[str, Any]] | None = None) -> list[str]:
-    """Plain statements, for the top of the report, of everything simulated, tiny or flagged."""
-    out: list[str] = []
-    sim = [p.name for p in cfg.providers if p.simulated]
-    if sim:
-        every = "All" if len(sim) == len(cfg.providers) else f"{len(sim)} of {len(cfg.providers)}"
-        out.append(
-            f"{every} providers are SIMULATED ({', '.join(sim)}): Ray resources on the machine "
-            "that ran the benchmark, not cloud GPUs. Their prices are the configured per-GPU-hour "
-            "list prices (dated below), applied to the local replicas' wall time."
-        )
-    tiny = [m for m in cfg.models if m.tiny_recipe is not None]
-    if tiny:
-        out.append(
-            f"{len(tiny)} open model(s) are TINY random-weight builds of the real diffusers "
-            f"pipeline classes ({', '.join(m.display_name for m in tiny)}): their images are "
-            "noise, so their quality scores say nothing about the real models, and their latency "
-            "and cost are those of the tiny builds, not comparable to published figures."
-        )
-    cpu = [m for m in cfg.models if m.backend == "diffusers" and m.num_gpus == 0]
-    if cpu:
-        out.append(
-            f"{len(cpu)} self-hosted model(s) ran on CPU (num_gpus = 0) and are priced as if each "
-            "replica held its provider's GPUs for the same wall time."
-        )
-    api = [m for m in cfg.models if m.api is not None and m.api.simulated is not None]
-    if api:
-        out.append(
-            f"{len(api)} closed model(s) are SIMULATED vendor APIs "
-            f"({', '.join(m.display_name for m in api)}): local HTTP servers with configured "
-            "latency and failure rates; the real client code calls them. Their cost is the "
-            "configured price per image."
-        )
-    synth = [n.display_name for n in cfg.niches if n.reference_dir is None]
-    if synth:
-        out.append(
-            f"Reference images are SYNTHETIC for {len(synth)} niche(s) ({', '.join(synth)}): "
-            "generated locally, not curated photographs."
-        )
-    if cfg.evaluation.feature_weights is None:
-        out.append(
-            "FID/KID use a small local feature network, not Inception-v3: not comparable to "
-            "published FID."
-        )
-    if cfg.evaluation.clip_weights is None:
-        out.append("CLIP scores use a small local CLIP, not a pretrained one.")
-    if scores is not None:
-        if scores and all(r.get("human_score") is None for r in scores):
-            out.append(
-                "No human votes: the composite is computed over FID and CLIP only and flagged."
-            )
-        if any(r.get("fid_flag") for r in scores):
-            out.append(
-                f"FID at N < {cfg.evaluation.min_fid_n} images is biased upwards; KID is shown "
-                "beside it and such figures are flagged."
-            )
-    return out
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -155,6 +110,7 @@ def _model_meta(cfg: EaselConfig) -> list[dict[str, Any]]:
             "slo_ms": m.slo_ms,
             "tflop_per_step": m.tflop_per_step,
             "price_per_image": m.price_per_image,
+            **model_listing(cfg, m),
         }
         for m in cfg.models
     ]
@@ -178,9 +134,12 @@ def _score_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "n_ref": r.get("n_ref"),
         "fid": r.get("fid"),
         "fid_flag": r.get("fid_flag"),
+        "fid_na": r.get("fid_na"),
         "kid_mean": r.get("kid_mean"),
         "kid_std": r.get("kid_std"),
+        "kid_subset_size": r.get("kid_subset_size"),
         "clip_text": r.get("clip_text"),
+        "clipscore": r.get("clipscore"),
         "clip_ref": r.get("clip_ref"),
         "fid_score": r.get("fid_score_0_100"),
         "fid_score_lo": r.get("fid_score_lo"),
@@ -192,6 +151,7 @@ def _score_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "human_lo": r.get("human_lo"),
         "human_hi": r.get("human_hi"),
         "human_n": r.get("human_n_votes") or 0,
+        "human_anchored": bool(r.get("human_anchored")),
         "composite": r.get("composite"),
         "composite_lo": r.get("composite_lo"),
         "composite_hi": r.get("composite_hi"),
@@ -239,120 +199,17 @@ def _quality(cfg: EaselConfig, scores: list[dict[str, Any]] | None) -> dict[str,
         "score over the components that exist (weights renormalised; a row says which it used). "
         f"Anchored 0-100 mappings: FID {a.fid_best:g} → 100 and {a.fid_worst:g} → 0; CLIP cosine "
         f"{a.clip_worst:g} → 0 and {a.clip_best:g} → 100; human: Bradley-Terry strength, "
-        f"{a.human_elo_span:g} Elo across 0-100. Intervals: bootstrap over prompts "
-        f"({cfg.evaluation.bootstrap} resamples). N images: images scored; KID beside FID."
+        f"{a.human_elo_span:g} Elo across 0-100, 50 at the anchor model "
+        f"({a.human_anchor_model or 'none set: human scores stay out of the composite'}). "
+        f"Intervals: bootstrap over prompts and reference images ({cfg.evaluation.bootstrap} "
+        "resamples; all-niche rows resample within each niche); human intervals resample "
+        "raters. N images: images scored; KID beside FID."
     )
     return {
         "models": per_model,
         "notes": notes,
         "niche_notes": [f"Every row: {f}." for f in sorted(niche_common)],
         "labels": labels,
-    }
-
-
-def _cost(
-    cfg: EaselConfig, usage: list[dict[str, Any]] | None, req: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    if usage is None:
-        return {}
-    deps = deployment_costs(cfg, usage)
-    per_model = model_costs(deps)
-    niche_images: dict[tuple[str, str, str], int] = {}
-    for r in req or []:
-        if r.get("ok"):
-            key = (r["model"], r["niche"], r.get("provider") or "")
-            niche_images[key] = niche_images.get(key, 0) + 1
-    images: dict[str, int] = defaultdict(int)
-    spent: dict[str, float] = defaultdict(float)
-    for d in deps:
-        images[d.model] += d.images
-        spent[d.model] += spent_usd(d)
-    return {
-        "formula": COST_FORMULA,
-        "overhead_per_image": cfg.cost.orchestration_overhead_per_image,
-        "platform_fee_pct": cfg.cost.platform_fee_pct,
-        "prices": [
-            {
-                "provider": p.name,
-                "cloud": p.cloud,
-                "region": p.region,
-                "gpu": p.gpu,
-                "gpus_per_replica": p.gpus_per_replica,
-                "price_per_gpu_hour": p.price_per_gpu_hour,
-                "price_date": p.price_date.isoformat(),
-                "price_source": p.price_source,
-                "simulated": p.simulated,
-            }
-            for p in cfg.providers
-        ],
-        "api_prices": [
-            {"model": m.name, "display_name": m.display_name, "price_per_image": m.price_per_image}
-            for m in cfg.models
-            if m.backend == "http_api"
-        ],
-        "models": [
-            {
-                "model": m.name,
-                "pricing": "api" if m.backend == "http_api" else "gpu",
-                "images": images[m.name],
-                "spent_usd": spent[m.name],
-                "cost_per_image": per_model.get(m.name),
-            }
-            for m in cfg.models
-        ],
-        "deployments": [{**d.to_dict(), "spent_usd": spent_usd(d)} for d in deps],
-        "by_niche": [c.to_dict() for c in niche_costs(deps, niche_images)],
-        "notes": [
-            "A model's cost per image is everything its deployments cost (idle ones included) "
-            "over every image they made.",
-            "Images (N) are the images the replicas made, warm-up requests included.",
-        ],
-    }
-
-
-def _sweep_curve(run_dir: Path) -> dict[str, Any] | None:
-    """Latency at the SLO percentile against offered rate, from a saturation sweep's sweep.json."""
-    for path in (run_dir / "sweep" / "sweep.json", run_dir / "sweep.json"):
-        if path.is_file():
-            steps = json.loads(path.read_text()).get("steps", [])
-            curves: dict[str, list[list[float]]] = {}
-            for st in steps:
-                for model, ms in (st.get("latency_at_slo_percentile_ms") or {}).items():
-                    if ms is not None:
-                        curves.setdefault(model, []).append([float(st["rate"]), float(ms)])
-            return {"source": f"saturation sweep ({path.relative_to(run_dir)})", "curves": curves}
-    return None
-
-
-def _window_curve(cfg: EaselConfig, req: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """p95 per model against offered load in time windows, for patterns that vary the load."""
-    if cfg.traffic.pattern not in SWEEP_PATTERNS or not req:
-        return None
-    sched = np.asarray([r["scheduled_s"] for r in req if r.get("scheduled_s") is not None], float)
-    if len(sched) < 20:
-        return None
-    span = float(sched.max() - sched.min()) or 1.0
-    width = max(span / 12.0, 1.0)
-    start = float(sched.min())
-    offered = np.bincount(((sched - start) // width).astype(int)) / width
-    per_bin: dict[str, dict[int, list[float]]] = {}
-    for r in req:
-        if r.get("ok") and r.get("scheduled_s") is not None:
-            b = int((r["scheduled_s"] - start) // width)
-            per_bin.setdefault(r["model"], {}).setdefault(b, []).append(r["latency_ms"])
-    curves = {}
-    for model, bins in per_bin.items():
-        # Exact order statistics of the few requests in each window (no histogram needed).
-        pts = [
-            [float(offered[b]), float(np.percentile(v, 95))]
-            for b, v in sorted(bins.items())
-            if len(v) >= 3
-        ]
-        if len(pts) >= 2:
-            curves[model] = pts
-    return {
-        "source": f"{width:.0f}-s windows of this run's {cfg.traffic.pattern} arrivals",
-        "curves": curves,
     }
 
 
@@ -404,6 +261,13 @@ def build_summary(
     req = None if req_t is None else _records(req_t.select(_REQUEST_COLUMNS))
     usage = None if usage_t is None else _records(usage_t)
     scores = None if scores_t is None else [_score_row(r) for r in _records(scores_t)]
+    score_meta = read_score_meta(run_dir)
+    conditioning = conditioning_section(
+        None if scores_t is None else _records(scores_t), score_meta
+    )
+    repro = dict(repro or {})
+    if score_meta is not None:
+        repro["reference_sets"] = reference_set_hashes(score_meta)
 
     # Latency from merged histograms: per model, per (model, provider) for the floor, per niche.
     latency: list[dict[str, Any]] = []
@@ -443,7 +307,7 @@ def build_summary(
                 }
             )
 
-    cost = _cost(cfg, usage, req)
+    cost = cost_section(cfg, usage, req)
     model_unit = {r["model"]: r["cost_per_image"] for r in cost.get("models", [])}
     quality = _quality(cfg, scores)
 
@@ -470,6 +334,9 @@ def build_summary(
                     "composite_hi": s.get("composite_hi"),
                     "flags": s.get("flags") or [],
                     "requests": lat.get("n", 0),
+                    "success_rate": lat.get("success_rate"),
+                    "all_p95_ms": lat.get("all_p95_ms"),
+                    "all_p95_beyond": lat.get("all_p95_beyond"),
                     "p95_ms": lat.get("p95_ms"),
                     # GPU time is amortised evenly over a model's images, whatever the niche.
                     "cost_per_image": model_unit.get(m.name),
@@ -482,7 +349,7 @@ def build_summary(
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {"name": cfg.name, "description": cfg.description, "hash": cfg.digest()},
         "run": dict(run or {}),
-        "disclosures": disclosures(cfg, scores),
+        "disclosures": disclosures(cfg, scores) + conditioning_disclosures(conditioning),
         "models": _model_meta(cfg),
         "niches": [
             {"name": n.name, "display_name": n.display_name, "synthetic": n.reference_dir is None}
@@ -503,12 +370,15 @@ def build_summary(
             for name in ("manifest", "requests", "usage", "scores")
         },
         "quality": quality,
+        "conditioning": conditioning,
         "cost": cost,
         "latency": latency,
         "per_niche": per_niche,
         "floor": {"formula": FLOOR_FORMULA, "rows": [f.to_dict() for f in floors]},
         "load": _load_section(cfg, manifest, overall),
-        "load_curve": _sweep_curve(run_dir) or _window_curve(cfg, req or []) or {},
+        "goodput": goodput_section(run_dir, cfg, req_t),
+        "traffic": traffic_section(run_dir, req_t),
+        "load_curve": sweep_curve(run_dir) or window_curve(cfg, req or []) or {},
         "availability": availability_section(run_dir),
-        "repro": dict(repro or {}),
+        "repro": repro,
     }

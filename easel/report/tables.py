@@ -6,12 +6,30 @@ Every table carries its N, and rows with a figure below the physical floor carry
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from easel.report.cells import (
+    BEYOND,
+    Summary,
+    Table,
+    display_names,
+    fmt_interval,
+    fmt_ms,
+    fmt_ms_interval,
+    fmt_num,
+    fmt_pct,
+    fmt_pct_interval,
+    fmt_usd,
+)
+from easel.report.conditioning import identity_table
+from easel.report.goodput import goodput_table
+from easel.report.models_table import models_table
+from easel.report.traffic import traffic_table
 
 __all__ = [
     "BELOW_FLOOR",
     "Table",
+    "all_pct",
     "all_tables",
     "cost_deployment_table",
     "cost_table",
@@ -24,63 +42,8 @@ __all__ = [
 
 BELOW_FLOOR = "⚠ below floor"
 
-Summary = Mapping[str, Any]
 
-
-@dataclass
-class Table:
-    """A titled grid of already formatted cells; `flagged` marks rows the reader must see."""
-
-    key: str
-    title: str
-    headers: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    flagged: set[int] = field(default_factory=set)
-
-
-# --- cell formatting --------------------------------------------------------------------------
-
-
-def fmt_num(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{v:,.{digits}f}"
-
-
-def fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:,.0f} ms" if v >= 100 else f"{v:.1f} ms"
-
-
-def fmt_usd(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if v == 0:
-        return "$0"
-    if abs(v) >= 1:
-        return f"${v:,.2f}"
-    if abs(v) >= 0.01:
-        return f"${v:.4f}"
-    return f"${v:.6f}"
-
-
-def fmt_pct(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f} %"
-
-
-def fmt_interval(v: float | None, lo: float | None, hi: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if lo is None or hi is None:
-        return f"{v:.1f}"
-    return f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
-
-
-def _names(s: Summary) -> dict[str, str]:
-    return {m["name"]: m["display_name"] for m in s.get("models", [])}
-
-
-def _flags(row: Mapping[str, Any]) -> str:
+def flags_cell(row: Mapping[str, Any]) -> str:
     return "; ".join(row.get("flags") or [])
 
 
@@ -96,19 +59,22 @@ def _floor_flag(t: Table, i: int, below: list[str] | None) -> str:
 
 
 def quality_table(s: Summary) -> Table:
-    """Per model: FID (with KID), CLIP, human and composite scores with intervals, and N."""
+    """Per model: FID with its N and reference N (or n/a), KID, CLIP, human and composite scores
+    with intervals."""
     q = s.get("quality") or {}
-    names = _names(s)
+    names = display_names(s)
     t = Table(
         "quality",
         "Quality (0-100; composite with its bootstrap interval)",
         [
             "Model",
             "N images",
+            "N ref",
             "FID",
-            "KID ×1000",
+            "KID ×1000 (subset)",
             "FID score",
             "CLIP text",
+            "CLIPScore",
             "CLIP score",
             "Human score (N votes)",
             "Composite [interval]",
@@ -117,24 +83,39 @@ def quality_table(s: Summary) -> Table:
     )
     for r in q.get("models", []):
         kid = r.get("kid_mean")
-        kid_s = "n/a" if kid is None else f"{1000 * kid:.2f} ± {1000 * (r.get('kid_std') or 0):.2f}"
+        kid_s = (
+            "n/a"
+            if kid is None
+            else f"{1000 * kid:.2f} ± {1000 * (r.get('kid_std') or 0):.2f} "
+            f"({r.get('kid_subset_size') or '?'})"
+        )
         human = r.get("human_score")
         human_s = "no votes" if human is None else f"{human:.1f} ({r.get('human_n') or 0})"
+        if human is not None and not r.get("human_anchored"):
+            human_s += ", unanchored"
         t.rows.append(
             [
                 names.get(r["model"], r["model"]),
                 str(r.get("n", "n/a")),
-                fmt_num(r.get("fid"), 1),
+                str(r.get("n_ref", "n/a")),
+                "n/a (N too small)" if r.get("fid_na") else fmt_num(r.get("fid"), 1),
                 kid_s,
                 fmt_num(r.get("fid_score")),
                 fmt_num(r.get("clip_text"), 3),
+                fmt_num(r.get("clipscore"), 1),
                 fmt_num(r.get("clip_score")),
                 human_s,
                 fmt_interval(r.get("composite"), r.get("composite_lo"), r.get("composite_hi")),
-                _flags(r),
+                flags_cell(r),
             ]
         )
     t.notes.extend(q.get("notes", []))
+    if q:
+        t.notes.append(
+            "FID needs more images than feature dimensions in both sets (N and N ref); below that "
+            "it is n/a and KID (an unbiased MMD; its subset size in brackets) is the figure to "
+            "read. CLIPScore: torchmetrics' max(100 · mean image↔prompt cosine, 0)."
+        )
     if not q:
         t.notes.append("No scores: the scoring stage did not run or wrote no scores.parquet.")
     return t
@@ -143,11 +124,20 @@ def quality_table(s: Summary) -> Table:
 def cost_table(s: Summary) -> Table:
     """Per model: cost per image across its providers (weighted by the images each made)."""
     c = s.get("cost") or {}
-    names = _names(s)
+    names = display_names(s)
     t = Table(
         "cost",
         "Cost per image",
-        ["Model", "Pricing", "Images (N)", "Spent", "Cost per image", "Per provider"],
+        [
+            "Model",
+            "Pricing",
+            "Images (N)",
+            "Spent",
+            "Cost per image (all held)",
+            "Busy-only",
+            "Idle share",
+            "Per provider",
+        ],
     )
     deps: dict[str, list[str]] = {}
     for d in c.get("deployments", []):
@@ -160,6 +150,8 @@ def cost_table(s: Summary) -> Table:
                 str(r["images"]),
                 fmt_usd(r.get("spent_usd")),
                 fmt_usd(r["cost_per_image"]),
+                fmt_usd(r.get("busy_cost_per_image")),
+                "API" if r["pricing"] == "api" else fmt_pct(r.get("idle_share"), 0),
                 "; ".join(deps.get(r["model"], [])),
             ]
         )
@@ -178,7 +170,7 @@ def cost_table(s: Summary) -> Table:
 def cost_deployment_table(s: Summary) -> Table:
     """Per (model, provider): the GPU time that makes up each unit cost."""
     c = s.get("cost") or {}
-    names = _names(s)
+    names = display_names(s)
     t = Table(
         "cost-deployments",
         "Cost per deployment: where the GPU time went",
@@ -263,23 +255,36 @@ def price_table(s: Summary) -> Table:
     return t
 
 
+def all_pct(r: Mapping[str, Any], p: int, *, interval: bool = False) -> str:
+    """An all-requests percentile cell: the latency, or 'beyond deadline' when it falls among
+    failures; with `interval`, its distribution-free interval beside it."""
+    cell = BEYOND if r.get(f"all_p{p}_beyond") else fmt_ms(r.get(f"all_p{p}_ms"))
+    ci = r.get(f"all_p{p}_ci_ms")
+    if interval and ci and not r.get(f"all_p{p}_beyond"):
+        cell += " " + fmt_ms_interval(ci[0], ci[1], r.get(f"all_p{p}_ci_beyond"))
+    return cell
+
+
 def latency_table(s: Summary) -> Table:
-    """Per model: p50/p95/p99 of end-to-end latency, cold-start share, SLO and the floor."""
-    names = _names(s)
+    """Per model: success rate, p50/p95/p99 over all requests (failures beyond the deadline) with
+    the p95's interval, the success-only p95 beside them, cold starts, SLO, goodput, the floor."""
+    names = display_names(s)
     t = Table(
         "latency",
-        "Latency (end to end, from the scheduled send time; successful requests)",
+        "Latency (end to end, from the scheduled send time; all requests, failures beyond the "
+        "deadline)",
         [
             "Model",
             "Requests (N)",
-            "Errors",
+            "Success rate [CI]",
             "p50",
-            "p95",
+            "p95 [CI]",
             "p99",
+            "p95 successes only",
             "p95 warm",
             "Cold-start share",
             "SLO",
-            "Within SLO",
+            "Within SLO [CI]",
             "Physical floor",
             "Flag",
         ],
@@ -290,14 +295,15 @@ def latency_table(s: Summary) -> Table:
             [
                 names.get(r["model"], r["model"]),
                 str(r["n"]),
-                f"{r['errors']} ({fmt_pct(r.get('error_rate'))})",
-                fmt_ms(r.get("p50_ms")),
+                fmt_pct_interval(r.get("success_rate"), r.get("success_rate_ci")),
+                all_pct(r, 50),
+                all_pct(r, 95, interval=True),
+                all_pct(r, 99),
                 fmt_ms(r.get("p95_ms")),
-                fmt_ms(r.get("p99_ms")),
                 fmt_ms(r.get("warm_p95_ms")),
                 fmt_pct(r.get("cold_start_share")),
                 fmt_ms(r.get("slo_ms")),
-                fmt_pct(r.get("within_slo_share")),
+                fmt_pct_interval(r.get("within_slo_share"), r.get("within_slo_ci")),
                 fmt_ms(r.get("floor_ms")),
                 flag,
             ]
@@ -306,12 +312,23 @@ def latency_table(s: Summary) -> Table:
     if load.get("generator_warning"):
         t.notes.append(f"Load generator: {load['generator_warning']}.")
     if load.get("rejected"):
-        t.notes.append(f"{load['rejected']} manifest rows were invalid and never sent.")
+        t.notes.append(
+            f"{load['rejected']} manifest rows were invalid and never sent (reasons under "
+            "Traffic); they count for no model."
+        )
     if s.get("latency"):
         t.notes.append(
-            "Percentiles are read from merged HdrHistograms of the successful requests; "
-            "warm-up requests (sent before the clock started) are not counted. Cold-start "
-            "share: successful requests served by a replica's first batch after loading."
+            "p50, p95 and p99 rank every attempted request: a failed, timed-out or never-sent "
+            f"request ranks above every success ('{BEYOND}' when the percentile falls among "
+            "them), so failing fast can never shorten the tail. The success-only p95 is shown "
+            "beside it, never alone. [CI]: 95 % distribution-free interval from order "
+            "statistics ('…': too few requests to bound that side; '✗': among failures); "
+            "success rate and within-SLO share: Wilson intervals."
+        )
+        t.notes.append(
+            "Percentiles are read from merged HdrHistograms; warm-up requests (sent before the "
+            "clock started) are not counted. Cold-start share: successful requests served by a "
+            "replica's first batch after loading."
         )
     else:
         t.notes.append("No latency: the load-test stage did not run or wrote no requests.parquet.")
@@ -320,7 +337,7 @@ def latency_table(s: Summary) -> Table:
 
 def niche_table(s: Summary) -> Table:
     """Per (niche, model): composite, its parts, p95 latency, cost per image, with N."""
-    names = _names(s)
+    names = display_names(s)
     niches = {n["name"]: n["display_name"] for n in s.get("niches", [])}
     t = Table(
         "niches",
@@ -332,8 +349,9 @@ def niche_table(s: Summary) -> Table:
             "FID score",
             "CLIP score",
             "Composite [interval]",
-            "p95",
             "Requests (N)",
+            "Success rate",
+            "p95 (all requests)",
             "Cost per image",
             "Flags",
         ],
@@ -347,10 +365,11 @@ def niche_table(s: Summary) -> Table:
                 fmt_num(r.get("fid_score")),
                 fmt_num(r.get("clip_score")),
                 fmt_interval(r.get("composite"), r.get("composite_lo"), r.get("composite_hi")),
-                fmt_ms(r.get("p95_ms")),
                 str(r.get("requests", "n/a")),
+                fmt_pct(r.get("success_rate")),
+                all_pct(r, 95),
                 fmt_usd(r.get("cost_per_image")),
-                _flags(r),
+                flags_cell(r),
             ]
         )
     t.notes.extend((s.get("quality") or {}).get("niche_notes", []))
@@ -364,7 +383,7 @@ def niche_table(s: Summary) -> Table:
 def floor_table(s: Summary) -> Table:
     """Per (model, provider): floor = steps × TFLOP/step ÷ peak, beside the measured p50/p95."""
     f = s.get("floor") or {}
-    names = _names(s)
+    names = display_names(s)
     t = Table(
         "floor",
         "Physical floor",
@@ -374,8 +393,9 @@ def floor_table(s: Summary) -> Table:
             "GPU (peak TFLOP/s)",
             "Steps × TFLOP/step",
             "Floor",
-            "p50",
-            "p95",
+            "p50 (successes)",
+            "p95 (successes)",
+            "Success rate",
             "Flag",
             "Note",
         ],
@@ -392,6 +412,7 @@ def floor_table(s: Summary) -> Table:
                 fmt_ms(r.get("floor_ms")),
                 fmt_ms(r.get("p50_ms")),
                 fmt_ms(r.get("p95_ms")),
+                fmt_pct(r.get("success_rate")),
                 flag,
                 r.get("note") or "",
             ]
@@ -406,12 +427,16 @@ def all_tables(s: Summary) -> list[Table]:
     from easel.report.availability import availability_table
 
     return [
+        models_table(s),
         quality_table(s),
         cost_table(s),
         latency_table(s),
+        goodput_table(s),
         niche_table(s),
+        identity_table(s),
         floor_table(s),
         cost_deployment_table(s),
         price_table(s),
+        traffic_table(s),
         availability_table(s),
     ]

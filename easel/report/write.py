@@ -57,12 +57,20 @@ def _plots(run_dir: Path, s: Mapping[str, Any]) -> list[tuple[str, str, bytes]]:
     req = read_table(run_dir, "requests")
     if req is not None and req.num_rows:
         lat: dict[str, list[float]] = {names[m]: [] for m in names}
-        for r in req.select(["model", "ok", "latency_ms"]).to_pylist():
+        attempted: dict[str, int] = {}
+        cols = [c for c in ("model", "ok", "latency_ms", "error_class") if c in req.column_names]
+        for r in req.select(cols).to_pylist():
+            if r.get("error_class") == "rejected":
+                continue
+            label = names.get(r["model"], r["model"])
+            attempted[label] = attempted.get(label, 0) + 1
             if r["ok"] and r["latency_ms"] is not None:
-                lat.setdefault(names.get(r["model"], r["model"]), []).append(r["latency_ms"])
-        png = latency_cdf_png(lat, colors)
+                lat.setdefault(label, []).append(r["latency_ms"])
+        png = latency_cdf_png(lat, colors, attempted)
         if png:
-            out.append(("latency_cdf", "Latency CDF per model (successful requests)", png))
+            out.append(
+                ("latency_cdf", "Latency CDF per model (all requests: failures never arrive)", png)
+            )
     cost = {r["model"]: r["cost_per_image"] for r in (s.get("cost") or {}).get("models", [])}
     points = [
         QualityCostPoint(

@@ -3,8 +3,11 @@
 Model i beats j with probability πᵢ / D, loses with πⱼ / D, and ties with ν·sqrt(πᵢπⱼ) / D, where
 D = πᵢ + πⱼ + ν·sqrt(πᵢπⱼ) and πᵢ = exp(θᵢ). θ is fitted by maximum likelihood with a weak
 Gaussian prior (so a model that never lost keeps a finite strength), and reported on the Elo scale
-(400/ln 10 per unit of θ), centred on the mean. Intervals come from refitting on votes resampled
-with replacement.
+(400/ln 10 per unit of θ), centred on the mean. Intervals come from refitting on resampled votes:
+ties stay in every resample as ties (they inform ν and, at half weight, both strengths), and when
+the votes name their raters the raters are the unit resampled (a cluster bootstrap): one rater's
+votes share that rater's taste, so resampling votes as if independent would make a handful of
+raters look like hundreds and the interval far too narrow.
 """
 
 from __future__ import annotations
@@ -114,20 +117,36 @@ def fit_bt(votes: pd.DataFrame, models: Sequence[str] | None = None) -> BTFit:
 
 
 def bootstrap_bt(
-    votes: pd.DataFrame, models: Sequence[str], *, resamples: int, seed: int = 0
+    votes: pd.DataFrame,
+    models: Sequence[str],
+    *,
+    resamples: int,
+    seed: int = 0,
+    cluster: str | None = None,
 ) -> np.ndarray:
-    """(resamples, K) Elo strengths refitted on votes drawn with replacement."""
+    """(resamples, K) Elo strengths refitted on resampled votes.
+
+    `cluster`: a column (e.g. 'rater') whose values are resampled with replacement, each taking
+    all its votes; used when it holds at least two values. Otherwise votes are drawn one by one.
+    """
     _check(votes)
     rng = np.random.default_rng(seed)
     models = list(models)
     base = _counts(votes, models)
+    theta, nu = _fit_counts(base)
+    start = np.append(theta, np.log(nu))  # each refit starts from the full fit: fewer iterations
+    out = np.empty((resamples, len(models)))
+    if cluster is not None and cluster in votes and votes[cluster].nunique() >= 2:
+        tables = np.stack([_counts(v, models) for _, v in votes.groupby(cluster, sort=True)])
+        for r in range(resamples):
+            pick = np.bincount(rng.integers(0, len(tables), len(tables)), minlength=len(tables))
+            c = np.tensordot(pick.astype(float), tables, axes=1)
+            out[r] = _fit_counts(c, start)[0] * ELO_PER_THETA
+        return out
     # resample through per-vote counts: each vote is one cell of the (K, K, 2) table
     cells = np.argwhere(base > 0)
     weights = base[base > 0]
     n = int(weights.sum())
-    theta, nu = _fit_counts(base)
-    start = np.append(theta, np.log(nu))  # each refit starts from the full fit: fewer iterations
-    out = np.empty((resamples, len(models)))
     for r in range(resamples):
         draws = rng.multinomial(n, weights / n)
         c = np.zeros_like(base)

@@ -29,7 +29,9 @@ class HumanEvalResult:
 
     Attributes:
         scores: scope, model, elo, elo_lo, elo_hi, human_score_0_100, human_lo, human_hi,
-            n_votes (votes involving the model), anchor.
+            n_votes (votes involving the model), n_raters, tie_nu, anchor (what scores 50),
+            anchored (true when that is a named model with votes in the scope: only then may
+            the score enter the composite), interval_unit (what the bootstrap resampled).
         win_rates: scope, model, opponent, win_rate (ties count half), n.
         draws: scope -> {model: (B,) bootstrap human scores}, for composite intervals.
         n_votes: votes used.
@@ -79,16 +81,19 @@ def fit_human(
         if len(models) < 2:
             continue
         fit = fit_bt(v, models)
-        boot = bootstrap_bt(v, models, resamples=ev.bootstrap, seed=cfg.seed + i)
+        raters = int(v["rater"].nunique()) if "rater" in v else 0
+        boot = bootstrap_bt(v, models, resamples=ev.bootstrap, seed=cfg.seed + i, cluster="rater")
+        unit = f"raters ({raters})" if raters >= 2 else "votes (one rater: no rater spread)"
         anchor_name = ev.anchors.human_anchor_model
-        if anchor_name and anchor_name in models:
-            k = models.index(anchor_name)
+        anchored = bool(anchor_name and anchor_name in models)
+        if anchored:
+            k = models.index(anchor_name)  # type: ignore[arg-type]
             anchor, boot_anchor, anchor_label = fit.elo[k], boot[:, k], f"model {anchor_name}"
         else:
             anchor, boot_anchor = 0.0, boot.mean(axis=1)  # strengths are centred: mean is 0
-            anchor_label = "mean of fitted models"
+            anchor_label = "mean of fitted models (relative to this run)"
             if anchor_name:
-                anchor_label += f" ({anchor_name} has no votes here)"
+                anchor_label += f"; {anchor_name} has no votes here"
         span = ev.anchors.human_elo_span
         points = human_score(fit.elo, anchor, span)
         boot_scores = human_score(boot, boot_anchor[:, None], span)
@@ -106,8 +111,11 @@ def fit_human(
                     "human_lo": float(np.percentile(boot_scores[:, k], 2.5)),
                     "human_hi": float(np.percentile(boot_scores[:, k], 97.5)),
                     "n_votes": n_m,
+                    "n_raters": raters,
                     "tie_nu": fit.nu,
                     "anchor": anchor_label,
+                    "anchored": anchored,
+                    "interval_unit": unit,
                 }
             )
         rate, count = win_rate_matrix(v, models)

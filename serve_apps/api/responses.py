@@ -42,9 +42,12 @@ class ImageMeta:
     height: int
     steps: int
     attempts: int = 1
+    # The gateway's own time on the request (its handler's time less the upstream waits), ms.
+    gateway_ms: float | None = None
 
     def headers(self) -> dict[str, str]:
-        return {
+        own = {} if self.gateway_ms is None else {"X-Easel-Gateway-Ms": f"{self.gateway_ms:.3f}"}
+        return own | {
             "X-Request-Id": self.request_id,
             "X-Easel-Request-Id": self.request_id,
             "X-Easel-Model": self.model,

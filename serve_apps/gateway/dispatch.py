@@ -52,6 +52,7 @@ class Dispatcher:
         """The image and its metadata; ApiError (4xx passed on, 503/504) when none could make it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
+        upstream_s = 0.0  # time spent waiting on upstreams
         tried: list[str] = []
         failures: list[tuple[str, str, str]] = []  # (provider, outcome, message)
         retry_after = 1.0
@@ -67,10 +68,17 @@ class Dispatcher:
             if last is not None:
                 last.stats.failovers += 1
             tried.append(s.provider)
+            sent = loop.time()
             result = await self._attempt(s, resolved, deadline)
+            upstream_s += loop.time() - sent
             if result.outcome == "ok":
                 assert result.meta is not None
-                meta = replace(result.meta, provider=s.provider, attempts=len(tried))
+                meta = replace(
+                    result.meta,
+                    provider=s.provider,
+                    attempts=len(tried),
+                    gateway_ms=-upstream_s * 1000,  # the route adds its own elapsed time
+                )
                 return result.png, meta
             if result.outcome == "client_error":
                 raise ApiError(result.status, result.message, code=result.code or None)

@@ -19,6 +19,8 @@ import asyncio
 import hmac
 import os
 import random
+import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +36,7 @@ from serve_apps.api.requests import (
     resolve_body,
     resolve_images,
 )
-from serve_apps.api.responses import model_card, wants_json
+from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import (
     MAX_SEED,
     GenerateRequest,
@@ -60,6 +62,13 @@ def _body_schema(model: type) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _own_time(meta: ImageMeta, started: float) -> ImageMeta:
+    """`meta` whose `gateway_ms` (minus the upstream waits) gains the handler's elapsed time."""
+    return replace(
+        meta, gateway_ms=(meta.gateway_ms or 0.0) + (time.perf_counter() - started) * 1000
+    )
 
 
 async def _cancel_on_disconnect(request: Request, handler: asyncio.Task[Any]) -> None:
@@ -124,6 +133,7 @@ def add_routes(app: FastAPI) -> None:
         summary="Generate one image (PNG, or JSON with base64 on Accept: application/json)",
     )
     async def generate(request: Request) -> Response:
+        started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
             sv = gw.cfg.serve
@@ -136,6 +146,7 @@ def add_routes(app: FastAPI) -> None:
             )
             assert gw.dispatcher is not None
             png, meta = await watched(request, gw.dispatcher.dispatch(model, resolved))
+            meta = _own_time(meta, started)
             if wants_json(request):
                 return JSONResponse(meta.json_body(png), headers=meta.headers())
             return Response(png, media_type="image/png", headers=meta.headers())
@@ -146,6 +157,7 @@ def add_routes(app: FastAPI) -> None:
         summary="OpenAI Images API: n images as b64_json (or data: URLs)",
     )
     async def images_generations(request: Request) -> JSONResponse:
+        started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
             body = await read_json_body(request, ImagesRequest, gw.cfg.serve.max_body_bytes)
@@ -153,10 +165,15 @@ def add_routes(app: FastAPI) -> None:
             answer.model = model.name
             tenant_of(gw, request, model.name)
             resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED))
-            return await images_answer(gw, request, model, resolved, body.response_format)
+            return await images_answer(gw, request, model, resolved, body.response_format, started)
 
     async def images_answer(
-        gw: Gateway, request: Request, model: Any, resolved: list[Any], fmt: str | None
+        gw: Gateway,
+        request: Request,
+        model: Any,
+        resolved: list[Any],
+        fmt: str | None,
+        started: float,
     ) -> JSONResponse:
         assert gw.dispatcher is not None
         # All-or-nothing like the OpenAI API: the first failure answers the request.
@@ -165,7 +182,7 @@ def add_routes(app: FastAPI) -> None:
         )
         return JSONResponse(
             images_body(resolved, [png for png, _ in results], fmt),
-            headers=results[0][1].headers(),
+            headers=_own_time(results[0][1], started).headers(),
         )
 
     @app.post(
@@ -173,6 +190,7 @@ def add_routes(app: FastAPI) -> None:
         summary="OpenAI Images API edits: n images conditioned on the multipart image[] parts",
     )
     async def images_edits(request: Request) -> JSONResponse:
+        started = time.perf_counter()
         gw = gw_of(request)
         with _Answer(gw) as answer:
             sv = gw.cfg.serve
@@ -184,7 +202,7 @@ def add_routes(app: FastAPI) -> None:
                 images, model, sv, all_models=gw.models.values(), field="image"
             )
             resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED), refs)
-            return await images_answer(gw, request, model, resolved, body.response_format)
+            return await images_answer(gw, request, model, resolved, body.response_format, started)
 
     # The two model routes also answer as plain Starlette routes placed first in the router:
     # a request then skips FastAPI's per-request dependency machinery (measured here: it halves
@@ -278,8 +296,6 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/v1/admin/availability", summary="Per-upstream availability figures [admin]")
     async def get_availability(request: Request) -> dict[str, Any]:
-        import time
-
         gw = gw_of(request)
         check_admin(gw, request)
         stats = gw.merged_stats()

@@ -2,8 +2,10 @@
 
 `load_pipeline` turns a `ModelConfig` into a ready pipeline: `tiny://<recipe>` resolves to the
 local tiny build (built on first use), anything else goes straight to
-`<PipelineClass>.from_pretrained` as a hub id or local path. `generate` runs one batched call in
-which every prompt keeps its own seed, hiding each class's calling convention.
+`<PipelineClass>.from_pretrained` as a hub id (at its pinned revision) or local path; a model with
+more than one GPU is spread over them as `serve_apps.provider.placement` plans. `generate` runs
+one batched call in which every prompt keeps its own seed, hiding each class's calling
+convention.
 `count_prompt_tokens` and `prompt_token_limit` let the server reject an over-long prompt instead
 of letting the pipeline truncate it silently.
 """
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from config import ModelConfig
 from serve_apps.provider import tiny
+from serve_apps.provider.placement import check_loaded, plan_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -98,15 +101,26 @@ def load_pipeline(model: ModelConfig, device: str | None = None) -> DiffusionPip
     path = resolve_weights(model)
     cls = getattr(diffusers, model.pipeline)
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    if model.revision:
+        kwargs["revision"] = model.revision  # the pinned commit, from the cache when offline
+    # More than one GPU: spread the components over them as planned, never one `.to("cuda")`.
+    placement = plan_for(model.num_gpus, path, device, dtype, model.revision)
+    if placement is not None:
+        kwargs.update(placement.from_pretrained_kwargs())
     with tiny.no_progress_bars():
         if model.unet:
-            kwargs["unet"] = _load_unet(model.unet, path, dtype)
+            kwargs["unet"] = _load_unet(
+                model.unet, path, dtype, model.revision, model.unet_revision
+            )
         pipe = cls.from_pretrained(path, **kwargs)
     if model.scheduler != "default":
         name, overrides = _SCHEDULERS[model.scheduler]
         pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config, **overrides)
     pipe.set_progress_bar_config(disable=True)
     _drop_known_warnings()
+    if placement is not None:
+        check_loaded(pipe, placement)
+        return pipe
     return pipe.to(device)
 
 
@@ -137,16 +151,21 @@ def _dtype_keyword() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
-def _load_unet(spec: str, base: str, dtype: Any) -> Any:
+def _load_unet(
+    spec: str, base: str, dtype: Any, base_revision: str | None, revision: str | None
+) -> Any:
     """A UNet override: a diffusers UNet folder / hub id, or one `.safetensors` state dict.
 
     A `.safetensors` spec is a local file or `owner/repo/file.safetensors` on the hub (the form
     SDXL-Lightning ships); it is loaded into a UNet shaped by the base pipeline's UNet config.
+    Hub specs load at their pinned `revision` (the base's config at `base_revision`).
     """
     from diffusers import UNet2DConditionModel
 
     if not spec.endswith(".safetensors"):
-        return UNet2DConditionModel.from_pretrained(spec, **{_dtype_keyword(): dtype})
+        return UNet2DConditionModel.from_pretrained(
+            spec, revision=revision, **{_dtype_keyword(): dtype}
+        )
     from safetensors.torch import load_file
 
     file = Path(spec)
@@ -158,9 +177,9 @@ def _load_unet(spec: str, base: str, dtype: Any) -> Any:
             )
         from huggingface_hub import hf_hub_download
 
-        file = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:])))
+        file = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), revision=revision))
     unet = UNet2DConditionModel.from_config(
-        UNet2DConditionModel.load_config(base, subfolder="unet")
+        UNet2DConditionModel.load_config(base, subfolder="unet", revision=base_revision)
     )
     unet.load_state_dict(load_file(str(file)), strict=True)
     return unet.to(dtype)

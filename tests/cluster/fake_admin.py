@@ -22,8 +22,14 @@ _ROW = {"weight": 1.0, "drained": False, "healthy": True, "outstanding": 0, "p95
 class FakeAdmin:
     """Serves a scripted routing view; records every PUT body."""
 
-    def __init__(self, providers: list[str], models: tuple[str, ...] = ("sdxl-turbo",)) -> None:
+    def __init__(
+        self,
+        providers: list[str],
+        models: tuple[str, ...] = ("sdxl-turbo",),
+        log: list[tuple[str, Any]] | None = None,
+    ) -> None:
         self.policy = "weighted"
+        self.log = log  # when given, every PUT body is appended as ("admin", body)
         self.rows: dict[tuple[str, str], dict[str, Any]] = {
             (m, p): dict(_ROW, model=m, provider=p) for m in models for p in providers
         }
@@ -33,10 +39,10 @@ class FakeAdmin:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: Any = None
 
-    def set(self, provider: str, **fields: Any) -> None:
-        """Change every model row of `provider`."""
-        for (_, p), row in self.rows.items():
-            if p == provider:
+    def set(self, provider: str, model: str | None = None, **fields: Any) -> None:
+        """Change every model row of `provider` (or only `model`'s)."""
+        for (m, p), row in self.rows.items():
+            if p == provider and model in (None, m):
                 row.update(fields)
 
     def view(self) -> dict[str, Any]:
@@ -62,6 +68,8 @@ class FakeAdmin:
                 return resp
             body = await request.json()
             self.puts.append(body)
+            if self.log is not None:
+                self.log.append(("admin", body))
             known = {p for _, p in self.rows}
             named = (
                 set(body.get("weights", {}))

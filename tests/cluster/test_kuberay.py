@@ -1,4 +1,5 @@
-"""KubeRay manifests: rendered from the config, valid against the CRDs, never drifting."""
+"""KubeRay manifests: one RayService per provider serving only its models, valid against the
+vendored CRDs, sized to fit, rolling only on what pods run, never drifting from the configs."""
 
 from __future__ import annotations
 
@@ -9,24 +10,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.capacity import hosted_models
 from cluster.k8s_schema import default_crd_dir, load_schemas, validate_files
 from cluster.kuberay import (
+    APP_IMPORT_PATH,
     CONFIG_PATH,
     PROVIDER_RESOURCE_UNITS,
-    SERVE_IMPORT_PATH,
     ManifestError,
     default_image,
     render,
+    serve_deployment_name,
     write_manifests,
 )
 from cluster.shipped import SHIPPED, default_k8s_dir, render_shipped
 from config import load_config, parse_config, shipped_config_path
 
-CRDS = default_crd_dir()
-needs_crds = pytest.mark.skipif(
-    not CRDS.is_dir(), reason=f"KubeRay CRDs not found at {CRDS} (../shared/kuberay-crds)"
-)
 RAY_VERSION = importlib.metadata.version("ray")
+PROD = shipped_config_path("production.example.yaml")
 
 
 @pytest.fixture(scope="module", params=sorted(SHIPPED))
@@ -35,31 +35,181 @@ def shipped(request):
     return cfg, render(cfg)
 
 
-def _cluster(obj: dict) -> dict:
-    return (
-        obj["spec"]["rayClusterConfig"]
-        if obj["kind"] == "RayService"
-        else obj["spec"]["rayClusterSpec"]
-    )
+def _rayservices(cfg, objs) -> dict:
+    return {
+        p.name: objs[f"{p.name}/40-rayservice.yaml"]
+        for p in cfg.providers
+        if f"{p.name}/40-rayservice.yaml" in objs
+    }
 
 
-@needs_crds
-def test_shipped_manifests_validate(shipped, tmp_path):
+def test_crds_are_vendored():
+    assert default_crd_dir().is_relative_to(Path(__file__).resolve().parents[2] / "cluster")
+    assert {p.name for p in default_crd_dir().glob("ray.io_*.yaml")} == {
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+    }
+
+
+def test_shipped_manifests_validate_strictly(shipped, tmp_path):
     cfg, _ = shipped
     written = write_manifests(cfg, tmp_path)
-    report = validate_files(written, load_schemas(CRDS))
+    report = validate_files(written, load_schemas(default_crd_dir()))
     assert report == {str(p): [] for p in written}
+    kinds = {yaml.safe_load(p.read_text().split("\n", 1)[1])["kind"] for p in written}
+    assert {
+        "RayService",
+        "RayJob",
+        "Deployment",
+        "Service",
+        "Job",
+        "PersistentVolumeClaim",
+    } <= kinds
 
 
-def test_ray_version_and_image_pinned(shipped):
-    _, objs = shipped
-    for name in ("rayservice.yaml", "rayjob-bench.yaml"):
-        spec = _cluster(objs[name])
-        assert spec["rayVersion"] == RAY_VERSION
-        images = [c["image"] for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-                  for c in g["template"]["spec"]["containers"]]  # fmt: skip
-        assert images and all(i == default_image() for i in images)
-        assert default_image().endswith(f"-ray{RAY_VERSION}")
+def test_one_rayservice_per_provider_serving_only_its_models(shipped):
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg, objs = shipped
+    services = _rayservices(cfg, objs)
+    assert sorted(services) == sorted(p.name for p in cfg.providers if hosted_models(cfg, p))
+    for name, rs in services.items():
+        p = cfg.provider(name)
+        assert rs["metadata"]["namespace"] == (p.kubernetes.namespace or cfg.kubernetes.namespace)
+        # Each provider's folder names the kube context it is applied in.
+        context = p.kubernetes.context or cfg.kubernetes.context or "(current)"
+        for obj in (rs, objs[f"{name}/00-namespace.yaml"]):
+            assert obj["metadata"]["annotations"]["easel.dev/kube-context"] == context
+        serve_cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
+        ServeDeploySchema.model_validate(serve_cfg)  # Ray Serve's own schema for config files
+        (app,) = serve_cfg["applications"]
+        assert app["import_path"] == APP_IMPORT_PATH
+        assert app["args"] == {"config": CONFIG_PATH, "provider": name}
+        models = [m for m in hosted_models(cfg, p)]
+        assert [d["name"] for d in app["deployments"]] == [
+            serve_deployment_name(m.name, name) for m in models
+        ]
+        for d, m in zip(app["deployments"], models, strict=True):
+            auto = d["autoscaling_config"]
+            assert (auto["min_replicas"], auto["max_replicas"]) == (
+                m.autoscaling.min_replicas,
+                m.autoscaling.max_replicas,
+            )
+        cluster = rs["spec"]["rayClusterConfig"]
+        assert cluster["enableInTreeAutoscaling"] is True
+        assert cluster["rayVersion"] == RAY_VERSION
+        assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+        for g in cluster["workerGroupSpecs"]:
+            assert g["resources"] == {p.resource: str(PROVIDER_RESOURCE_UNITS)}
+            assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+            (c,) = g["template"]["spec"]["containers"]
+            assert c["resources"]["requests"] == c["resources"]["limits"]
+
+
+def test_deployment_names_match_the_serving_app():
+    """serveConfigV2 overrides deployments by name: they must be the names the app builds."""
+    from serve_apps import app
+
+    cfg = load_config()
+    for m in cfg.models:
+        for p in m.providers:
+            built = app.deployment_options(m, cfg.provider(p))["name"]
+            assert built == serve_deployment_name(m.name, p)
+
+
+def test_gpu_groups_cover_the_deployments_max_replicas():
+    cfg = load_config(PROD)
+    objs = render(cfg)
+    for name, rs in _rayservices(cfg, objs).items():
+        p = cfg.provider(name)
+        (gpu,) = [
+            g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu"
+        ]
+        pod_gpus = int(
+            gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        )
+        pod_cpus = float(gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+        models = [m for m in hosted_models(cfg, p) if m.num_gpus]
+        assert gpu["maxReplicas"] * pod_gpus >= sum(
+            m.autoscaling.max_replicas * m.num_gpus for m in models
+        )
+        assert gpu["maxReplicas"] * pod_cpus >= sum(
+            m.autoscaling.max_replicas * m.num_cpus for m in models
+        )
+        assert gpu["maxReplicas"] <= p.capacity // p.gpus_per_replica
+        pod = gpu["template"]["spec"]
+        assert pod["nodeSelector"] == dict(p.node_selector)
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"
+        ]
+
+
+def test_render_refuses_a_config_that_cannot_fit():
+    data = load_config(PROD).model_dump(mode="json")
+    data["providers"][1]["capacity"] = 8  # aws: 4 pods of 2 GPUs, the deployments need 7
+    with pytest.raises(ManifestError, match=r"provider 'aws', worker group 'gpu'.*short by 3 pods"):
+        render(parse_config(data))
+
+
+def test_weights_reach_pods_from_the_cache_offline(shipped):
+    cfg, objs = shipped
+    for name, rs in _rayservices(cfg, objs).items():
+        cluster = rs["spec"]["rayClusterConfig"]
+        pvc = objs[f"{name}/20-model-cache.yaml"]
+        for pod in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            spec = pod["template"]["spec"]
+            (vol,) = [v for v in spec["volumes"] if v["name"] == "models"]
+            assert vol["persistentVolumeClaim"] == {
+                "claimName": pvc["metadata"]["name"],
+                "readOnly": True,
+            }
+            env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+            assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/hf"
+            assert "HF_TOKEN" not in env  # serving pods never hold the hub token
+        job = objs[f"{name}/30-weights-job.yaml"]["spec"]["template"]["spec"]
+        (c,) = job["containers"]
+        assert c["command"][:3] == ["easel", "k8s", "weights"]
+        token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
+        assert token["valueFrom"]["secretKeyRef"] == {
+            "name": cfg.kubernetes.secret_name,
+            "key": "HF_TOKEN",
+            "optional": True,
+        }
+        assert "HF_HUB_OFFLINE" not in {e["name"] for e in c["env"]}
+
+
+def test_unpinned_hub_weights_are_refused():
+    data = load_config(PROD).model_dump(mode="json")
+    data["models"][0]["revision"] = None
+    with pytest.raises(ManifestError, match=r"pin the hub weights.*FLUX\.2-dev"):
+        render(parse_config(data))
+
+
+def test_secrets_only_by_reference(shipped):
+    cfg, objs = shipped
+    for rs in _rayservices(cfg, objs).values():
+        gcs = rs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+        assert gcs["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == (
+            cfg.kubernetes.redis_password_secret
+        )
+    # Every env variable that carries a secret comes from a Secret, never a literal value.
+    for path, obj in objs.items():
+        for env in _env_lists(obj):
+            for e in env:
+                if any(w in e["name"] for w in ("KEY", "TOKEN", "PASSWORD", "SECRET")):
+                    assert "value" not in e and "secretKeyRef" in e["valueFrom"], (path, e)
+
+
+def _env_lists(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("env"), list):
+            yield node["env"]
+        for v in node.values():
+            yield from _env_lists(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _env_lists(v)
 
 
 def test_dockerfile_builds_on_the_same_ray():
@@ -67,79 +217,61 @@ def test_dockerfile_builds_on_the_same_ray():
     assert re.search(rf"^ARG RAY_VERSION={re.escape(RAY_VERSION)}$", text, re.M), (
         f"k8s/Dockerfile's RAY_VERSION differs from the installed Ray {RAY_VERSION}"
     )
+    assert default_image().endswith(f"-ray{RAY_VERSION}")
 
 
-def test_serve_config_runs_the_easel_serve_app_on_the_mounted_config(shipped):
-    from ray.serve.schema import ServeDeploySchema
-
-    cfg, objs = shipped
-    serve_cfg = yaml.safe_load(objs["rayservice.yaml"]["spec"]["serveConfigV2"])
-    ServeDeploySchema.model_validate(serve_cfg)  # Ray Serve's own schema for config files
-    (app,) = serve_cfg["applications"]
-    assert app["import_path"] == SERVE_IMPORT_PATH
-    assert app["args"] == {"config": CONFIG_PATH}
-    assert serve_cfg["http_options"]["port"] == cfg.serve.port
-    # The mounted file is the ConfigMap, holding this very config.
-    cm = objs["configmap.yaml"]
-    assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).digest() == cfg.digest()
-    head = _cluster(objs["rayservice.yaml"])["headGroupSpec"]["template"]["spec"]
-    (mount,) = [m for m in head["containers"][0]["volumeMounts"] if m["name"] == "easel-config"]
-    assert CONFIG_PATH.startswith(mount["mountPath"] + "/")
-    (vol,) = [v for v in head["volumes"] if v["name"] == "easel-config"]
-    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+def test_real_providers_need_a_pullable_image():
+    data = load_config(PROD).model_dump(mode="json")
+    data["kubernetes"]["image"] = "easel:0.1.0"
+    with pytest.raises(ManifestError, match="names no registry"):
+        render(parse_config(data))
+    # Simulated providers (a kind/minikube rehearsal) may use a locally loaded tag.
+    assert render(load_config())
 
 
-def test_worker_group_per_provider(shipped):
-    cfg, objs = shipped
-    spec = _cluster(objs["rayservice.yaml"])
-    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
-    assert list(groups) == [p.name for p in cfg.providers]
-    for p in cfg.providers:
-        g = groups[p.name]
-        assert g["resources"] == {p.resource: str(PROVIDER_RESOURCE_UNITS)}
-        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
-        assert g["maxReplicas"] <= p.capacity // p.gpus_per_replica
-        pod = g["template"]["spec"]
-        (c,) = pod["containers"]
-        assert c["resources"]["requests"] == c["resources"]["limits"]
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == str(p.gpus_per_replica)
-        assert pod["nodeSelector"] == (
-            dict(p.node_selector) or {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+def _names(objs: dict) -> dict[str, str]:
+    return {k: o["metadata"]["name"] for k, o in objs.items()}
+
+
+def test_a_resolved_config_renders_the_same():
+    """A config dumped and read back (a run folder's config.yaml) renders the same objects."""
+    for cfg in (load_config(), load_config(PROD)):
+        again = parse_config(cfg.model_dump(mode="json"))
+        assert render(again) == render(cfg)
+
+
+def test_only_what_pods_run_rolls_them():
+    """A price, the traffic or an operator threshold changes no pod template and no name; a
+    model change rolls only the providers that serve it (a new ConfigMap name)."""
+    cfg = load_config(PROD)
+    base = render(cfg)
+    data = cfg.model_dump(mode="json")
+    data["providers"][1]["price_per_gpu_hour"] = 4.99
+    data["traffic"]["jobs"] = 50
+    data["operator"]["queue_high"] = 9
+    data["evaluation"]["bootstrap"] = 10
+    data["models"][0]["autoscaling"]["max_replicas"] = 3  # Serve applies it in place
+    same = render(parse_config(data))
+    for name in _rayservices(cfg, base):
+        key = f"{name}/40-rayservice.yaml"
+        assert same[key]["spec"]["rayClusterConfig"] == base[key]["spec"]["rayClusterConfig"]
+        assert (
+            _names(same)[f"{name}/10-configmap.yaml"] == _names(base)[f"{name}/10-configmap.yaml"]
         )
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-            "tolerations"
-        ]
+    assert (
+        same["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"]
+        != (base["aws/40-rayservice.yaml"]["spec"]["serveConfigV2"])
+    )
+    # The gateway routes by price (cheapest_healthy): its config, and so its pods, change.
+    assert _names(same)["gateway/10-configmap.yaml"] != _names(base)["gateway/10-configmap.yaml"]
 
-
-def test_secrets_only_by_reference(shipped):
-    cfg, objs = shipped
-    gcs = objs["rayservice.yaml"]["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
-    assert gcs["redisAddress"] == cfg.kubernetes.redis_address
-    assert gcs["redisPassword"] == {
-        "valueFrom": {
-            "secretKeyRef": {
-                "name": cfg.kubernetes.redis_password_secret,
-                "key": cfg.kubernetes.redis_password_key,
-            }
-        }
-    }
-    head = _cluster(objs["rayservice.yaml"])["headGroupSpec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in head["env"]}
-    assert cfg.serve.admin_key_env in env
-    for e in env.values():
-        assert "value" not in e and e["valueFrom"]["secretKeyRef"]["name"] == (
-            cfg.kubernetes.secret_name
-        )
-
-
-def test_rayjob_runs_easel_bench(shipped):
-    cfg, objs = shipped
-    job = objs["rayjob-bench.yaml"]["spec"]
-    assert job["entrypoint"].startswith(f"easel bench --config {CONFIG_PATH} --out ")
-    assert job["shutdownAfterJobFinishes"] is True
-    groups = [g["groupName"] for g in job["rayClusterSpec"]["workerGroupSpecs"]]
-    assert groups == [p.name for p in cfg.providers]
+    data = cfg.model_dump(mode="json")
+    data["models"][0]["providers"] = ["lambda", "aws"]  # flux2-dev leaves azure
+    data["models"][1]["batching"]["max_batch_size"] = 2  # flux2-schnell, on all three
+    moved = render(parse_config(data))
+    for name in ("lambda", "aws", "azure"):
+        key = f"{name}/40-rayservice.yaml"
+        assert moved[key]["spec"]["rayClusterConfig"] != base[key]["spec"]["rayClusterConfig"]
 
 
 def test_committed_manifests_equal_a_fresh_render(tmp_path):
@@ -148,80 +280,100 @@ def test_committed_manifests_equal_a_fresh_render(tmp_path):
     fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.yaml")}
     committed = {
         p.relative_to(root): p.read_text()
-        for name in SHIPPED for p in (root / name).rglob("*.yaml")
-    }  # fmt: skip
+        for name in SHIPPED
+        for p in (root / name).rglob("*.yaml")
+    }
     stale = sorted(str(p) for p in fresh if committed.get(p) != fresh[p])
     stale += sorted(str(p) for p in committed if p not in fresh)
     assert not stale, f"k8s/ differs from the configs in {stale}: run `easel k8s render --shipped`"
 
 
-def test_config_change_renames_the_configmap():
-    cfg = load_config()
-    data = cfg.model_dump(mode="json")
-    data["serve"]["port"] = 8123
-    other = parse_config(data)
-    a, b = render(cfg)["configmap.yaml"], render(other)["configmap.yaml"]
-    assert a["metadata"]["name"] != b["metadata"]["name"]
+def _rename(data: dict, old: str, new: str) -> None:
+    for p in data["providers"]:
+        if p["name"] == old:
+            p["name"] = new
+    for m in data["models"]:
+        m["providers"] = [new if p == old else p for p in m["providers"]]
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d.update(name="has_underscore"), "cannot name a RayService"),
-        (lambda d: d["providers"][0].update(name="under_score"), "cannot name a worker group"),
-        (lambda d: d["models"][0].update(num_gpus=2), "raise the provider's gpus_per_replica"),
+        (
+            lambda d: d["kubernetes"].update(name="a" * 40) or _rename(d, "lambda", "lambda-labs"),
+            "cannot name provider 'lambda-labs'",
+        ),
+        (lambda d: d["models"][0].update(num_gpus=3), "raise the provider's gpus_per_replica"),
         (
             lambda d: (
                 d["gpus"].append({"name": "H100", "peak_tflops": 989, "memory_gb": 80})
-                or d["providers"][0].update(gpu="H100")
+                or d["providers"][0].update(gpu="H100", node_selector={})
             ),
             "set node_selector",
         ),
     ],
 )
 def test_undeployable_configs_are_clear_errors(change, message):
-    data = load_config().model_dump(mode="json")
+    data = load_config(PROD).model_dump(mode="json")
     change(data)
-    # Keep model references valid after a provider rename.
-    names = {p["name"] for p in data["providers"]}
-    for m in data["models"]:
-        m["providers"] = [p if p in names else data["providers"][0]["name"] for p in m["providers"]]
     with pytest.raises(ManifestError, match=re.escape(message)):
         render(parse_config(data))
 
 
-def test_render_cli_writes_files(tmp_path):
+def test_pcie_gpus_get_the_pcie_product_label():
+    data = load_config(PROD).model_dump(mode="json")
+    data["gpus"][0]["form_factor"] = "PCIe"
+    data["providers"][0]["node_selector"] = {}
+    rs = render(parse_config(data))["lambda/40-rayservice.yaml"]
+    (gpu,) = [
+        g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu"
+    ]
+    assert gpu["template"]["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe"
+    }
+
+
+def test_provider_tolerations_are_rendered():
+    data = load_config(PROD).model_dump(mode="json")
+    data["providers"][0]["tolerations"] = [
+        {"key": "lambda.ai/gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
+    ]
+    rs = render(parse_config(data))["lambda/40-rayservice.yaml"]
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert (
+        groups["gpu"]["template"]["spec"]["tolerations"][1]
+        == (data["providers"][0]["tolerations"][0])
+    )
+    assert "tolerations" not in groups["cpu"]["template"]["spec"]  # CPU pods avoid GPU nodes
+
+
+def test_render_cli_writes_folders(tmp_path):
     from easel.cli import main
 
     assert main(["k8s", "render", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "configmap.yaml", "rayjob-bench.yaml", "rayservice.yaml"]  # fmt: skip
+        "azure-sim",
+        "bench",
+        "gateway",
+        "lambda-sim",
+        "runpod-sim",
+    ]
+    assert sorted(p.name for p in (tmp_path / "runpod-sim").iterdir()) == [
+        "00-namespace.yaml",
+        "10-configmap.yaml",
+        "20-model-cache.yaml",
+        "30-weights-job.yaml",
+        "40-rayservice.yaml",
+    ]
     assert main(["k8s", "render", "--shipped", "--out", str(tmp_path)]) == 2
 
 
-@needs_crds
 def test_validate_cli_flags_a_broken_manifest(tmp_path, capsys):
     from easel.cli import main
 
     write_manifests(load_config(), tmp_path)
     assert main(["k8s", "validate", str(tmp_path)]) == 0
-    path: Path = tmp_path / "rayservice.yaml"
+    path = tmp_path / "lambda-sim" / "40-rayservice.yaml"
     path.write_text(path.read_text().replace("minReplicas:", "minReplica:", 1))
     assert main(["k8s", "validate", str(tmp_path)]) == 1
     assert "minReplica" in capsys.readouterr().out
-
-
-def test_provider_tolerations_are_rendered_and_checked():
-    from config import ConfigError
-
-    data = load_config().model_dump(mode="json")
-    data["providers"][0]["tolerations"] = [
-        {"key": "lambda.ai/gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
-    ]
-    spec = render(parse_config(data))["rayservice.yaml"]["spec"]["rayClusterConfig"]
-    tolerations = spec["workerGroupSpecs"][0]["template"]["spec"]["tolerations"]
-    assert tolerations[1] == data["providers"][0]["tolerations"][0]
-    assert len(spec["workerGroupSpecs"][1]["template"]["spec"]["tolerations"]) == 1
-    data["providers"][0]["tolerations"] = [{"key": "x", "operator": "Equal"}]
-    with pytest.raises(ConfigError, match="operator 'Equal' needs a value"):
-        parse_config(data)

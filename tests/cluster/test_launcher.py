@@ -16,6 +16,8 @@ def _three_clouds(**updates: object):
     data = load_config().model_dump(mode="json")
     for p, cloud in zip(data["providers"], LAUNCHER_CLOUDS, strict=True):
         p["cloud"] = cloud
+        if cloud == "gcp":
+            p["project_id"] = "easel-bench-123"
         p.update(updates)
     return parse_config(data)
 
@@ -62,6 +64,38 @@ def test_shipped_production_uses_the_instance_its_node_selector_names():
                 config.get("InstanceType"),
                 config.get("azure_arm_parameters", {}).get("vmSize"),
             )
+
+
+def test_gcp_project_comes_from_the_config():
+    cfg = _three_clouds()
+    gcp = next(p for p in cfg.providers if p.cloud == "gcp")
+    assert render_launchers(cfg)[f"{gcp.name}.yaml"]["provider"]["project_id"] == "easel-bench-123"
+    data = cfg.model_dump(mode="json")
+    next(p for p in data["providers"] if p["cloud"] == "gcp")["project_id"] = None
+    with pytest.raises(ManifestError, match="set its project_id"):
+        render_launchers(parse_config(data))
+
+
+def test_nc_a100_v4_is_pcie_and_sxm_configs_skip_it():
+    nc = [t for t in INSTANCE_TYPES["azure"] if t.name.startswith("Standard_NC")]
+    assert nc and all(t.form == "PCIe" for t in nc)
+    assert all(t.form == "SXM" for c in ("aws", "gcp") for t in INSTANCE_TYPES[c])
+    cfg = _three_clouds(gpus_per_replica=2)
+    azure = next(p for p in cfg.providers if p.cloud == "azure")
+    assert instance_for(azure).name == "Standard_NC48ads_A100_v4"  # any form: the smallest
+    assert instance_for(azure, "SXM").name == "Standard_ND96amsr_A100_v4"
+
+
+def test_real_providers_pull_a_registry_image():
+    cfg = load_config(shipped_config_path("production.example.yaml"))
+    for obj in render_launchers(cfg).values():
+        assert obj["docker"]["pull_before_run"] is True
+        assert obj["docker"]["image"] == cfg.kubernetes.image
+    with pytest.raises(ManifestError, match="names no registry"):
+        render_launchers(cfg, image="easel:local")
+    # A simulated rehearsal may run a local tag: nothing is pulled then.
+    (obj,) = render_launchers(load_config()).values()
+    assert obj["docker"]["pull_before_run"] is False
 
 
 def test_unknown_instance_type_is_an_error():

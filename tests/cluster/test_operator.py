@@ -1,198 +1,209 @@
-"""`easel operator`: the policy (pure), and the loop's calls against the simulated Kubernetes API
-and a fake admin route."""
+"""`easel operator`: the loop against simulated provider clusters (the simulated Kubernetes API
+and KubeRay controller, one per provider's kube context) and a fake gateway admin route."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import yaml
 
 from cluster.kuberay import render
-from cluster.operator import Operator, ProviderState, decide
+from cluster.operator import Operator
 from cluster.routing_client import RoutingClient
-from cluster.scaling import Scaler, custom_objects_api
-from cluster.simulated_k8s import SimulatedKubeApi
-from config import OperatorConfig, load_config
+from cluster.scaling import ProviderCluster, custom_objects_api
+from config import OperatorConfig, load_config, shipped_config_path
 from tests.cluster.fake_admin import KEY, FakeAdmin
+from tests.cluster.simulated_k8s import SimulatedKubeApi
+from tests.cluster.simulated_kuberay import SimulatedKubeRay
 
-CFG = OperatorConfig(queue_high=4, queue_low=0.5, max_error_rate=0.05, min_requests=10,
-                     cooldown_s=60, scale_step=1)  # fmt: skip
-PRICES = {"lambda-sim": 1.79, "runpod-sim": 1.64, "azure-sim": 4.10}
-
-
-def _state(provider: str, **kw: object) -> ProviderState:
-    base = dict(provider=provider, price_per_gpu_hour=PRICES[provider], low=0, high=8,
-                replicas=1, weight=1.0, healthy=True, drained=False, outstanding=1,
-                window_requests=0, window_errors=0, seconds_since_scaled=1e9,
-                models=("m",))  # fmt: skip
-    base.update(kw)
-    return ProviderState(**base)  # type: ignore[arg-type]
+PRICES = {"lambda": 1.79, "aws": 5.12, "azure": 4.10}
+PROD = shipped_config_path("production.example.yaml")
+MODELS = ("flux2-dev", "flux2-schnell", "sdxl-lightning", "sdxl-turbo")
 
 
-def _three(changes: dict[str, dict] | None = None) -> list[ProviderState]:
-    return [_state(p, **(changes or {}).get(p, {})) for p in PRICES]
-
-
-def _by(plan, action):
-    return {d.provider: d for d in plan.decisions if d.action == action}
-
-
-def test_weights_follow_price_and_replicas():
-    plan = decide(_three(), CFG)
-    w = plan.weights
-    assert w is not None and abs(sum(w.values()) - 1) < 0.01
-    assert w["runpod-sim"] > w["lambda-sim"] > w["azure-sim"] > 0
-    assert w["azure-sim"] == pytest.approx(w["runpod-sim"] * 1.64 / 4.10, abs=0.01)
-    assert not _by(plan, "scale")
-    # Already at those weights: nothing to send.
-    settled = [_state(p, weight=w[p]) for p in PRICES]
-    assert decide(settled, CFG).weights is None
-
-
-def test_erroring_provider_loses_weight_and_capacity():
-    states = _three({"azure-sim": dict(replicas=2, window_requests=40, window_errors=12)})
-    plan = decide(states, CFG)
-    scales = _by(plan, "scale")
-    assert (scales["azure-sim"].before, scales["azure-sim"].after) == (2, 1)
-    assert "error rate 30% (12/40) > 5%" in scales["azure-sim"].reason
-    assert (scales["runpod-sim"].before, scales["runpod-sim"].after) == (1, 2)
-    assert "taking capacity from azure-sim" in scales["runpod-sim"].reason
-    assert plan.weights["azure-sim"] == 0
-    assert "no new traffic" in _by(plan, "weight")["azure-sim"].reason
-
-
-def test_few_requests_are_not_judged_and_unhealthy_is():
-    plan = decide(_three({"azure-sim": dict(window_requests=4, window_errors=3)}), CFG)
-    assert plan.weights["azure-sim"] > 0
-    unhealthy = [_state(p, healthy=p != "lambda-sim") for p in PRICES]
-    plan = decide(unhealthy, CFG)
-    assert plan.weights["lambda-sim"] == 0
-    assert _by(plan, "weight")["lambda-sim"].reason.startswith("unhealthy")
-
-
-def test_queue_high_adds_at_cheapest_with_headroom_and_cooldown():
-    plan = decide(_three({"runpod-sim": dict(outstanding=20)}), CFG)
-    (up,) = _by(plan, "scale").values()
-    assert (up.provider, up.before, up.after) == ("runpod-sim", 1, 2)
-    assert "queue 7.3/replica > 4" in up.reason
-    # runpod at its bound, lambda just scaled: the next cheapest, azure, grows.
-    states = _three({"runpod-sim": dict(outstanding=60, replicas=8, high=8),
-                     "lambda-sim": dict(seconds_since_scaled=5)})  # fmt: skip
-    (up,) = _by(decide(states, CFG), "scale").values()
-    assert up.provider == "azure-sim"
-    # Nobody has headroom: a reasoned hold, no scaling.
-    full = [_state(p, replicas=1, high=1, outstanding=20) for p in PRICES]
-    plan = decide(full, CFG)
-    assert not _by(plan, "scale") and "no provider has headroom" in plan.decisions[0].reason
-
-
-def test_queue_low_removes_from_most_expensive_but_keeps_last_hosts():
-    states = [_state(p, outstanding=0, replicas=2, models=("m",)) for p in PRICES]
-    (down,) = _by(decide(states, CFG), "scale").values()
-    assert (down.provider, down.after) == ("azure-sim", 1)
-    # azure is the only host of 'closed': it keeps its last replica; lambda goes down instead.
-    states = [_state(p, outstanding=0, replicas=1, models=("m", "closed") if p == "azure-sim"
-                     else ("m",)) for p in PRICES]  # fmt: skip
-    (down,) = _by(decide(states, CFG), "scale").values()
-    assert (down.provider, down.after) == ("lambda-sim", 0)
-
-
-def test_unhealthy_alone_moves_weight_not_capacity():
-    """Pods still starting (or scaled to 0) look unhealthy: no capacity is taken from them, and
-    an idle provider at 0 replicas is the first to grow when it is the cheapest."""
-    starting = _three({"azure-sim": dict(healthy=False, replicas=2)})
-    plan = decide(starting, CFG)
-    assert not _by(plan, "scale") and plan.weights["azure-sim"] == 0
-    idle = _three({"runpod-sim": dict(healthy=False, replicas=0),
-                   "lambda-sim": dict(outstanding=20)})  # fmt: skip
-    (up,) = _by(decide(idle, CFG), "scale").values()
-    assert (up.provider, up.before, up.after) == ("runpod-sim", 0, 1)
-    # A provider that is unhealthy with replicas is passed over for one that is healthy.
-    broken = _three({"runpod-sim": dict(healthy=False), "lambda-sim": dict(outstanding=20)})
-    (up,) = _by(decide(broken, CFG), "scale").values()
-    assert up.provider == "lambda-sim"
-
-
-def test_bounds_and_drained_providers():
-    states = [_state("lambda-sim", replicas=9, high=8), _state("runpod-sim", low=2, replicas=1),
-              _state("azure-sim", drained=True, weight=5.0)]  # fmt: skip
-    plan = decide(states, CFG)
-    scales = _by(plan, "scale")
-    assert scales["lambda-sim"].after == 8 and scales["runpod-sim"].after == 2
-    assert "azure-sim" not in plan.weights  # a drain stays the cluster operator's call
-
-
-# --- the loop against the simulated Kubernetes API and a fake admin route ---------------------
+# --- the loop against simulated provider clusters and a fake gateway ------------------------
 
 
 @pytest.fixture
 def world(tmp_path):
-    cfg = load_config()
-    rayservice = render(cfg)["rayservice.yaml"]
-    with SimulatedKubeApi([rayservice]) as kube, FakeAdmin(list(PRICES)) as admin:
-        kubeconfig = str(kube.write_kubeconfig(tmp_path / "kubeconfig"))
-        yield cfg, kube, admin, kubeconfig
+    """The production example: each provider its own simulated Kubernetes cluster and context."""
+    cfg = load_config(PROD)
+    objs = render(cfg)
+    log: list = []
+    servers, controllers = {}, {}
+    try:
+        for p in PRICES:
+            servers[p] = SimulatedKubeApi().start()
+            controllers[p] = SimulatedKubeRay(servers[p])
+            servers[p].apply(objs[f"{p}/40-rayservice.yaml"])
+            servers[p].watch(lambda event, obj, p=p: log.append(("kube", p, obj["kind"])))
+        first, *rest = PRICES
+        kubeconfig = str(
+            servers[first].write_kubeconfig(
+                tmp_path / "kubeconfig",
+                namespace="easel",
+                context=first,
+                others={p: servers[p] for p in rest},
+            )
+        )
+        with FakeAdmin(list(PRICES), models=MODELS, log=log) as admin:
+            for p in PRICES:
+                admin.set(p, outstanding=0)
+            yield cfg, servers, controllers, admin, kubeconfig, log
+    finally:
+        for s in servers.values():
+            s.stop()
 
 
-def _replicas(kube) -> dict[str, int]:
-    obj = kube.get("rayservices", "easel", "easel-default")
+def _clusters(cfg, kubeconfig):
     return {
-        g["groupName"]: g["replicas"] for g in obj["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        p: ProviderCluster(
+            custom_objects_api(kubeconfig, p), "easel", f"easel-production-example-{p}"
+        )
+        for p in PRICES
     }
 
 
-def test_operator_step_makes_the_expected_calls(world):
-    cfg, kube, admin, kubeconfig = world
-    now = [1000.0]
+def _ceiling(server, provider: str, model: str) -> int:
+    rs = server.get("rayservices", "easel", f"easel-production-example-{provider}")
+    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    (d,) = [d for d in app["deployments"] if d["name"] == f"{model}--{provider}"]
+    return d["autoscaling_config"]["max_replicas"]
+
+
+def test_queue_high_raises_a_serve_ceiling_in_place(world):
+    cfg, servers, controllers, admin, kubeconfig, _log = world
+    for p in PRICES:
+        admin.set(p, "sdxl-turbo", outstanding=12)  # 36 over 6 replicas of ceiling: > 4
     logged = []
-    scaler = Scaler(custom_objects_api(kubeconfig), "easel", "easel-default")
     with RoutingClient(admin.url, KEY) as routing:
-        op = Operator(cfg, routing, scaler, clock=lambda: now[0], emit=logged.append)
-        admin.set("azure-sim", requests=50, errors=20)
-        admin.set("lambda-sim", outstanding=3)  # 3 per 3 healthy replicas: queue in band
-        kube.calls.clear()
+        op = Operator(
+            cfg, routing, _clusters(cfg, kubeconfig), clock=lambda: 1000.0, emit=logged.append
+        )
         decisions = op.step()
-    assert _replicas(kube) == {"lambda-sim": 1, "runpod-sim": 2, "azure-sim": 0}
-    patches = [c for c in kube.calls if c.method == "PATCH"]
-    assert [p.body[-1]["path"].split("/")[-2:] for p in patches] == [
-        ["2", "replicas"],
-        ["1", "replicas"],
-    ]
-    assert [p.body[-1]["value"] for p in patches] == [0, 2]
-    (put,) = admin.puts
-    assert put["weights"]["azure-sim"] == 0 and put["weights"]["runpod-sim"] > 0
+    (up,) = [d for d in decisions if d.action == "scale" and d.after > d.before]
+    assert (up.model, up.provider, up.before, up.after) == ("sdxl-turbo", "lambda", 2, 3)
+    assert _ceiling(servers["lambda"], "lambda", "sdxl-turbo") == 3
+    ctl = controllers["lambda"]
+    (cluster,) = ctl.created
+    assert len(ctl.submissions[cluster]) == 2  # applied to the running cluster, in place
+    weights = [b for b in admin.puts if "weights" in b]
+    assert {b["model"] for b in weights} == set(MODELS)  # one map per model
     assert logged == decisions and all(d.reason for d in decisions)
-    # Within the cooldown the same errors move nothing more.
-    now[0] += 5
-    kube.calls.clear()
+
+
+def test_scale_in_drains_first(world):
+    cfg, servers, _controllers, admin, kubeconfig, log = world
+    admin.set("aws", "flux2-dev", outstanding=1)  # in flight there until the drain
+    sleeps = []
+
+    def sleep(_s: float) -> None:
+        sleeps.append(1)
+        admin.set("aws", "flux2-dev", outstanding=0)  # the request finished
+
     with RoutingClient(admin.url, KEY) as routing:
-        op.routing = routing
-        op.step()
-    assert not [c for c in kube.calls if c.method == "PATCH"]
+        op = Operator(
+            cfg,
+            routing,
+            _clusters(cfg, kubeconfig),
+            clock=lambda: 1000.0,
+            emit=lambda d: None,
+            sleep=sleep,
+        )
+        decisions = op.step()
+    downs = [d for d in decisions if d.action == "scale" and d.model == "flux2-dev"]
+    assert [(d.provider, d.before, d.after) for d in downs] == [("aws", 4, 3)]
+    assert "(drained first)" in downs[0].reason and sleeps
+    # Every idle model gives one replica of ceiling at aws, each drained, patched, undrained.
+    events = [
+        ("admin", next(iter(e[1])), e[1]["model"]) if e[0] == "admin" else e[:2]
+        for e in log
+        if e[0] == "kube" or "weights" not in e[1]
+    ]
+    assert events[:3] == [
+        ("admin", "drain", "flux2-dev"),
+        ("kube", "aws"),
+        ("admin", "undrain", "flux2-dev"),
+    ]
+    assert [b["model"] for b in admin.puts if "drain" in b] == list(MODELS)
+    assert all(b["drain"] == ["aws"] for b in admin.puts if "drain" in b)
+    assert _ceiling(servers["aws"], "aws", "flux2-dev") == 3
+
+
+def test_a_drain_that_does_not_finish_holds_the_scale_in(world):
+    cfg, servers, _controllers, admin, kubeconfig, _log = world
+    admin.set("aws", "flux2-dev", outstanding=1)  # never finishes
+    now = [1000.0]
+
+    def sleep(s: float) -> None:
+        now[0] += 10  # past drain_timeout_s after one poll
+
+    with RoutingClient(admin.url, KEY) as routing:
+        op = Operator(
+            cfg,
+            routing,
+            _clusters(cfg, kubeconfig),
+            clock=lambda: now[0],
+            emit=lambda d: None,
+            sleep=sleep,
+        )
+        decisions = op.step()
+    (hold,) = [d for d in decisions if d.action == "hold" and d.model == "flux2-dev"]
+    assert "did not finish within" in hold.reason
+    assert _ceiling(servers["aws"], "aws", "flux2-dev") == 4
+    assert {"undrain": ["aws"], "model": "flux2-dev"} in admin.puts  # traffic back
+
+
+def test_the_only_serving_route_is_not_drained(world):
+    cfg, servers, _controllers, admin, kubeconfig, _log = world
+    admin.set("lambda", healthy=False)
+    admin.set("azure", healthy=False)
+    with RoutingClient(admin.url, KEY) as routing:
+        op = Operator(
+            cfg, routing, _clusters(cfg, kubeconfig), clock=lambda: 1000.0, emit=lambda d: None
+        )
+        decisions = op.step()
+    downs = [d for d in decisions if d.action == "scale"]
+    assert downs and all(d.provider == "aws" for d in downs)
+    assert not [b for b in admin.puts if "drain" in b]
+    assert _ceiling(servers["aws"], "aws", "flux2-dev") == 3
 
 
 def test_dry_run_changes_nothing(world):
-    cfg, kube, admin, kubeconfig = world
-    admin.set("runpod-sim", outstanding=40)
-    scaler = Scaler(custom_objects_api(kubeconfig), "easel", "easel-default")
+    cfg, servers, _controllers, admin, kubeconfig, _log = world
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
     with RoutingClient(admin.url, KEY) as routing:
-        decisions = Operator(cfg, routing, scaler, dry_run=True, emit=lambda d: None).step()
+        decisions = Operator(
+            cfg, routing, _clusters(cfg, kubeconfig), dry_run=True, emit=lambda d: None
+        ).step()
     assert any(d.action == "scale" for d in decisions)
-    assert not [c for c in kube.calls if c.method == "PATCH"] and not admin.puts
+    assert not admin.puts
+    assert not [c for s in servers.values() for c in s.calls if c.method == "PATCH"]
 
 
 def test_operator_cli_logs_json_decisions(world, monkeypatch, capsys):
     from easel.cli import main
 
-    _, kube, admin, kubeconfig = world
+    _cfg, servers, _controllers, admin, kubeconfig, _log = world
     monkeypatch.setenv("EASEL_ADMIN_KEY", KEY)
-    admin.set("runpod-sim", outstanding=40)
-    argv = ["operator", "--url", admin.url, "--kubeconfig", kubeconfig, "--iterations", "1"]
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
+    argv = [
+        "operator",
+        "--config",
+        str(PROD),
+        "--url",
+        admin.url,
+        "--kubeconfig",
+        kubeconfig,
+        "--iterations",
+        "1",
+    ]
     assert main(argv) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    scale = [x for x in lines if x["action"] == "scale"]
-    assert scale == [dict(scale[0], provider="runpod-sim", before=1, after=2)]
-    assert _replicas(kube)["runpod-sim"] == 2
+    ups = [x for x in lines if x["action"] == "scale" and x["after"] > x["before"]]
+    assert [(x["model"], x["provider"]) for x in ups] == [("sdxl-turbo", "lambda")]
+    assert _ceiling(servers["lambda"], "lambda", "sdxl-turbo") == 3
     assert main([*argv[:-2], "--iterations", "0"]) == 2
 
 
@@ -201,3 +212,29 @@ def test_operator_config_rejects_crossed_watermarks():
 
     with pytest.raises(ValidationError, match="queue_low"):
         OperatorConfig(queue_low=5, queue_high=4)
+
+
+def test_without_kubernetes_only_weights_move(world):
+    cfg, servers, _controllers, admin, _kubeconfig, _log = world
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
+    with RoutingClient(admin.url, KEY) as routing:
+        decisions = Operator(cfg, routing, None, emit=lambda d: None).step()
+    assert decisions and not [d for d in decisions if d.action == "scale"]
+    assert [b for b in admin.puts if "weights" in b]
+    assert not [c for s in servers.values() for c in s.calls if c.method == "PATCH"]
+
+
+def test_an_unreadable_provider_holds_and_the_others_still_move(world):
+    cfg, servers, _controllers, admin, kubeconfig, _log = world
+    admin.set("lambda", "sdxl-turbo", outstanding=40)
+    servers["lambda"].stop()  # lambda's API server is gone
+    with RoutingClient(admin.url, KEY) as routing:
+        decisions = Operator(
+            cfg, routing, _clusters(cfg, kubeconfig), clock=lambda: 1000.0, emit=lambda d: None
+        ).step()
+    assert any(
+        d.action == "hold" and d.provider == "lambda" and "cannot read" in d.reason
+        for d in decisions
+    )
+    ups = [d for d in decisions if d.action == "scale" and d.after > d.before]
+    assert [(d.model, d.provider) for d in ups] == [("sdxl-turbo", "azure")]  # next cheapest

@@ -54,7 +54,15 @@ def test_embedded_default_config_describes_the_post() -> None:
     assert all(m.api and m.api.simulated for m in closed)
     assert {m.api.protocol for m in closed} == {"openai_images", "queue"}
     assert len(cfg.providers) == 3 and all(p.simulated for p in cfg.providers)
-    assert len(cfg.niches) == 3
+    # the post's three niches, plus virtual try-on (its Q2 plan), image-conditioned like headshots
+    assert [n.name for n in cfg.niches] == [
+        "corporate-headshots",
+        "ecommerce-products",
+        "creative-portraits",
+        "try-on",
+    ]
+    kinds = {n.name: n.conditioning.kind for n in cfg.niches if n.conditioning}
+    assert kinds == {"corporate-headshots": "identity", "try-on": "try-on"}
     # Real A100 80GB prices, GPU clouds and a large cloud (CONTEXT.md's ranges).
     prices = sorted(p.price_per_gpu_hour for p in cfg.providers)
     assert 1.6 <= prices[0] <= 1.9 and 3.4 <= prices[-1] <= 5.1
@@ -72,6 +80,15 @@ def test_production_example_validates_with_real_checkpoints() -> None:
         for m in cfg.models
         if m.backend == "http_api"
     )
+
+
+def test_production_example_pins_every_hub_checkpoint() -> None:
+    cfg = load_config(shipped_config_path(PRODUCTION_EXAMPLE))
+    for m in cfg.models:
+        if m.backend == "diffusers":
+            assert m.revision and len(m.revision) == 40, m.name
+    assert cfg.model("sdxl-lightning").unet_revision
+    assert {p.kubernetes.context for p in cfg.providers} == {"lambda", "aws", "azure"}
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
@@ -131,6 +148,16 @@ def test_dangling_provider_is_named(tmp_path: Path, default_doc: dict) -> None:
         ),
         (lambda d: d["traffic"].update(pattern="replay"), "replay_path"),
         (lambda d: d.pop("models"), "models: required key is missing"),
+        # Deployment: pinned revisions are commits, for hub checkpoints only.
+        (lambda d: d["models"][0].update(revision="main"), "models[flux2-dev].revision"),
+        (lambda d: d["models"][0].update(revision="a" * 40), "is not a hub id"),
+        (lambda d: d["models"][2].update(unet_revision="b" * 40), "unet_revision pins"),
+        (
+            lambda d: d["providers"][0].update(kubernetes={"hostname": "x.example.com"}),
+            "set serve_service_type LoadBalancer",
+        ),
+        (lambda d: d["providers"][0].update(kubernetes={"namespace": "Bad_NS"}), "namespace"),
+        (lambda d: d.update(kubernetes={"name": "1easel"}), "kubernetes.name"),
     ],
 )
 def test_invalid_values_fail_with_the_key(tmp_path, default_doc, mutate, expected) -> None:

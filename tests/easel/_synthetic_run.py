@@ -1,8 +1,8 @@
 """A plausible run folder written from numbers, so cost and report are tested without Ray.
 
 The files follow the stages' contracts: manifest (load_tests.manifest), requests
-(load_tests.records.REQUEST_SCHEMA), usage (the gateway's /v1/admin/usage rows) and scores
-(evaluation's per-(model, niche) and per-model rows).
+(load_tests.records.REQUEST_SCHEMA), usage (the gateway's /v1/admin/usage rows), scores
+(evaluation's per-(model, niche) and per-model rows) and image_scores (per-image CLIP cosines).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def make_run(
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     latency_ms = latency_ms or {}
 
-    manifest, requests = [], []
+    manifest, requests, image_scores = [], [], []
     images: dict[tuple[str, str], int] = {}
     i = 0
     for model in cfg.models:
@@ -102,6 +102,20 @@ def make_run(
                 requests.append(rec)
                 if ok:
                     images[(model.name, provider)] = images.get((model.name, provider), 0) + 1
+                    image_scores.append(
+                        {
+                            "job_id": job,
+                            "model": model.name,
+                            "niche": niche.name,
+                            "prompt": niche.prompts[k % len(niche.prompts)],
+                            "ok": True,
+                            "error": None,
+                            "clip_text": float(rng.normal(0.2, 0.05)),
+                            "clip_ref": None,
+                            "prompt_tokens": 20,
+                            "prompt_truncated": False,
+                        }
+                    )
                 i += 1
     write_manifest(pa.Table.from_pylist(manifest), run_dir / "manifest.parquet")
     pq.write_table(
@@ -130,6 +144,8 @@ def make_run(
         pq.write_table(pa.Table.from_pylist(usage), run_dir / "usage.parquet")
 
     if with_scores:
+        # Quality does not depend on the request seed: two runs of one config score alike.
+        rng = np.random.default_rng(0)
         rows = []
         for j, model in enumerate(cfg.models):
             for niche in [*cfg.niches, None]:
@@ -147,6 +163,10 @@ def make_run(
                         "fid_flag": f"N={n} below min_fid_n=2000: FID is biased at small N",
                         "kid_mean": 0.05,
                         "kid_std": 0.01,
+                        "kid_subset_size": n,
+                        "clipscore": 20.0,
+                        "fid_na": None,
+                        "human_anchored": False,
                         "clip_text": 0.2,
                         "clip_ref": None,
                         "fid_score_0_100": base,
@@ -172,4 +192,5 @@ def make_run(
                     }
                 )
         pq.write_table(pa.Table.from_pylist(rows), run_dir / "scores.parquet")
+        pq.write_table(pa.Table.from_pylist(image_scores), run_dir / "image_scores.parquet")
     return run_dir

@@ -28,7 +28,7 @@ RUN_FILES = (
 
 
 def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
-    """24 jobs over all six models, three niches and three simulated providers, for real:
+    """24 jobs over all six models, four niches and three simulated providers, for real:
     providers as Serve apps of the bench's Ray, the vendors and the gateway, traffic through it."""
     run = tmp_path / "run"
     assert main(["bench", "--jobs", "24", "--out", str(run), "--quiet"]) == 0
@@ -60,6 +60,14 @@ def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
     md = (run / "report.md").read_text()
     assert "What was simulated or tiny" in md and "### Physical floor" in md
     assert "### Provider availability" in md
+    # Serving passes no reference photos yet: the identity table says none was measured, and
+    # every reference set scored against is recorded with its hash.
+    assert "No job in this run carried reference photos" in md
+    sets = s["repro"]["reference_sets"]
+    assert {x["niche"] for x in sets if x["role"] == "fid-references"} == {
+        r["niche"] for r in s["per_niche"] if r["n"]
+    }
+    assert all(len(x["sha256"]) == 64 for x in sets)
 
     # The real report renders cleanly too (where Chromium is installed).
     if chromium_missing() is None:

@@ -75,10 +75,31 @@ def test_inception_loads_from_a_local_weights_file(tmp_path: Path) -> None:
     torch.save(net.state_dict(), weights)
     ev = load_config().evaluation.model_copy(update={"feature_weights": str(weights)})
     spec = resolve_feature_spec(ev)
-    assert spec.kind == "inception" and spec.comparable and spec.dim == 2048
-    assert "inception.pth" in spec.label and "299" in spec.resize_policy
+    assert spec.kind == "inception" and spec.dim == 2048
+    # At the default 64 px the network upsamples inside: not what published FIDs measure.
+    assert not spec.comparable and "299" in spec.not_comparable_because
+    assert "inception.pth" in spec.label and "tf1-bilinear-299-in-net" in spec.resize_policy
     feats = load_feature_net(spec)(to_feature_batch(_images(2), 64))
     assert feats.shape == (2, 2048)
+    at_299 = resolve_feature_spec(ev.model_copy(update={"image_size": 299}))
+    assert at_299.comparable and at_299.not_comparable_because is None
+    assert "clean-fid" in at_299.resize_policy and "in-net" not in at_299.resize_policy
+
+
+def test_resize_is_clean_fids_float_bicubic() -> None:
+    # clean-fid resizes each channel as a float image with PIL bicubic (no uint8 rounding in
+    # between); written out independently here.
+    img = _images(1, size=50)[0]
+    arr = np.asarray(img, dtype=np.float32)
+    want = np.stack(
+        [
+            np.asarray(Image.fromarray(arr[:, :, c]).resize((32, 32), Image.Resampling.BICUBIC))
+            for c in range(3)
+        ],
+        axis=2,
+    )
+    got = to_feature_batch([img], 32)[0].permute(1, 2, 0).numpy().astype(np.float32)
+    assert np.abs(got - np.clip(want, 0, 255)).max() <= 0.5 + 1e-4
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ from scipy import linalg
 
 from evaluation.fid import (
     FeatureStats,
-    FidBootstrap,
+    fid_defined,
     fid_from_moments,
     fid_from_stats,
+    frechet_distance,
     kid_from_features,
     mixture_moments,
+    row_moments,
 )
 
 
@@ -80,9 +82,10 @@ def test_statistics_split_three_ways_merge_to_the_whole(
 def test_kid_of_a_set_against_itself_is_near_zero_and_rises_with_shift() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(600, 32))
-    self_kid, _ = kid_from_features(x, x, subsets=20, subset_size=200, seed=0)
+    self_kid = kid_from_features(x, x, subsets=20, subset_size=200, seed=0).mean
     shifted = [
-        kid_from_features(x + s, x, subsets=20, subset_size=200, seed=0)[0] for s in (0.5, 1.0, 2.0)
+        kid_from_features(x + s, x, subsets=20, subset_size=200, seed=0).mean
+        for s in (0.5, 1.0, 2.0)
     ]
     # subsets of one set overlap, which biases the unbiased MMD slightly below 0; the scale that
     # matters is the shifted sets'
@@ -104,12 +107,27 @@ def test_fid_refuses_fewer_than_two_images() -> None:
 
 
 @pytest.mark.parametrize("m", [12, 200])  # fewer and more rows than feature dimensions
-def test_bootstrap_fast_path_matches_the_full_formula(m: int) -> None:
+def test_symmetric_frechet_matches_torchmetrics_and_scipy(m: int) -> None:
     rng = np.random.default_rng(m)
-    ref = _stats(rng.normal(size=(300, 48)), prefix="r")
+    ref = rng.normal(size=(300, 48))
     gen = rng.normal(loc=0.2, size=(m, 48))
-    fast = FidBootstrap(*ref.moments()).fid(gen)
-    assert fast == pytest.approx(fid_from_stats(_stats(gen), ref), rel=1e-6)
+    ours = frechet_distance(*row_moments(gen), *row_moments(ref))
+    assert ours == pytest.approx(fid_from_stats(_stats(gen), _stats(ref, prefix="r")), rel=1e-6)
+    assert ours == pytest.approx(_scipy_fid(gen, ref), rel=1e-6)
+
+
+def test_fid_is_defined_only_above_the_feature_dimension() -> None:
+    assert fid_defined(129, 129, 128)
+    assert not fid_defined(64, 5000, 128) and not fid_defined(5000, 64, 128)
+    assert not fid_defined(2048, 4096, 2048)
+
+
+def test_kid_states_the_subset_size_it_used() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(30, 8)), rng.normal(size=(500, 8))
+    kid = kid_from_features(x, y, subsets=4, subset_size=1000, seed=0)
+    assert (kid.subset_size, kid.subsets) == (30, 4)  # the 30-image set caps the 1000 asked for
+    assert kid_from_features(y, y, subsets=2, subset_size=100, seed=0).subset_size == 100
 
 
 def test_mixture_of_one_set_is_that_set(feats: tuple[np.ndarray, np.ndarray]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import io
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from evaluation.clip_score import resolve_clip_spec
 from evaluation.features import resolve_feature_spec
+from evaluation.identity import resolve_face_spec
 from evaluation.pool import ImageItem, Scorer, ScorerPool, ScorerSpec, ScorerState
 from evaluation.run_folder import load_run_images
-from tests.evaluation._fixtures import eval_config, make_run
+from evaluation.subject_sets import build_derived_subjects, build_drawn_garments
+from tests.evaluation._fixtures import eval_config, make_run, png_bytes
 
 BATCH = 4
 
@@ -24,7 +29,9 @@ BATCH = 4
 @pytest.fixture(scope="module")
 def spec() -> ScorerSpec:
     ev = eval_config().evaluation
-    return ScorerSpec(feature=resolve_feature_spec(ev), clip=resolve_clip_spec(ev))
+    return ScorerSpec(
+        feature=resolve_feature_spec(ev), clip=resolve_clip_spec(ev), face=resolve_face_spec(ev)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +51,22 @@ def items(tmp_path_factory: pytest.TempPathFactory) -> list[ImageItem]:
                 prompt=r.prompt,
                 reference=base64.b64decode(ref) if isinstance(ref, str) else None,
             )
+        )
+    # every third job is image-conditioned: a real face as its reference (scikit-image's
+    # photos), a mirrored copy of it as its output, and every sixth a garment too
+    faces = tmp_path_factory.mktemp("faces")
+    build_derived_subjects(faces, 4)
+    build_drawn_garments(faces, 2, seed_text="pool")
+    subjects = sorted(faces.glob("subject-*.png"))
+    garments = sorted(faces.glob("garment-*.png"))
+    for i in range(0, len(out), 3):
+        face = subjects[(i // 3) % len(subjects)].read_bytes()
+        mirrored = png_bytes(ImageOps.mirror(Image.open(io.BytesIO(face))))
+        out[i] = dataclasses.replace(
+            out[i],
+            data=mirrored if i % 2 == 0 else out[i].data,  # odd ones: no face in the output
+            faces=(face,),
+            garments=(garments[0].read_bytes(),) if i % 6 == 0 else (),
         )
     return out
 
@@ -91,6 +114,13 @@ def test_three_actors_merge_to_the_single_actor_result(
         )
         assert m.clip.text_sum == pytest.approx(g.clip.text_sum, rel=1e-5, abs=1e-6)
         assert m.clip.ref_sum == pytest.approx(g.clip.ref_sum, rel=1e-5, abs=1e-6)
+        assert m.identity == g.identity  # dlib is deterministic: sums match exactly
+        assert (m.garment.n, m.garment.cos_sum) == pytest.approx((g.garment.n, g.garment.cos_sum))
+    identity = [g.identity for g in one.groups.values()]
+    assert sum(i.jobs for i in identity) == len([i for i in items if i.faces])
+    assert sum(i.faces for i in identity) >= 1  # the mirrored faces were found
+    assert sum(i.usable - i.faces for i in identity) >= 1  # and outputs without one failed
+    assert sum(g.garment.n for g in one.groups.values()) == len([i for i in items if i.garments])
 
 
 def test_corrupt_image_is_a_record_not_a_failure(pool: ScorerPool, items: list[ImageItem]) -> None:
@@ -123,7 +153,7 @@ def test_actor_state_survives_a_pickle_round_trip(
     for key, g in state.groups.items():
         np.testing.assert_array_equal(back.groups[key].features.cov_sum, g.features.cov_sum)
         assert back.groups[key].clip == g.clip
-    for obj in (spec, items[0]):
+    for obj in (spec, items[0], spec.face):
         assert pickle.loads(pickle.dumps(obj)) == obj
 
     # a whole scorer, pickled mid-run, carries on exactly where it was
@@ -136,3 +166,5 @@ def test_actor_state_survives_a_pickle_round_trip(
         twin = clone.state.groups[key]
         np.testing.assert_array_equal(twin.features.features, g.features.features)
         assert twin.clip == g.clip
+        assert twin.identity == g.identity and twin.garment == g.garment
+    assert any(g.identity.jobs for g in scorer.state.groups.values())

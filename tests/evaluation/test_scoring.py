@@ -17,7 +17,8 @@ from tests.evaluation._fixtures import MODELS, NICHES, eval_config, make_run
 from tests.evaluation.humaneval.test_fit import cast_votes
 
 COLUMNS = {
-    "model", "niche", "n", "n_ref", "fid", "fid_flag", "kid_mean", "kid_std", "clip_text",
+    "model", "niche", "n", "n_ref", "fid", "fid_flag", "fid_na", "kid_mean", "kid_std",
+    "kid_subset_size", "clipscore", "human_anchored", "clip_text",
     "clip_ref", "fid_score_0_100", "clip_score_0_100", "human_score_0_100", "composite",
     "composite_lo", "composite_hi", "feature_net", "clip_model", "flags",
 }  # fmt: skip
@@ -42,16 +43,20 @@ def test_score_run_without_votes(ray_local: None, run: Path) -> None:
     assert cell.loc[("flux2-dev", NICHES[0]), "n"] == 6
     assert cell.loc[("flux2-dev", NICHES[0]), "n_errors"] == 1
     assert (cell.xs("all", level="niche")["n"] == 12).all()
-    assert (scores["n_ref"] > 0).all() and scores["fid"].notna().all()
-    assert scores["fid_flag"].str.contains("below min_fid_n").all()  # N=6 < 2000
-    # readers split the flags cell on FLAG_SEP: the FID flag must come back whole
-    for fid_flag, flags in zip(scores["fid_flag"], scores["flags"], strict=True):
-        assert fid_flag in split_flags(flags)
+    # 6-12 images against 128-d features: FID would be mostly bias, so it is n/a and KID shown;
+    # the 256 references per niche are enough on their own.
+    assert (scores["n_ref"] == 256 * scores["scope"].map({"niche": 1, "model": 2})).all()
+    assert scores["fid"].isna().all() and scores["fid_flag"].isna().all()
+    # readers split the flags cell on FLAG_SEP: the n/a reason must come back whole
+    for fid_na, flags in zip(scores["fid_na"], scores["flags"], strict=True):
+        assert fid_na.startswith("FID n/a: N=") and fid_na in split_flags(flags)
     assert scores["kid_mean"].notna().all() and scores["human_score_0_100"].isna().all()
+    assert (scores["kid_subset_size"] == scores["n"]).all()  # the small sets cap it: stated
+    assert scores["clipscore"].notna().all()
     for flags in scores["flags"]:
         assert "no human votes" in flags and "synthetic reference set" in flags
         assert "not comparable to published FID" in flags
-    assert (scores["composite_components"] == "fid+clip").all()
+    assert (scores["composite_components"] == "clip").all()
     assert (scores["composite_lo"] <= scores["composite"] + 1e-9).all()
     assert (scores["composite"] <= scores["composite_hi"] + 1e-9).all()
     assert "1 prompts longer than CLIP's context" in cell.loc[("flux2-dev", NICHES[0]), "flags"]
@@ -82,9 +87,10 @@ def test_easel_score_with_votes_uses_cached_references(
     after = pd.read_parquet(run / "scores.parquet").set_index(["model", "niche"])
     meta = json.loads((run / "score_meta.json").read_text())
     assert all(r["cached"] for r in meta["references"].values())
-    pd.testing.assert_series_equal(after["fid"], before["fid"])  # same images, same references
-    assert after["human_score_0_100"].notna().all()
-    assert (after["composite_components"] == "fid+clip+human").all()
+    # same images, same references
+    pd.testing.assert_series_equal(after["kid_mean"], before["kid_mean"])
+    assert after["human_score_0_100"].notna().all() and after["human_anchored"].all()
+    assert (after["composite_components"] == "clip+human").all()
     assert not after["flags"].str.contains("no human votes").any()
     humans = after.xs("all", level="niche")["human_score_0_100"]
     assert humans.idxmax() == "sdxl-turbo" and humans.idxmin() == "proprietary-a"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from load_tests.progress import ProgressLine
 
 
@@ -24,7 +26,11 @@ def test_counts_and_current_p95_on_a_log_stream():
     assert text.endswith("\n") and "\r" not in text  # not a terminal: whole lines
     assert "sent 24/30" in text and "done 21" in text and "failed 1" in text
     assert "rejected 1" in text and "in flight 3" in text
-    assert 100 <= line.p95_ms() <= 119  # 19 of 20 are ~100 ms: p95 is among them
+    # 21 attempted: the timeout ranks last, so the p95 (rank 20 of 21) is the 900 ms success.
+    assert line.p95_ms() == pytest.approx(900.0, rel=1e-3) and "p95 (all) 900 ms" in text
+    line.add([{"error_class": "http_503", "ok": False, "sent_s": 0.4} for _ in range(3)])
+    line.update(force=True)
+    assert line.p95_ms() == float("inf") and "p95 (all) beyond deadline" in out.getvalue()
 
 
 def test_disabled_writes_nothing():

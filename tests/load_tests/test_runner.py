@@ -138,6 +138,7 @@ def test_cli_replays_a_log_and_counts_cold_starts_apart(tmp_path):
     log.write_text("epoch_ms\n" + "\n".join(f"{t:.3f}" for t in t_ms) + "\n")
     manifest = tmp_path / "m.parquet"
     args = ["--replay-path", str(log), "--map", "timestamp=epoch_ms", "--time-unit", "ms"]
+    args += ["--fill", "model,niche,prompt"]  # the log has times only: fill the rest, explicitly
     assert main(["manifest", "--pattern", "replay", *args, "--out", str(manifest)]) == 0
     run = tmp_path / "run"
     with EchoServer(service_ms=5, cold_ms=200) as srv:

@@ -59,6 +59,7 @@ def small_config() -> EaselConfig:
         api_model("api-mid", 1500, 1800),
     ]
     data["traffic"]["model_mix"] = {}
+    data["evaluation"]["anchors"]["human_anchor_model"] = "api-fast"
     data["routing"] = {
         "policy": "least_outstanding",
         "unhealthy_after_errors": 2,

@@ -82,3 +82,41 @@ def test_bad_votes_are_rejected() -> None:
         fit_bt(pd.DataFrame({"model_a": ["a"], "model_b": ["b"], "outcome": ["left"]}))
     with pytest.raises(ValueError, match="itself"):
         fit_bt(pd.DataFrame({"model_a": ["a"], "model_b": ["a"], "outcome": ["a"]}))
+
+
+def test_rater_clusters_widen_the_interval_when_raters_disagree() -> None:
+    # Four raters with opposite tastes, 150 votes each: two prefer m1, two prefer m0. Votes
+    # resampled one by one look like 600 independent opinions; raters resampled show that the
+    # verdict rests on four people.
+    rows = []
+    for r, fav in enumerate(["m1", "m1", "m0", "m0"]):
+        rng = np.random.default_rng(r)
+        for _ in range(150):
+            u = rng.random()
+            outcome = "tie" if u < 0.2 else ("a" if (u < 0.9) == (fav == "m0") else "b")
+            rows.append(("m0", "m1", outcome, f"rater{r}"))
+    votes = pd.DataFrame(rows, columns=["model_a", "model_b", "outcome", "rater"])
+    by_vote = bootstrap_bt(votes, ["m0", "m1"], resamples=100, seed=1)
+    by_rater = bootstrap_bt(votes, ["m0", "m1"], resamples=100, seed=1, cluster="rater")
+
+    def width(draws: np.ndarray) -> float:
+        gap = draws[:, 1] - draws[:, 0]
+        return float(np.percentile(gap, 97.5) - np.percentile(gap, 2.5))
+
+    assert width(by_rater) > 3 * width(by_vote)
+    # One rater: nothing to cluster on, the votes are the unit.
+    one = votes[votes["rater"] == "rater0"]
+    np.testing.assert_array_equal(
+        bootstrap_bt(one, ["m0", "m1"], resamples=20, seed=2, cluster="rater"),
+        bootstrap_bt(one, ["m0", "m1"], resamples=20, seed=2),
+    )
+
+
+def test_ties_stay_ties_in_every_resample() -> None:
+    # All ties: no resample may invent a winner, so every draw keeps the two models level.
+    votes = pd.DataFrame(
+        [("m0", "m1", "tie", f"r{i % 3}") for i in range(90)],
+        columns=["model_a", "model_b", "outcome", "rater"],
+    )
+    draws = bootstrap_bt(votes, ["m0", "m1"], resamples=30, seed=0, cluster="rater")
+    assert np.abs(draws[:, 1] - draws[:, 0]).max() < 1e-6

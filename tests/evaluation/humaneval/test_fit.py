@@ -58,6 +58,12 @@ def test_fit_ranks_models_per_niche_and_overall(
     result = fit_human(run, _cfg(run))
     assert result is not None and result.n_votes == n
     assert set(result.scores["scope"]) == {"all", *NICHES}
+    # Anchored (the default config names sdxl-turbo): its strength scores 50 in every scope, and
+    # the interval resamples the three raters, not their votes.
+    assert result.scores["anchored"].all()
+    turbo = result.scores[result.scores["model"] == "sdxl-turbo"]
+    assert (turbo["human_score_0_100"] == 50).all()
+    assert set(result.scores["interval_unit"]) == {"raters (3)"}
     for scope, part in result.scores.groupby("scope"):
         ranked = list(part.sort_values("elo", ascending=False)["model"])
         assert ranked == sorted(PREFERENCE, key=PREFERENCE.get, reverse=True), scope

@@ -39,6 +39,15 @@ class Script:
         return answer  # type: ignore[return-value]
 
 
+async def _in_flight(s, timeout: float = 5.0) -> None:
+    """Wait (with a deadline) until an attempt is in flight on upstream `s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not s.outstanding:
+        assert loop.time() < deadline, "no attempt went out"
+        await asyncio.sleep(0.005)
+
+
 def _ok() -> Attempt:
     meta = ImageMeta("r1", "sdxl-turbo", "", "rep#1", 1.0, 2.0, 1, False, 7, 64, 64, 1)
     return Attempt("ok", png=b"\x89PNG", meta=meta)
@@ -119,10 +128,7 @@ async def test_cancellation_releases_counts_and_cancels_the_attempt():
     d, table, model = _dispatcher(scripts)
     task = asyncio.ensure_future(d.dispatch(model, REQ))
     s = table.state("sdxl-turbo", "runpod-sim")
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if s.outstanding:
-            break
+    await _in_flight(s)
     assert s.outstanding == 1 and s.inflight
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -136,10 +142,7 @@ async def test_an_attempt_on_an_upstream_marked_unhealthy_is_abandoned_and_fails
     d, table, model = _dispatcher(scripts)
     task = asyncio.ensure_future(d.dispatch(model, REQ))
     s = table.state("sdxl-turbo", "runpod-sim")
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if s.outstanding:
-            break
+    await _in_flight(s)
     table.probe_result("runpod-sim", None, {}, unreachable=True)  # its cluster is gone
     _, meta = await asyncio.wait_for(task, 5)
     assert meta.provider == "lambda-sim" and meta.attempts == 2

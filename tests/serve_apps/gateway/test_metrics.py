@@ -53,8 +53,8 @@ def test_the_grafana_dashboard_charts_only_series_that_exist():
     used = {n for e in exprs for n in re.findall(r"\b((?:easel_gateway|ray_easel)_[a-z_]+)", e)}
     s = UpstreamStats("m", "p", 0.0)
     s.record("ok", 1.0)
-    text = render_metrics([s], [{"model": "m", "provider": "p", "healthy": True,
-                                 "outstanding": 0}], [("m", 200, 1)], {"x": 1}).decode()  # fmt: skip
+    rows = [{"model": "m", "provider": "p", "healthy": True, "outstanding": 0}]
+    text = render_metrics([s], rows, [("m", 200, 1)], {"x": 1}).decode()
     gateway = {x.name for fam in text_string_to_metric_families(text) for x in fam.samples}
     replica_src = (root / "serve_apps" / "provider" / "metrics.py").read_text()
     replica = {f"ray_{n}" for n in re.findall(r'"(easel_[a-z_]+)"', replica_src)}

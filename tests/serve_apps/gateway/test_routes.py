@@ -103,6 +103,8 @@ def test_generate_png_with_headers(client):
     assert h["x-easel-cold-start"] in {"true", "false"}
     assert h["x-easel-attempts"] == "1"
     assert h["x-easel-seed"] == "7"
+    # The gateway's own share of the request: well below the vendor's time.
+    assert 0 < float(h["x-easel-gateway-ms"]) < float(h["x-easel-inference-ms"])
 
 
 def test_generate_json_on_accept(client):
