@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
+from load_tests.references import read_reference_items
 
 __all__ = [
     "JOB_ID_PATTERN",
@@ -44,6 +45,10 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("prompt", pa.string()),
         # Encoded image file bytes (PNG/JPEG); base64-encoded into the request by the client.
         pa.field("reference_image", pa.binary()),
+        # Several references (encoded bytes; a file may hold paths, read when it is read) and,
+        # optionally, each one's role (face/person, garment, other).
+        pa.field("reference_images", pa.list_(pa.binary())),
+        pa.field("reference_roles", pa.list_(pa.string())),
         pa.field("width", pa.int64()),
         pa.field("height", pa.int64()),
         pa.field("steps", pa.int64()),
@@ -99,6 +104,8 @@ def _kind(t: pa.DataType) -> str:
         return "float"
     if pa.types.is_null(t):
         return "null"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
     return str(t)
 
 
@@ -110,6 +117,8 @@ _ACCEPTS = {
     "niche": {"string"},
     "prompt": {"string"},
     "reference_image": {"binary"},
+    "reference_images": {"list<binary>", "list<string>", "list<null>"},
+    "reference_roles": {"list<string>", "list<null>"},
     "width": {"int"},
     "height": {"int"},
     "steps": {"int"},
@@ -136,13 +145,21 @@ def _check_schema(schema: pa.Schema, source: str) -> None:
             )
 
 
-def _conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Columns in schema order and type; absent optional columns become nulls; extras dropped."""
+def _conform(table: pa.Table | pa.RecordBatch, base: Path | None = None) -> pa.Table:
+    """Columns in schema order and type; absent optional columns become nulls; extras dropped.
+
+    Reference paths are read into bytes, relative to `base` (default: the working directory).
+    """
     n = table.num_rows
     cols = []
     for f in MANIFEST_SCHEMA:
         if f.name in table.schema.names:
             col = table.column(f.name)
+            if f.name == "reference_images" and _kind(col.type) == "list<string>":
+                folder = base or Path.cwd()
+                col = pa.array(
+                    [read_reference_items(v, folder) for v in col.to_pylist()], type=f.type
+                )
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
             if f.name == "job_id" and _kind(col.type) == "int":
@@ -276,15 +293,39 @@ def _row_reasons(r: dict[str, Any], cfg: EaselConfig, duplicate: bool) -> list[s
             )
     if r["seed"] is not None and r["seed"] < 0:
         reasons.append(f"seed {r['seed']} is negative")
-    ref = r["reference_image"]
-    if ref is not None and not 0 < len(ref) <= cfg.serve.max_body_bytes:
-        reasons.append(
-            f"reference_image of {len(ref)} bytes (must be 1..{cfg.serve.max_body_bytes})"
-        )
+    reasons += _reference_reasons(r, model, cfg)
     tenants = {t.name for t in cfg.serve.tenants}
     if r["tenant"] is not None and tenants and r["tenant"] not in tenants:
         reasons.append(f"unknown tenant {r['tenant']!r} (allowed: {sorted(tenants)})")
     return reasons
+
+
+def _reference_reasons(r: dict[str, Any], model: Any, cfg: EaselConfig) -> list[str]:
+    """Why a row's references cannot be sent (the server would refuse them), if they cannot."""
+    one, many = r["reference_image"], r["reference_images"] or []
+    if one is not None and many:
+        return ["reference_image and reference_images are both set (send one)"]
+    refs = [one] if one is not None else many
+    if not refs:
+        return []
+    out = []
+    limits = model.references if model is not None else None
+    if model is not None and limits is None:
+        able = sorted(m.name for m in cfg.models if m.references is not None)
+        out.append(f"model {model.name} takes no reference images (models that do: {able})")
+    elif limits is not None and len(refs) > limits.max_count:
+        out.append(f"{len(refs)} reference images, {model.name} takes at most {limits.max_count}")
+    cap = limits.max_bytes if limits is not None else cfg.serve.max_body_bytes
+    for i, ref in enumerate(refs):
+        if not ref or len(ref) > cap:
+            out.append(
+                f"reference {i}: {len(ref or b'')} bytes (must be 1..{cap}; an unreadable path "
+                "reads as 0)"
+            )
+    roles = r["reference_roles"]
+    if roles and len(roles) != len(refs):
+        out.append(f"reference_roles has {len(roles)} entries for {len(refs)} references")
+    return out
 
 
 def validate_batch(
@@ -293,6 +334,7 @@ def validate_batch(
     first_row: int = 0,
     duplicate_rows: Iterable[int] = (),
     row_numbers: Iterable[int] | None = None,
+    base: Path | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Split a batch into good rows and rejected records.
 
@@ -303,13 +345,14 @@ def validate_batch(
         duplicate_rows: file row numbers whose job_id repeats an earlier row's.
         row_numbers: the file row number of each row, when the batch is not in file order
             (overrides `first_row`).
+        base: the folder relative reference paths are read from (the manifest's).
 
     Returns:
         The good rows (MANIFEST_SCHEMA plus an int64 `row` column: the file row number), and one
         record per bad row: `row`, `job_id`, `model`, `niche`, `tenant`, `arrival_s` and `error`
         (every reason, joined by '; ').
     """
-    table = _conform(batch)
+    table = _conform(batch, base)
     dups = duplicate_rows if isinstance(duplicate_rows, frozenset | set) else set(duplicate_rows)
     if row_numbers is None:
         numbers = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
@@ -348,7 +391,7 @@ def iter_validated(
     pf = _open(path)
     offset = 0
     for batch in pf.iter_batches(batch_size=batch_size):
-        yield validate_batch(batch, cfg, offset, scan.duplicate_rows)
+        yield validate_batch(batch, cfg, offset, scan.duplicate_rows, base=Path(path).parent)
         offset += batch.num_rows
 
 
