@@ -74,3 +74,26 @@ def test_attach_references_gives_conditioned_jobs_photos_and_a_model_that_takes_
         else:
             assert r == before
     assert {r["niche"] for r in out if r["reference_images"]} == set(pools)
+
+
+def test_a_log_naming_its_photos_replays_with_them(cfg, tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.png").write_bytes(PNG)
+    log = pa.table(
+        {
+            "timestamp": [0.0, 1.0],
+            "model": ["flux2-dev", "flux2-schnell"],
+            "niche": ["corporate-headshots", "try-on"],
+            "prompt": ["a headshot", "a try-on"],
+            "reference_images": [["a.png"], ["a.png", "a.png"]],
+            "reference_roles": [["face"], ["person", "garment"]],
+        }
+    )
+    pq.write_table(log, tmp_path / "log.parquet")
+    table = generate_manifest(cfg, pattern="replay", replay_path=str(tmp_path / "log.parquet"))
+    path = write_manifest(table, tmp_path / "m.parquet")
+    good, rejected = read_manifest(path, cfg)
+    assert rejected == []
+    assert good.column("reference_images").to_pylist() == [[PNG], [PNG, PNG]]
+    assert good.column("reference_roles").to_pylist() == [["face"], ["person", "garment"]]
