@@ -18,7 +18,7 @@ from fastapi import Request
 
 from config import ModelConfig, ServeConfig
 from serve_apps.api.errors import ApiError
-from serve_apps.api.images import decode_reference_image, encode_png
+from serve_apps.api.images import decode_base64, decode_reference_image
 from serve_apps.api.schemas import (
     MAX_SEED,
     REQUEST_ID_PATTERN,
@@ -80,10 +80,13 @@ def decode_references(
     all_models: Iterable[ModelConfig] = (),
     field: str = "reference_images",
 ) -> tuple[bytes, ...]:
-    """Reference images checked against `model`'s `references` limits, as RGB PNG bytes.
+    """Reference images checked against `model`'s `references` limits: their encoded bytes.
 
-    The count is checked before anything is decoded; each image then within the model's byte,
-    pixel (and the server's `max_reference_pixels`), side and aspect limits.
+    The count is checked before anything is decoded; each image is then decoded within the
+    model's byte, pixel (and the server's `max_reference_pixels`), side and aspect limits. The
+    bytes go on as the client sent them (PNG/JPEG/WebP), not re-encoded: a photo re-encoded as
+    PNG can be several times larger, and the body the gateway forwards must fit the provider's
+    own cap whenever the client's fitted the gateway's.
 
     Raises:
         ApiError: 422 (the model takes none, naming those that do; too many; a side or aspect
@@ -94,19 +97,22 @@ def decode_references(
         return ()
     limits = model.references
     assert limits is not None  # check_reference_count refused otherwise
-    return tuple(
-        encode_png(
-            decode_reference_image(
-                item,
-                max_pixels=min(limits.max_pixels, serve.max_reference_pixels),
-                max_bytes=limits.max_bytes,
-                field=field if field == "reference_image" else f"{field}[{i}]",
-                min_side=limits.min_side,
-                max_aspect=limits.max_aspect,
-            )
+    out = []
+    for i, item in enumerate(items):
+        name = field if field == "reference_image" else f"{field}[{i}]"
+        raw = item if isinstance(item, bytes) else decode_base64(
+            item, field=name, max_bytes=limits.max_bytes
+        )  # fmt: skip
+        decode_reference_image(
+            raw,
+            max_pixels=min(limits.max_pixels, serve.max_reference_pixels),
+            max_bytes=limits.max_bytes,
+            field=name,
+            min_side=limits.min_side,
+            max_aspect=limits.max_aspect,
         )
-        for i, item in enumerate(items)
-    )
+        out.append(raw)
+    return tuple(out)
 
 
 def resolve_body(
@@ -143,7 +149,7 @@ def resolve_body(
         guidance=body.guidance,
         seed=body.seed,
         negative_prompt=body.negative_prompt,
-        reference_pngs=references,
+        references=references,
         niche=body.niche,
         default_seed=default_seed,
     )
@@ -154,11 +160,11 @@ def resolve_images(
     model: ModelConfig,
     request: Request,
     default_seed: int,
-    reference_pngs: Sequence[bytes] = (),
+    references: Sequence[bytes] = (),
 ) -> list[ResolvedRequest]:
     """An OpenAI-images body as `n` requests: seeds seed, seed+1, ...; ids `<id>-<i>` when n > 1.
 
-    `reference_pngs` (from `/v1/images/edits`, already checked by `decode_references`) go with
+    `references` (from `/v1/images/edits`, already checked by `decode_references`) go with
     every one of the `n` requests.
     """
     width, height = parse_size(body.size)
@@ -175,7 +181,7 @@ def resolve_images(
             guidance=body.guidance,
             seed=(base_seed + i) % (MAX_SEED + 1),
             negative_prompt=body.negative_prompt,
-            reference_pngs=reference_pngs,
+            references=references,
             niche=body.niche,
             default_seed=0,
         )

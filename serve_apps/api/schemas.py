@@ -127,7 +127,7 @@ class ResolvedRequest:
     guidance: float
     seed: int
     negative_prompt: str | None = None
-    reference_pngs: tuple[bytes, ...] = field(default=(), repr=False)
+    references: tuple[bytes, ...] = field(default=(), repr=False)
     niche: str | None = None
 
     def batch_key(self) -> tuple[int, int, int, float, int, str]:
@@ -139,12 +139,12 @@ class ResolvedRequest:
         same photos (several outputs from one customer's set) can be batched together.
         """
         digest = ""
-        if self.reference_pngs:
+        if self.references:
             h = hashlib.sha256()
-            for png in self.reference_pngs:
-                h.update(hashlib.sha256(png).digest())
+            for image in self.references:
+                h.update(hashlib.sha256(image).digest())
             digest = h.hexdigest()
-        n_refs = len(self.reference_pngs)
+        n_refs = len(self.references)
         return (self.width, self.height, self.steps, self.guidance, n_refs, digest)
 
     def wire_body(self) -> dict[str, Any]:
@@ -163,9 +163,9 @@ class ResolvedRequest:
             body["negative_prompt"] = self.negative_prompt
         if self.niche is not None:
             body["niche"] = self.niche
-        if self.reference_pngs:
+        if self.references:
             body["reference_images"] = [
-                base64.b64encode(png).decode("ascii") for png in self.reference_pngs
+                base64.b64encode(image).decode("ascii") for image in self.references
             ]
         return body
 
@@ -237,7 +237,7 @@ def resolve_generate(
     guidance: float | None,
     seed: int | None,
     negative_prompt: str | None = None,
-    reference_pngs: Sequence[bytes] = (),
+    references: Sequence[bytes] = (),
     niche: str | None = None,
     default_seed: int,
 ) -> ResolvedRequest:
@@ -280,7 +280,7 @@ def resolve_generate(
             f"guidance > 1 (allowed up to {model.guidance.max})",
             code="unsupported_input",
         )
-    check_reference_count(model, len(reference_pngs))
+    check_reference_count(model, len(references))
     return ResolvedRequest(
         request_id=request_id,
         model=model.name,
@@ -291,7 +291,7 @@ def resolve_generate(
         guidance=float(g),
         seed=default_seed if seed is None else seed,
         negative_prompt=negative_prompt,
-        reference_pngs=tuple(reference_pngs),
+        references=tuple(references),
         niche=niche,
     )
 

@@ -137,7 +137,7 @@ class VendorUpstream:
                     seed=resolved.seed,
                     request_id=resolved.request_id,
                     negative_prompt=resolved.negative_prompt,
-                    reference_images=resolved.reference_pngs,
+                    reference_images=resolved.references,
                 )
         except VendorError as exc:
             return _vendor_attempt(exc)

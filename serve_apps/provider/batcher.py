@@ -29,13 +29,15 @@ def group_by_shape(requests: Sequence[ResolvedRequest]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _open_png(data: bytes) -> Any:
-    """A reference as the PIL image the pipeline takes (the API stored it as an RGB PNG)."""
+def _open_image(data: bytes) -> Any:
+    """A reference (bytes the API checked: PNG, JPEG or WebP) as the RGB image a pipeline takes."""
     import io
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+    from serve_apps.api.images import ALLOWED_FORMATS
+
+    with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
         return img.convert("RGB")
 
 
@@ -70,7 +72,7 @@ def run_group(
         first = requests[run[0]]
         # One group shares its references (batch_key); decoding them is part of the pass.
         t0 = time.perf_counter()
-        references = [_open_png(png) for png in first.reference_pngs]
+        references = [_open_image(data) for data in first.references]
         images = generate(
             pipe,
             [requests[i].prompt for i in run],

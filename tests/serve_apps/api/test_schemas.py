@@ -59,7 +59,7 @@ def test_defaults_come_from_the_model():
         ({"guidance": 2.5}, "invalid_guidance", "0.0..2.0"),
         ({"prompt": "   "}, "invalid_request", "blank"),
         ({"negative_prompt": "blurry"}, "unsupported_input", "guidance > 1"),
-        ({"reference_pngs": [b"x"]}, "unsupported_input", "does not take reference images"),
+        ({"references": [b"x"]}, "unsupported_input", "does not take reference images"),
     ],
 )
 def test_out_of_range_is_422_with_the_allowed_range(kw, code, needle):
@@ -122,28 +122,28 @@ def test_parse_size_rejects(size):
 def test_resolved_request_pickles_and_round_trips_through_the_wire_body():
     import pickle
 
-    r = _resolve("proprietary-a", reference_pngs=[b"\x89PNG...", b"\x89PNG 2"], niche="n")
+    r = _resolve("proprietary-a", references=[b"\x89PNG...", b"\x89PNG 2"], niche="n")
     assert pickle.loads(pickle.dumps(r)) == r
     # What the gateway sends a provider resolves to the same request there, defaults and all.
     body = GenerateRequest.model_validate(r.wire_body())
     assert body.seed == r.seed and body.steps == r.steps and body.request_id == r.request_id
     assert body.width == r.width and body.guidance == r.guidance and body.niche == "n"
-    assert [base64.b64decode(x) for x in body.reference_images] == list(r.reference_pngs)
+    assert [base64.b64decode(x) for x in body.reference_images] == list(r.references)
 
 
 def test_too_many_references_is_422_naming_the_limit():
     with pytest.raises(ApiError) as info:
-        _resolve("flux2-dev", reference_pngs=[b"x"] * 5)
+        _resolve("flux2-dev", references=[b"x"] * 5)
     assert info.value.status == 422 and info.value.code == "too_many_references"
     assert "at most 4" in info.value.message
 
 
 def test_batch_key_separates_shapes_reference_counts_and_reference_sets():
     plain = _resolve("flux2-dev")
-    one = _resolve("flux2-dev", reference_pngs=[b"a"])
-    one_again = _resolve("flux2-dev", reference_pngs=[b"a"], seed=99)
-    other = _resolve("flux2-dev", reference_pngs=[b"b"])
-    two = _resolve("flux2-dev", reference_pngs=[b"a", b"b"])
+    one = _resolve("flux2-dev", references=[b"a"])
+    one_again = _resolve("flux2-dev", references=[b"a"], seed=99)
+    other = _resolve("flux2-dev", references=[b"b"])
+    two = _resolve("flux2-dev", references=[b"a", b"b"])
     assert one.batch_key() == one_again.batch_key()  # same photos, other seed: one pass
     keys = {plain.batch_key(), one.batch_key(), other.batch_key(), two.batch_key()}
     assert len(keys) == 4

@@ -9,7 +9,7 @@ from serve_apps.provider.batcher import group_by_shape
 def _req(
     i: int, side: int, steps: int = 4, guidance: float = 0.0, refs: tuple[bytes, ...] = ()
 ) -> ResolvedRequest:
-    return ResolvedRequest(f"r{i}", "m", "p", side, side, steps, guidance, i, reference_pngs=refs)
+    return ResolvedRequest(f"r{i}", "m", "p", side, side, steps, guidance, i, references=refs)
 
 
 def test_groups_keep_arrival_order_and_split_by_shape_steps_and_guidance():
