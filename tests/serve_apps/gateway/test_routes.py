@@ -154,6 +154,9 @@ def test_models_health_ready_docs(client):
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["api-fast", "api-slow", "api-mid"]
     assert models["data"][0]["limits"]["resolution"]["multiple"] == 16
+    assert models["data"][0]["limits"]["references"]["max_count"] == 2
+    assert models["data"][0]["accepts"]["max_reference_images"] == 2
+    assert models["data"][2]["limits"]["references"] is None  # api-mid takes none
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["models"]["api-fast"]
