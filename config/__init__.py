@@ -34,6 +34,7 @@ from config.loading import (
 )
 from config.models import (
     DIFFUSERS_PIPELINES,
+    REFERENCE_PIPELINES,
     ApiConfig,
     Autoscaling,
     Batching,
@@ -41,6 +42,7 @@ from config.models import (
     IntRange,
     LatencyDistribution,
     ModelConfig,
+    ReferenceLimits,
     Resolution,
     SimulatedVendor,
     is_hub_id,
@@ -64,6 +66,7 @@ __all__ = [
     "DNS_LABEL",
     "PRODUCTION_EXAMPLE",
     "QUALITY_METRICS",
+    "REFERENCE_PIPELINES",
     "REPLAY_FILLABLE",
     "ApiConfig",
     "Autoscaling",
@@ -88,6 +91,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderKubernetes",
     "QualityMetric",
+    "ReferenceLimits",
     "Resolution",
     "RoutingConfig",
     "ServeConfig",

@@ -11,6 +11,7 @@ from config._base import Name, Strict, check_ordered
 
 __all__ = [
     "DIFFUSERS_PIPELINES",
+    "REFERENCE_PIPELINES",
     "ApiConfig",
     "Autoscaling",
     "Batching",
@@ -18,6 +19,7 @@ __all__ = [
     "IntRange",
     "LatencyDistribution",
     "ModelConfig",
+    "ReferenceLimits",
     "Resolution",
     "SimulatedVendor",
     "is_hub_id",
@@ -173,6 +175,38 @@ def is_hub_id(spec: str) -> bool:
 
 
 DIFFUSERS_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline", "StableDiffusionXLPipeline")
+# The diffusers pipelines (0.42) whose __call__ takes `image=` (one or several reference images).
+REFERENCE_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline")
+# What the Flux.2 pipelines' own `check_image_input` refuses (diffusers 0.42): sides under 64 px,
+# aspect ratios over 8:1. The API refuses the same with a 4xx, before a replica would fail on it.
+_FLUX2_MIN_SIDE = 64
+_FLUX2_MAX_ASPECT = 8.0
+
+
+class ReferenceLimits(Strict):
+    """Reference images (`reference_images`) one request to this model may carry.
+
+    A model without this section takes no reference image: a request with one gets a 422 that
+    names the models that do.
+    """
+
+    max_count: int = Field(default=4, ge=1, le=16, description="References per request.")
+    max_pixels: int = Field(
+        default=1024 * 1024,
+        ge=64 * 64,
+        le=1 << 28,
+        description="Largest width*height of one reference, checked from its header before "
+        "decoding (the Flux.2 pipelines downscale anything above 1024*1024 anyway).",
+    )
+    max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1_024, le=1 << 30, description="Largest encoded reference."
+    )
+    min_side: int = Field(
+        default=_FLUX2_MIN_SIDE, ge=1, le=8_192, description="Smallest width or height, pixels."
+    )
+    max_aspect: float = Field(
+        default=_FLUX2_MAX_ASPECT, ge=1, le=100, description="Largest long side / short side."
+    )
 
 
 class ModelConfig(Strict):
@@ -244,6 +278,11 @@ class ModelConfig(Strict):
         default=None, ge=0, le=100, description="USD per image, for API models."
     )
     api: ApiConfig | None = None
+    references: ReferenceLimits | None = Field(
+        default=None,
+        description="Reference images a request may carry (Flux.2 pipelines and vendor APIs "
+        "that take them); left out: none.",
+    )
     tflop_per_step: float | None = Field(
         default=None,
         gt=0,
@@ -263,6 +302,20 @@ class ModelConfig(Strict):
                 raise ValueError("a diffusers model needs `weights` (hub id, path or tiny://)")
             if self.api is not None or self.price_per_image is not None:
                 raise ValueError("`api` and `price_per_image` are for http_api models only")
+            refs = self.references
+            if refs is not None and self.pipeline not in REFERENCE_PIPELINES:
+                raise ValueError(
+                    f"references: {self.pipeline} takes no image; only {list(REFERENCE_PIPELINES)} "
+                    "take reference images"
+                )
+            if refs is not None and (
+                refs.min_side < _FLUX2_MIN_SIDE or refs.max_aspect > _FLUX2_MAX_ASPECT
+            ):
+                raise ValueError(
+                    f"references: {self.pipeline} refuses references with a side under "
+                    f"{_FLUX2_MIN_SIDE} px or an aspect ratio over {_FLUX2_MAX_ASPECT:g}:1; set "
+                    f"min_side >= {_FLUX2_MIN_SIDE} and max_aspect <= {_FLUX2_MAX_ASPECT:g}"
+                )
             if self.revision and not is_hub_id(self.weights):
                 raise ValueError(
                     f"revision pins a hub checkpoint, but weights {self.weights!r} is not a hub id"

@@ -310,6 +310,7 @@ class _Run:
     def manifest(self) -> str:
         import pyarrow.parquet as pq
 
+        from easel.references import with_reference_photos
         from load_tests import generate_manifest, read_manifest, write_manifest
 
         cfg, out = self._cfg(), self._dir()
@@ -323,9 +324,11 @@ class _Run:
             n = pq.read_metadata(dest).num_rows
             return f"took {src}: {n} jobs, {len(rejected)} rows rejected (recorded as failures)"
         table = generate_manifest(cfg)
+        table, conditioned = with_reference_photos(table, cfg)
         write_manifest(table, dest)
         t = cfg.traffic
-        return f"{table.num_rows} jobs, {t.pattern} at {t.rate:g} req/s (seed {t.seed})"
+        note = f"; {conditioned} carry reference photos" if conditioned else ""
+        return f"{table.num_rows} jobs, {t.pattern} at {t.rate:g} req/s (seed {t.seed}){note}"
 
     def load(self) -> str:
         import pyarrow.parquet as pq

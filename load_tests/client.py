@@ -83,6 +83,10 @@ def build_payload(row: Mapping[str, Any], api: str) -> dict[str, Any]:
             body[key] = row[key]
     if row.get("reference_image") is not None:
         body["reference_image"] = base64.b64encode(row["reference_image"]).decode("ascii")
+    if row.get("reference_images"):
+        body["reference_images"] = [
+            base64.b64encode(ref).decode("ascii") for ref in row["reference_images"]
+        ]
     return body
 
 

@@ -285,6 +285,8 @@ def build_table(
         "seed": seeds,
         "tenant": [None] * n,
         "reference_image": [None] * n,
+        "reference_images": [None] * n,
+        "reference_roles": [None] * n,
         **mix,
     }
     cols.update(given)

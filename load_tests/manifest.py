@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config import EaselConfig
+from load_tests.references import read_reference_items
 from load_tests.rowset import RowSet
 from load_tests.validation import JOB_ID_PATTERN, ManifestRules, check_table
 
@@ -52,6 +53,10 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("prompt", pa.string()),
         # Encoded image file bytes (PNG/JPEG); base64-encoded into the request by the client.
         pa.field("reference_image", pa.binary()),
+        # Several references (encoded bytes; a file may hold paths, read when it is read) and,
+        # optionally, each one's role (face/person, garment, other).
+        pa.field("reference_images", pa.list_(pa.binary())),
+        pa.field("reference_roles", pa.list_(pa.string())),
         pa.field("width", pa.int64()),
         pa.field("height", pa.int64()),
         pa.field("steps", pa.int64()),
@@ -104,6 +109,8 @@ def _kind(t: pa.DataType) -> str:
         return "float"
     if pa.types.is_null(t):
         return "null"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
     return str(t)
 
 
@@ -115,6 +122,8 @@ _ACCEPTS = {
     "niche": {"string"},
     "prompt": {"string"},
     "reference_image": {"binary"},
+    "reference_images": {"list<binary>", "list<string>", "list<null>"},
+    "reference_roles": {"list<string>", "list<null>"},
     "width": {"int"},
     "height": {"int"},
     "steps": {"int"},
@@ -141,13 +150,21 @@ def _check_schema(schema: pa.Schema, source: str) -> None:
             )
 
 
-def conform(table: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Columns in schema order and type; absent optional columns become nulls; extras dropped."""
+def conform(table: pa.Table | pa.RecordBatch, base: Path | None = None) -> pa.Table:
+    """Columns in schema order and type; absent optional columns become nulls; extras dropped.
+
+    Reference paths are read into bytes, relative to `base` (default: the working directory).
+    """
     n = table.num_rows
     cols = []
     for f in MANIFEST_SCHEMA:
         if f.name in table.schema.names:
             col = table.column(f.name)
+            if f.name == "reference_images" and _kind(col.type) == "list<string>":
+                folder = base or Path.cwd()
+                col = pa.array(
+                    [read_reference_items(v, folder) for v in col.to_pylist()], type=f.type
+                )
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
             if f.name == "job_id" and _kind(col.type) == "int":
@@ -272,13 +289,15 @@ def validated_table(
     rules: ManifestRules,
     numbers: np.ndarray,
     duplicate: np.ndarray,
+    base: Path | None = None,
 ) -> pa.Table:
     """The batch conformed, with `row` (file row number), `error` and `reject_codes` columns.
 
-    `error` is null on good rows and holds every reason (joined by '; ') on bad ones;
-    `reject_codes` lists the reasons' codes (load_tests.validation.REJECT_CODES).
+    Reference paths are read relative to `base`. `error` is null on good rows and holds every
+    reason (joined by '; ') on bad ones; `reject_codes` lists the reasons' codes
+    (load_tests.validation.REJECT_CODES).
     """
-    table = conform(batch)
+    table = conform(batch, base)
     n = table.num_rows
     _, details = check_table(table, rules, duplicate)
     if details:
@@ -306,6 +325,7 @@ def validate_batch(
     first_row: int = 0,
     duplicate_rows: Iterable[int] | RowSet = (),
     row_numbers: Iterable[int] | None = None,
+    base: Path | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Split a batch into good rows and rejected records.
 
@@ -316,6 +336,7 @@ def validate_batch(
         duplicate_rows: file row numbers whose job_id repeats an earlier row's.
         row_numbers: the file row number of each row, when the batch is not in file order
             (overrides `first_row`).
+        base: the folder relative reference paths are read from (the manifest's).
 
     Returns:
         The good rows (MANIFEST_SCHEMA plus an int64 `row` column: the file row number), and one
@@ -332,7 +353,7 @@ def validate_batch(
         dup = duplicate_rows.contains(numbers) if duplicate_rows.size else np.zeros(n, bool)
     else:
         dup = np.isin(numbers, np.fromiter(duplicate_rows, dtype=np.int64))
-    table = validated_table(batch, rules, numbers, dup)
+    table = validated_table(batch, rules, numbers, dup, base)
     good = table.filter(pc.is_null(table.column("error"))).drop_columns(["error", "reject_codes"])
     return good, rejected_rows(table)
 
@@ -346,7 +367,7 @@ def iter_validated(
     pf = open_manifest(path)
     offset = 0
     for batch in pf.iter_batches(batch_size=batch_size):
-        yield validate_batch(batch, rules, offset, scan.duplicates)
+        yield validate_batch(batch, rules, offset, scan.duplicates, base=Path(path).parent)
         offset += batch.num_rows
 
 

@@ -22,6 +22,7 @@ arrivals start at 0 and are divided by the speed-up.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pyarrow as pa
 from config import REPLAY_FILLABLE, EaselConfig, TrafficConfig
 from load_tests.generators import build_table, mix_columns
 from load_tests.provenance import with_provenance
+from load_tests.references import read_reference_items
 from load_tests.replay_log import (
     column_paths,
     parse_sizes,
@@ -58,6 +60,8 @@ MAPPABLE_FIELDS = (
     "steps",
     "seed",
     "tenant",
+    "reference_images",
+    "reference_roles",
 )
 _STRINGS = ("job_id", "model", "niche", "prompt", "tenant")
 
@@ -275,6 +279,11 @@ def replay_manifest(
         if name in _STRINGS:
             values = values.cast(pa.string())
         given[name] = values.to_pylist()
+        if name == "reference_images":  # bytes, or paths relative to the log's folder
+            base = Path(source).parent
+            given[name] = [read_reference_items(v, base) for v in given[name]]
+        elif name == "reference_roles":
+            given[name] = [[v] if isinstance(v, str) else v for v in given[name]]
     if "size" in given:
         given["width"], given["height"] = parse_sizes(given.pop("size"), f"{source} size")
     alias_counts: dict[str, Counter[str]] = {"model": Counter(), "niche": Counter()}

@@ -101,6 +101,8 @@ def _warmup_rows(cfg: EaselConfig, models: tuple[str, ...], per_model: int) -> l
                     "seed": i,
                     "tenant": None,
                     "reference_image": None,
+                    "reference_images": None,
+                    "reference_roles": None,
                     "arrival_s": 0.0,
                 }
                 for i in range(per_model)

@@ -77,7 +77,9 @@ def _read_group(
             continue
         if not keep.all():
             batch, numbers = batch.filter(pa.array(keep)), numbers[keep]
-        table = validated_table(batch, rules, numbers, duplicates.contains(numbers))
+        table = validated_table(
+            batch, rules, numbers, duplicates.contains(numbers), base=Path(path).parent
+        )
         if with_due:
             arrival = table.column("arrival_s").to_numpy(zero_copy_only=False)
             good = table.column("error").is_null().to_numpy(zero_copy_only=False)

@@ -40,6 +40,10 @@ REJECT_CODES = (
     "steps_out_of_range",
     "negative_seed",
     "bad_reference_image",
+    "both_reference_fields",
+    "references_not_taken",
+    "too_many_references",
+    "reference_roles_mismatch",
     "unknown_tenant",
 )
 
@@ -53,7 +57,8 @@ class ManifestRules:
         res_min, res_max, res_multiple, steps_min, steps_max: per model, same order.
         niches: allowed niche names.
         tenants: allowed tenants; empty means any tenant is accepted.
-        max_reference_bytes: the largest reference image the server takes.
+        max_reference_bytes: the largest reference image the server takes (any model).
+        ref_max_count, ref_max_bytes: per model, its `references` limits (0: takes none).
     """
 
     models: tuple[str, ...]
@@ -65,6 +70,8 @@ class ManifestRules:
     niches: tuple[str, ...]
     tenants: tuple[str, ...]
     max_reference_bytes: int
+    ref_max_count: tuple[int, ...] = ()
+    ref_max_bytes: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: EaselConfig) -> ManifestRules:
@@ -79,7 +86,13 @@ class ManifestRules:
             niches=tuple(n.name for n in cfg.niches),
             tenants=tuple(t.name for t in cfg.serve.tenants),
             max_reference_bytes=cfg.serve.max_body_bytes,
+            ref_max_count=tuple(m.references.max_count if m.references else 0 for m in ms),
+            ref_max_bytes=tuple(m.references.max_bytes if m.references else 0 for m in ms),
         )
+
+    def reference_models(self) -> list[str]:
+        """The models that take reference images, sorted."""
+        return sorted(m for m, c in zip(self.models, self.ref_max_count, strict=True) if c)
 
 
 def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -165,8 +178,7 @@ def check_table(
     )
     seed, valid = _ints(col("seed"))
     checks["negative_seed"] = valid & (seed < 0)
-    ref_len, valid = _ints(pc.binary_length(col("reference_image")))
-    checks["bad_reference_image"] = valid & ((ref_len < 1) | (ref_len > rules.max_reference_bytes))
+    _check_references(table, rules, m, known, checks)
     if rules.tenants:
         tenant = col("tenant")
         checks["unknown_tenant"] = _np(pc.is_valid(tenant)) & ~_np(
@@ -187,6 +199,48 @@ def check_table(
         codes = [c for c in REJECT_CODES if checks[c][i]]
         details.append((i, [_reason(c, r, rules) for c in codes], codes))
     return bad, details
+
+
+def _check_references(
+    table: pa.Table,
+    rules: ManifestRules,
+    m: np.ndarray,
+    known: np.ndarray,
+    checks: dict[str, np.ndarray],
+) -> None:
+    """The reference checks the server would apply, as masks: count, fields, bytes, roles.
+
+    A row of a known model is held to that model's `references` limits; a row of an unknown
+    model (already rejected) only to the server's body cap.
+    """
+    n = table.num_rows
+    one = table.column("reference_image")
+    many = table.column("reference_images")
+    has_one = _np(pc.is_valid(one))
+    n_many, _ = _ints(pc.list_value_length(many))
+    count = np.where(has_one, 1, n_many)
+    max_count = np.asarray(rules.ref_max_count or (0,) * len(rules.models), np.int64)[m]
+    max_bytes = np.asarray(rules.ref_max_bytes or (0,) * len(rules.models), np.int64)[m]
+    cap = np.where(known & (max_bytes > 0), max_bytes, rules.max_reference_bytes)
+    checks["both_reference_fields"] = has_one & (n_many > 0)
+    checks["references_not_taken"] = known & (count > 0) & (max_count == 0)
+    checks["too_many_references"] = known & (max_count > 0) & (count > max_count)
+    one_len, _ = _ints(pc.binary_length(one))
+    bad = has_one & ((one_len < 1) | (one_len > cap))
+    flat = pc.list_flatten(many)
+    if len(flat):
+        parent = np.asarray(pc.list_parent_indices(many).to_numpy(zero_copy_only=False), np.int64)
+        lengths, valid = _ints(pc.binary_length(flat))
+        item_bad = ~valid | (lengths < 1) | (lengths > cap[parent])
+        np.logical_or.at(bad, parent[item_bad], True)
+    checks["bad_reference_image"] = bad
+    n_roles, _ = _ints(pc.list_value_length(table.column("reference_roles")))
+    checks["reference_roles_mismatch"] = (n_roles > 0) & (n_roles != count)
+    assert all(len(v) == n for v in checks.values())
+
+
+def _reference_count(r: dict) -> int:
+    return 1 if r["reference_image"] is not None else len(r["reference_images"] or [])
 
 
 def _reason(code: str, r: dict, rules: ManifestRules) -> str:
@@ -227,8 +281,31 @@ def _reason(code: str, r: dict, rules: ManifestRules) -> str:
     if code == "negative_seed":
         return f"seed {r['seed']} is negative"
     if code == "bad_reference_image":
+        one = r["reference_image"]
+        refs = [one] if one is not None else r["reference_images"]
+        cap = rules.max_reference_bytes
+        if k >= 0 and rules.ref_max_bytes and rules.ref_max_bytes[k]:
+            cap = rules.ref_max_bytes[k]
+        sizes = [len(x or b"") for x in refs]
         return (
-            f"reference_image of {len(r['reference_image'])} bytes "
-            f"(must be 1..{rules.max_reference_bytes})"
+            f"reference image sizes {sizes} bytes (each must be 1..{cap}, an unreadable path "
+            "reads as 0)"
+        )
+    if code == "both_reference_fields":
+        return "reference_image and reference_images are both set (send one)"
+    if code == "references_not_taken":
+        return (
+            f"model {r['model']} takes no reference images "
+            f"(models that do: {rules.reference_models()})"
+        )
+    if code == "too_many_references":
+        return (
+            f"{_reference_count(r)} reference images, {r['model']} takes at most "
+            f"{rules.ref_max_count[k]}"
+        )
+    if code == "reference_roles_mismatch":
+        return (
+            f"reference_roles has {len(r['reference_roles'])} entries for "
+            f"{_reference_count(r)} references"
         )
     return _unknown("tenant", r["tenant"], rules.tenants)

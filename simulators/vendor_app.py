@@ -3,9 +3,12 @@
 It speaks both protocols the real clients in `serve_apps.vendors.clients` use:
 
 - OpenAI-images style: `POST /v1/images/generations` (JSON) and `POST /v1/images/edits`
-  (multipart, with a reference image), answering `{"data": [{"b64_json": ...}]}`.
-- Queue style: `POST /v1/jobs` -> 202 `{id}`, `GET /v1/jobs/{id}` (status, queue_ms, service_ms,
-  error), `GET /v1/jobs/{id}/result` (the PNG), `DELETE /v1/jobs/{id}` (cancel).
+  (multipart: one `image` or several `image[]` file parts, PNG/JPEG/WebP, as OpenAI's edits
+  endpoint takes them), answering `{"data": [{"b64_json": ...}]}`.
+- Queue style: `POST /v1/jobs` (references as `image_urls`: http(s) URLs or base64 data URIs,
+  the way queue-style image APIs take them) -> 202 `{id}`, `GET /v1/jobs/{id}` (status,
+  queue_ms, service_ms, error), `GET /v1/jobs/{id}/result` (the PNG), `DELETE /v1/jobs/{id}`
+  (cancel).
 
 What a load test can feel: a log-normal service time fitted to p50/p95, a FIFO queue in front of
 `concurrency` workers (queueing delay is real waiting), a share of 500s drawn per arrival from the
@@ -319,7 +322,7 @@ class _Vendor:
 
     def snapshot(self) -> dict[str, Any]:
         counters = ("requests", "succeeded", "failures", "rejected_429", "rejected_4xx")
-        counters += ("jobs_failed", "jobs_cancelled")
+        counters += ("jobs_failed", "jobs_cancelled", "reference_images")
         return {
             "name": self.settings.name,
             "simulated": True,
@@ -361,7 +364,34 @@ class _JobBody(BaseModel):
     height: int
     seed: int = 0
     negative_prompt: str | None = None
-    reference_image: str | None = Field(default=None, description="Base64 image bytes.")
+    image_urls: list[str] | None = Field(
+        default=None, description="Reference images: data URIs (base64) or http(s) URLs."
+    )
+
+
+_MAX_REFERENCES = 16  # OpenAI's edits endpoint takes up to 16 images
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+def _check_image_url(vendor: _Vendor, i: int, url: str) -> None:
+    """A reference URL a queue-style vendor would fetch: http(s), or a base64 image data URI.
+
+    The simulated vendor fetches nothing (it reaches no network), so an http(s) URL is taken
+    on trust; a data URI must be a non-empty base64 image of an accepted type.
+    """
+    if url.startswith(("http://", "https://")):
+        return
+    head, sep, data = url.partition(",")
+    ctype = head.removeprefix("data:").split(";")[0].lower()
+    if not url.startswith("data:") or not sep or ";base64" not in head:
+        vendor.reject(400, "invalid_request", f"image_urls[{i}]: not an http(s) or data: URL")
+    if ctype not in _IMAGE_TYPES:
+        vendor.reject(400, "invalid_request", f"image_urls[{i}]: type {ctype!r}; {_IMAGE_TYPES}")
+    try:
+        if not base64.b64decode(data, validate=True):
+            raise ValueError("empty")
+    except (ValueError, binascii.Error):
+        vendor.reject(400, "invalid_request", f"image_urls[{i}]: not non-empty base64")
 
 
 class _SimulatedHeader:
@@ -445,8 +475,9 @@ def build_app(settings: VendorSettings) -> FastAPI:
 
     @app.post("/v1/images/edits")
     async def edits(
-        image: Annotated[UploadFile, File()],
         prompt: Annotated[str, Form()],
+        image: Annotated[list[UploadFile] | None, File()] = None,
+        images: Annotated[list[UploadFile] | None, File(alias="image[]")] = None,
         model: Annotated[str, Form()] = "",
         size: Annotated[str, Form()] = "1024x1024",
         n: Annotated[int, Form()] = 1,
@@ -454,8 +485,20 @@ def build_app(settings: VendorSettings) -> FastAPI:
         seed: Annotated[int, Form()] = 0,
         authorization: _Authorization = None,
     ) -> Any:
-        if not await image.read():
-            vendor.reject(400, "invalid_request", "the reference image is empty")
+        parts = [*(image or []), *(images or [])]
+        if not parts:
+            vendor.reject(400, "invalid_request", "an edit needs 'image' or 'image[]' file parts")
+        if len(parts) > _MAX_REFERENCES:
+            vendor.reject(400, "invalid_request", f"at most {_MAX_REFERENCES} images")
+        for i, part in enumerate(parts):
+            ctype = (part.content_type or "").split(";")[0].strip().lower()
+            if ctype not in _IMAGE_TYPES:
+                vendor.reject(
+                    400, "invalid_request", f"image {i}: type {ctype!r}; send {_IMAGE_TYPES}"
+                )
+            if not await part.read():
+                vendor.reject(400, "invalid_request", f"image {i}: the reference image is empty")
+        vendor.stats["reference_images"] += len(parts)
         body = _ImagesBody(
             model=model, prompt=prompt, size=size, n=n, response_format=response_format, seed=seed
         )
@@ -465,12 +508,12 @@ def build_app(settings: VendorSettings) -> FastAPI:
     async def submit(body: _JobBody, authorization: _Authorization = None) -> Any:
         vendor.check_key(authorization)
         vendor.check_model(body.model)
-        if body.reference_image is not None:
-            try:
-                if not base64.b64decode(body.reference_image, validate=True):
-                    raise ValueError("empty")
-            except (ValueError, binascii.Error):
-                vendor.reject(400, "invalid_request", "reference_image is not non-empty base64")
+        urls = body.image_urls or []
+        if len(urls) > _MAX_REFERENCES:
+            vendor.reject(400, "invalid_request", f"image_urls: at most {_MAX_REFERENCES}")
+        for i, url in enumerate(urls):
+            _check_image_url(vendor, i, url)
+        vendor.stats["reference_images"] += len(urls)
         job = vendor.admit(body.prompt, body.width, body.height, body.seed)
         vendor.remember(job)
         job.task = asyncio.create_task(vendor.work(job))

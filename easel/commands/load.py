@@ -201,6 +201,7 @@ def _manifest(args: argparse.Namespace) -> int:
     import numpy as np
 
     from config import load_config
+    from easel.references import with_reference_photos
     from load_tests.generators import generate_manifest
     from load_tests.manifest import write_manifest
 
@@ -234,6 +235,7 @@ def _manifest(args: argparse.Namespace) -> int:
         table = generate_manifest(
             cfg, pattern=args.pattern, jobs=args.jobs, rate=args.rate, seed=args.seed, **params
         )
+        table, conditioned = with_reference_photos(table, cfg)
     except ValueError as exc:
         print(f"easel manifest: {exc}", file=sys.stderr)
         return 2
@@ -242,6 +244,8 @@ def _manifest(args: argparse.Namespace) -> int:
     span = float(np.nanmax(arr) - np.nanmin(arr)) if len(arr) else 0.0
     rate = (len(arr) - 1) / span if span > 0 else float("nan")
     print(f"wrote {path}: {table.num_rows} jobs over {span:.1f} s (mean {rate:.2f} req/s)")
+    if conditioned:
+        print(f"  {conditioned} jobs of image-conditioned niches carry reference photos")
     for line in _provenance_lines(table):
         print(line)
     return 0

@@ -46,20 +46,39 @@ def decode_base64(data: str, *, field: str, max_bytes: int) -> bytes:
 
 
 def decode_reference_image(
-    data: str, *, max_pixels: int, max_bytes: int, field: str = "reference_image"
+    data: str | bytes,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    field: str = "reference_image",
+    min_side: int = 1,
+    max_aspect: float | None = None,
 ) -> Image.Image:
-    """Decode a base64 reference image into RGB, safely.
+    """Decode a reference image (base64, or raw bytes from a multipart upload) into RGB, safely.
 
     Args:
-        data: base64 (or a base64 data URL) of a PNG, JPEG or WebP image.
+        data: base64 (or a base64 data URL) of a PNG, JPEG or WebP image, or its raw bytes.
         max_pixels: Largest width*height accepted; checked from the header before decoding.
         max_bytes: Largest encoded size accepted.
         field: Field name used in error messages.
+        min_side: Smallest width or height accepted.
+        max_aspect: Largest long-side / short-side ratio accepted (None: any).
 
     Raises:
-        ApiError: 400 (not base64 / corrupt), 413 (too large), 415 (format not allowed).
+        ApiError: 400 (not base64 / corrupt / empty), 413 (too large), 415 (format not
+            allowed), 422 (a side or aspect ratio the model refuses).
     """
-    raw = decode_base64(data, field=field, max_bytes=max_bytes)
+    if isinstance(data, bytes | bytearray):
+        if len(data) > max_bytes:
+            raise ApiError(
+                413, f"{field}: {len(data)} bytes, over the limit of {max_bytes}",
+                code="payload_too_large",
+            )  # fmt: skip
+        raw = bytes(data)
+    else:
+        raw = decode_base64(data, field=field, max_bytes=max_bytes)
+    if not raw:
+        raise ApiError(400, f"{field}: empty image", code="invalid_image")
     try:
         with warnings.catch_warnings():
             # We enforce our own, stricter pixel cap below; PIL's warning would only be noise.
@@ -85,6 +104,15 @@ def decode_reference_image(
             413,
             f"{field}: {width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}",
             code="image_too_large",
+        )
+    if min(width, height) < min_side or (
+        max_aspect is not None and max(width, height) / min(width, height) > max_aspect
+    ):
+        aspect = f", aspect ratio at most {max_aspect:g}:1" if max_aspect is not None else ""
+        raise ApiError(
+            422,
+            f"{field}: {width}x{height} is not allowed (each side at least {min_side} px{aspect})",
+            code="invalid_reference_size",
         )
     try:
         with warnings.catch_warnings():

@@ -1,11 +1,12 @@
 """Reading an image request off the wire, the same way in the gateway and in every provider app.
 
 The order is the contract: (the gateway checks the API key before reading anything) → body
-(size, content type, JSON, schema) → model → (the gateway checks the tenant's models and rate
-here, before any expensive work) → request id → whether the model takes a reference image →
-the reference image, decoded and re-encoded on a worker thread (never on the event loop: a
-16-megapixel decode would stall every other request of the process) → the model's limits.
-Every failure is an `ApiError` with a 4xx that says what to fix.
+(size, content type, JSON or multipart form, schema) → model → (the gateway checks the tenant's
+models and rate here, before any expensive work) → request id → reference images (does the model
+take them, how many — both before anything is decoded — then each decoded within the model's
+limits on a worker thread: never on the event loop, where a 16-megapixel decode would stall every
+other request of the process) → the model's other limits. Every failure is an `ApiError` with a
+4xx that says what to fix.
 """
 
 from __future__ import annotations
@@ -14,27 +15,34 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
 
 from config import ModelConfig, ServeConfig
 from serve_apps.api.errors import ApiError
-from serve_apps.api.images import decode_reference_image, encode_png
+from serve_apps.api.images import decode_base64, decode_reference_image
 from serve_apps.api.schemas import (
     MAX_SEED,
     REQUEST_ID_PATTERN,
     GenerateRequest,
     ImagesRequest,
     ResolvedRequest,
-    model_capabilities,
+    check_reference_count,
     new_request_id,
     parse_size,
     resolve_generate,
 )
 
-__all__ = ["find_model", "header_request_id", "images_body", "resolve_body", "resolve_images"]
+__all__ = [
+    "decode_references",
+    "find_model",
+    "header_request_id",
+    "images_body",
+    "resolve_body",
+    "resolve_images",
+]
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -70,11 +78,48 @@ def header_request_id(request: Request) -> str | None:
     return rid
 
 
-def _reference_png(data: str, serve: ServeConfig) -> bytes:
-    image = decode_reference_image(
-        data, max_pixels=serve.max_reference_pixels, max_bytes=serve.max_body_bytes
-    )
-    return encode_png(image)
+def decode_references(
+    items: Sequence[str | bytes],
+    model: ModelConfig,
+    serve: ServeConfig,
+    *,
+    all_models: Iterable[ModelConfig] = (),
+    field: str = "reference_images",
+) -> tuple[bytes, ...]:
+    """Reference images checked against `model`'s `references` limits: their encoded bytes.
+
+    The count is checked before anything is decoded; each image is then decoded within the
+    model's byte, pixel (and the server's `max_reference_pixels`), side and aspect limits. The
+    bytes go on as the client sent them (PNG/JPEG/WebP), not re-encoded: a photo re-encoded as
+    PNG can be several times larger, and the body the gateway forwards must fit the provider's
+    own cap whenever the client's fitted the gateway's. Blocking: a server calls it on a worker
+    thread.
+
+    Raises:
+        ApiError: 422 (the model takes none, naming those that do; too many; a side or aspect
+            the model refuses), 400 (not base64, corrupt, empty), 413 (too large), 415 (format).
+    """
+    check_reference_count(model, len(items), all_models)
+    if not items:
+        return ()
+    limits = model.references
+    assert limits is not None  # check_reference_count refused otherwise
+    out = []
+    for i, item in enumerate(items):
+        name = field if field == "reference_image" else f"{field}[{i}]"
+        raw = item if isinstance(item, bytes) else decode_base64(
+            item, field=name, max_bytes=limits.max_bytes
+        )  # fmt: skip
+        decode_reference_image(
+            raw,
+            max_pixels=min(limits.max_pixels, serve.max_reference_pixels),
+            max_bytes=limits.max_bytes,
+            field=name,
+            min_side=limits.min_side,
+            max_aspect=limits.max_aspect,
+        )
+        out.append(raw)
+    return tuple(out)
 
 
 async def resolve_body(
@@ -83,21 +128,30 @@ async def resolve_body(
     request: Request,
     serve: ServeConfig,
     default_seed: int,
+    all_models: Iterable[ModelConfig] = (),
 ) -> ResolvedRequest:
     """A `/v1/generate` body checked against `model`'s limits, its defaults filled in.
 
-    A reference image is decoded only for a model that takes one, and on a worker thread.
+    `all_models` (the config's) only phrases the 422 for a model that takes no references.
+    Reference images are decoded only for a model that takes them, and on a worker thread.
     """
     request_id = body.request_id or header_request_id(request) or new_request_id()
-    reference = None
+    if body.reference_image is not None and body.reference_images is not None:
+        raise ApiError(
+            422,
+            "reference_image and reference_images are both set: send one (reference_images "
+            "holds any number, reference_image is its one-image form)",
+        )
     if body.reference_image is not None:
-        if not model_capabilities(model)["reference_image"]:
-            raise ApiError(
-                422,
-                f"reference_image: model {model.name!r} does not take a reference image",
-                code="unsupported_input",
-            )
-        reference = await asyncio.to_thread(_reference_png, body.reference_image, serve)
+        items, field = [body.reference_image], "reference_image"
+    else:
+        items, field = list(body.reference_images or []), "reference_images"
+    references: tuple[bytes, ...] = ()
+    if items:  # counted before anything is decoded, then decoded off the event loop
+        check_reference_count(model, len(items), all_models)
+        references = await asyncio.to_thread(
+            decode_references, items, model, serve, all_models=all_models, field=field
+        )
     return resolve_generate(
         model=model,
         request_id=request_id,
@@ -108,16 +162,24 @@ async def resolve_body(
         guidance=body.guidance,
         seed=body.seed,
         negative_prompt=body.negative_prompt,
-        reference_png=reference,
+        references=references,
         niche=body.niche,
         default_seed=default_seed,
     )
 
 
 def resolve_images(
-    body: ImagesRequest, model: ModelConfig, request: Request, default_seed: int
+    body: ImagesRequest,
+    model: ModelConfig,
+    request: Request,
+    default_seed: int,
+    references: Sequence[bytes] = (),
 ) -> list[ResolvedRequest]:
-    """An OpenAI-images body as `n` requests: seeds seed, seed+1, ...; ids `<id>-<i>` when n > 1."""
+    """An OpenAI-images body as `n` requests: seeds seed, seed+1, ...; ids `<id>-<i>` when n > 1.
+
+    `references` (from `/v1/images/edits`, already checked by `decode_references`) go with
+    every one of the `n` requests.
+    """
     width, height = parse_size(body.size)
     request_id = header_request_id(request) or new_request_id()
     base_seed = default_seed if body.seed is None else body.seed
@@ -132,6 +194,7 @@ def resolve_images(
             guidance=body.guidance,
             seed=(base_seed + i) % (MAX_SEED + 1),
             negative_prompt=body.negative_prompt,
+            references=references,
             niche=body.niche,
             default_seed=0,
         )

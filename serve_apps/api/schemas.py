@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import re
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from serve_apps.api.errors import ApiError, validation_message
 
 __all__ = [
     "MAX_PROMPT_CHARS",
+    "MAX_REFERENCES",
     "MAX_SEED",
     "MODEL_ID_PATTERN",
     "REQUEST_ID_PATTERN",
@@ -33,10 +36,13 @@ __all__ = [
     "ImagesRequest",
     "ResolvedRequest",
     "RoutingUpdate",
+    "check_reference_count",
     "model_capabilities",
     "new_request_id",
     "parse_size",
+    "read_capped_body",
     "read_json_body",
+    "reference_models",
     "resolve_generate",
 ]
 
@@ -74,6 +80,9 @@ ModelId = Annotated[
     ),
 ]
 Label = Annotated[Text, Field(max_length=63)]
+# An absolute cap on references per request (ReferenceLimits.max_count's bound); the model's own
+# `references.max_count` is the real one.
+MAX_REFERENCES = 16
 
 
 class _Body(BaseModel):
@@ -90,7 +99,14 @@ class GenerateRequest(_Body):
     reference_image: str | None = Field(
         default=None,
         max_length=1 << 31,
-        description="Base64 PNG/JPEG/WebP (or a base64 data URL).",
+        description="One reference image: base64 PNG/JPEG/WebP (or a base64 data URL); the "
+        "one-image form of reference_images.",
+    )
+    reference_images: list[Annotated[str, Field(max_length=1 << 31)]] | None = Field(
+        default=None,
+        max_length=MAX_REFERENCES,
+        description="Reference images (base64 PNG/JPEG/WebP or data URLs), for the models "
+        "whose /v1/models card shows max_reference_images > 0.",
     )
     width: int | None = Field(default=None, ge=1, le=16_384)
     height: int | None = Field(default=None, ge=1, le=16_384)
@@ -142,18 +158,25 @@ class ResolvedRequest:
     guidance: float
     seed: int
     negative_prompt: str | None = None
-    reference_png: bytes | None = field(default=None, repr=False)
+    references: tuple[bytes, ...] = field(default=(), repr=False)
     niche: str | None = None
 
-    def batch_key(self) -> tuple[Any, ...]:
-        """What requests must share to go through one forward pass together (a shape bucket).
+    def batch_key(self) -> tuple[int, int, int, float, int, str]:
+        """Requests with equal keys can share one forward pass.
 
-        Width, height, steps and guidance are one pipeline call's own arguments; the number of
-        reference images fixes the conditioning's shape. Prompts, negative prompts and seeds
-        may differ within a batch (each image keeps its own seed).
+        Shape (width, height, steps, guidance), the reference count and a digest of the
+        references themselves: the Flux.2 pipelines take one `image=` list per call and repeat
+        its latents over the whole batch (diffusers 0.42), so only requests conditioned on the
+        same photos (several outputs from one customer's set) can be batched together.
         """
-        refs = 0 if self.reference_png is None else 1
-        return (self.width, self.height, self.steps, self.guidance, refs)
+        digest = ""
+        if self.references:
+            h = hashlib.sha256()
+            for image in self.references:
+                h.update(hashlib.sha256(image).digest())
+            digest = h.hexdigest()
+        n_refs = len(self.references)
+        return (self.width, self.height, self.steps, self.guidance, n_refs, digest)
 
     def wire_body(self) -> dict[str, Any]:
         """The `/v1/generate` JSON body that resolves to this same request on any provider."""
@@ -171,8 +194,10 @@ class ResolvedRequest:
             body["negative_prompt"] = self.negative_prompt
         if self.niche is not None:
             body["niche"] = self.niche
-        if self.reference_png is not None:
-            body["reference_image"] = base64.b64encode(self.reference_png).decode("ascii")
+        if self.references:
+            body["reference_images"] = [
+                base64.b64encode(image).decode("ascii") for image in self.references
+            ]
         return body
 
 
@@ -190,15 +215,46 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(m.group(1)), int(m.group(2))
 
 
-def model_capabilities(model: ModelConfig) -> dict[str, bool]:
+def model_capabilities(model: ModelConfig) -> dict[str, bool | int]:
     """Which optional inputs a model accepts (also shown in /v1/models)."""
     closed = model.backend == "http_api"
+    refs = model.references
     return {
         # Only the SDXL pipeline has a negative prompt among the open models served here.
         "negative_prompt": closed or model.pipeline == "StableDiffusionXLPipeline",
-        # The text-to-image pipelines served here take no image input; vendor APIs may.
-        "reference_image": closed,
+        # Set by the model's `references` section (the Flux.2 pipelines, vendor APIs).
+        "reference_image": refs is not None,
+        "max_reference_images": refs.max_count if refs is not None else 0,
     }
+
+
+def reference_models(models: Iterable[ModelConfig]) -> list[str]:
+    """Names of the models that take reference images, sorted."""
+    return sorted(m.name for m in models if m.references is not None)
+
+
+def check_reference_count(
+    model: ModelConfig, count: int, all_models: Iterable[ModelConfig] = ()
+) -> None:
+    """422 unless `model` takes `count` reference images (the message says which models do)."""
+    if count == 0:
+        return
+    refs = model.references
+    if refs is None:
+        accepting = reference_models(all_models)
+        raise ApiError(
+            422,
+            f"reference_images: model {model.name!r} does not take reference images; models "
+            f"that do: {accepting or 'none in this config'}",
+            code="unsupported_input",
+        )
+    if count > refs.max_count:
+        raise ApiError(
+            422,
+            f"reference_images: {count} images, but model {model.name!r} takes at most "
+            f"{refs.max_count}",
+            code="too_many_references",
+        )
 
 
 def resolve_generate(
@@ -212,7 +268,7 @@ def resolve_generate(
     guidance: float | None,
     seed: int | None,
     negative_prompt: str | None = None,
-    reference_png: bytes | None = None,
+    references: Sequence[bytes] = (),
     niche: str | None = None,
     default_seed: int,
 ) -> ResolvedRequest:
@@ -255,12 +311,7 @@ def resolve_generate(
             f"guidance > 1 (allowed up to {model.guidance.max})",
             code="unsupported_input",
         )
-    if reference_png is not None and not caps["reference_image"]:
-        raise ApiError(
-            422,
-            f"reference_image: model {model.name!r} does not take a reference image",
-            code="unsupported_input",
-        )
+    check_reference_count(model, len(references))
     return ResolvedRequest(
         request_id=request_id,
         model=model.name,
@@ -271,7 +322,7 @@ def resolve_generate(
         guidance=float(g),
         seed=default_seed if seed is None else seed,
         negative_prompt=negative_prompt,
-        reference_png=reference_png,
+        references=tuple(references),
         niche=niche,
     )
 
@@ -297,21 +348,12 @@ class RoutingUpdate(_Body):
     )
 
 
-async def read_json_body(
-    request: Request, schema: type[BaseModel], max_bytes: int, timeout_s: float = 10.0
-) -> Any:
-    """Read a JSON body of at most `max_bytes` into `schema`; ApiError 400/408/413/415/422 else.
+async def read_capped_body(request: Request, max_bytes: int, timeout_s: float = 10.0) -> bytes:
+    """The request's body, refused with 413 as soon as it passes `max_bytes`, 408 after `timeout_s`.
 
-    The body is read in chunks and refused as soon as it passes the cap, whatever
-    Content-Length claims, or once reading it has taken `timeout_s` (a slow-loris body); a
-    missing Content-Type is taken as JSON.
+    Read in chunks, whatever Content-Length claims (a claim over the cap is refused at once);
+    a body still arriving after `timeout_s` is a slow-loris body and is refused.
     """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype and ctype not in _JSON_TYPES:
-        raise ApiError(
-            415,
-            f"Content-Type {ctype!r} is not accepted; send 'Content-Type: application/json'",
-        )
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes:
         raise ApiError(413, f"body of {length} bytes is over the limit of {max_bytes} bytes")
@@ -329,6 +371,25 @@ async def read_json_body(
             "send it at once",
             code="body_timeout",
         ) from None
+    return bytes(raw)
+
+
+async def read_json_body(
+    request: Request, schema: type[BaseModel], max_bytes: int, timeout_s: float = 10.0
+) -> Any:
+    """Read a JSON body of at most `max_bytes` into `schema`; ApiError 400/408/413/415/422 else.
+
+    The body is read in chunks and refused as soon as it passes the cap, whatever
+    Content-Length claims, or once reading it has taken `timeout_s` (a slow-loris body); a
+    missing Content-Type is taken as JSON.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype not in _JSON_TYPES:
+        raise ApiError(
+            415,
+            f"Content-Type {ctype!r} is not accepted; send 'Content-Type: application/json'",
+        )
+    raw = await read_capped_body(request, max_bytes, timeout_s)
     if not raw:
         raise ApiError(400, "empty body: send a JSON object", code="invalid_json")
     try:

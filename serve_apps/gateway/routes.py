@@ -1,9 +1,10 @@
 """The gateway's HTTP API: what customers call, and the admin routes operators use.
 
 Routes (docs/api.md has the contract; `/docs` serves the OpenAPI page):
-`POST /v1/generate`, `POST /v1/images/generations` (the OpenAI Images API shape),
-`GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET|PUT /v1/admin/routing`,
-`GET /v1/admin/usage`, `GET /v1/admin/availability`, `GET /metrics`.
+`POST /v1/generate`, `POST /v1/images/generations` and `POST /v1/images/edits` (the OpenAI
+Images API shapes; edits carry reference images as multipart `image[]`), `GET /v1/models`,
+`GET /healthz`, `GET /readyz`, `GET|PUT /v1/admin/routing`, `GET /v1/admin/usage`,
+`GET /v1/admin/availability`, `GET /metrics`.
 
 A model request is checked here in full (API key first, before a byte of the body is read; then
 body size, content type, schema, the tenant's models and rate limit, the model's limits) before
@@ -31,8 +32,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serve_apps.api.edits import read_edits_form
 from serve_apps.api.errors import ApiError, error_docs, error_response, install_error_handlers
-from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
+from serve_apps.api.requests import (
+    decode_references,
+    find_model,
+    images_body,
+    resolve_body,
+    resolve_images,
+)
 from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import (
     MAX_SEED,
@@ -156,7 +164,9 @@ def add_routes(app: FastAPI) -> None:
             model = find_model(gw.models, body.model)
             answer.model = model.name
             admit(gw, tenant, model.name)
-            resolved = await resolve_body(body, model, request, sv, _rng.randint(0, MAX_SEED))
+            resolved = await resolve_body(
+                body, model, request, sv, _rng.randint(0, MAX_SEED), gw.models.values()
+            )
             assert gw.dispatcher is not None
             png, meta = await watched(request, gw.dispatcher.dispatch(model, resolved))
             meta = _own_time(meta, started)
@@ -182,15 +192,46 @@ def add_routes(app: FastAPI) -> None:
             answer.model = model.name
             admit(gw, tenant, model.name)
             resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED))
-            assert gw.dispatcher is not None
-            # All-or-nothing like the OpenAI API: the first failure answers the request.
-            results = await watched(
-                request, asyncio.gather(*(gw.dispatcher.dispatch(model, r) for r in resolved))
+            return await images_answer(gw, request, model, resolved, body.response_format, started)
+
+    async def images_answer(
+        gw: Gateway,
+        request: Request,
+        model: Any,
+        resolved: list[Any],
+        fmt: str | None,
+        started: float,
+    ) -> JSONResponse:
+        assert gw.dispatcher is not None
+        # All-or-nothing like the OpenAI API: the first failure answers the request.
+        results = await watched(
+            request, asyncio.gather(*(gw.dispatcher.dispatch(model, r) for r in resolved))
+        )
+        return JSONResponse(
+            images_body(resolved, [png for png, _ in results], fmt),
+            headers=_own_time(results[0][1], started).headers(),
+        )
+
+    @app.post(
+        "/v1/images/edits",
+        responses={200: {"description": "The images, as b64_json or data: URLs"}, **_MODEL_ERRORS},
+        summary="OpenAI Images API edits: n images conditioned on the multipart image[] parts",
+    )
+    async def images_edits(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        gw = gw_of(request)
+        with _Answer(gw) as answer:
+            sv = gw.cfg.serve
+            tenant = gw.auth.identify(request.headers.get("authorization"))  # before the body
+            body, images = await read_edits_form(request, sv.max_body_bytes, sv.body_timeout_s)
+            model = find_model(gw.models, body.model)
+            answer.model = model.name
+            admit(gw, tenant, model.name)
+            refs = await asyncio.to_thread(
+                decode_references, images, model, sv, all_models=gw.models.values(), field="image"
             )
-            return JSONResponse(
-                images_body(resolved, [png for png, _ in results], body.response_format),
-                headers=_own_time(results[0][1], started).headers(),
-            )
+            resolved = resolve_images(body, model, request, _rng.randint(0, MAX_SEED), refs)
+            return await images_answer(gw, request, model, resolved, body.response_format, started)
 
     # The two model routes also answer as plain Starlette routes placed first in the router:
     # a request then skips FastAPI's per-request dependency machinery (measured here: it halves

@@ -168,7 +168,7 @@ class VendorUpstream:
                     seed=resolved.seed,
                     request_id=resolved.request_id,
                     negative_prompt=resolved.negative_prompt,
-                    reference_image=resolved.reference_png,
+                    reference_images=resolved.references,
                 )
         except VendorError as exc:
             return _vendor_attempt(exc)

@@ -1,7 +1,7 @@
 """Shape buckets: which requests share a forward pass, when that pass starts, and the pass itself.
 
 A model replica runs one forward pass at a time. `ShapeBatcher` keeps one queue (bucket) per
-`ResolvedRequest.batch_key()` (width, height, steps, guidance, reference count) and starts the
+`ResolvedRequest.batch_key()` (width, height, steps, guidance, the reference images) and starts the
 next pass the moment the previous one ends, from the bucket that is due:
 
 - a bucket with `max_batch_size` requests is due at once;
@@ -190,6 +190,18 @@ class ShapeBatcher(Generic[R]):
                 _log.debug("on_batch failed", exc_info=True)
 
 
+def _open_image(data: bytes) -> Any:
+    """A reference (bytes the API checked: PNG, JPEG or WebP) as the RGB image a pipeline takes."""
+    import io
+
+    from PIL import Image
+
+    from serve_apps.api.images import ALLOWED_FORMATS
+
+    with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
+        return img.convert("RGB")
+
+
 def run_group(
     pipe: Any, model: ModelConfig, token_limit: int, requests: Sequence[ResolvedRequest]
 ) -> tuple[list[Any], float]:
@@ -219,7 +231,9 @@ def run_group(
     infer_s = 0.0
     if run:
         first = requests[run[0]]
+        # One group shares its references (batch_key); decoding them is part of the pass.
         t0 = time.perf_counter()
+        references = [_open_image(data) for data in first.references]
         images = generate(
             pipe,
             [requests[i].prompt for i in run],
@@ -229,6 +243,7 @@ def run_group(
             guidance=first.guidance,
             seeds=[requests[i].seed for i in run],
             negative_prompts=[requests[i].negative_prompt for i in run],
+            images=references,
         )
         infer_s = time.perf_counter() - t0
         for i, img in zip(run, images, strict=True):

@@ -1,10 +1,11 @@
 """A provider app's HTTP ingress: easel's native API in front of the provider's model deployments.
 
 Routes (docs/api.md has the contract): `POST /v1/generate`, `POST /v1/images/generations`,
-`GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET /v1/stats`. A request is checked as the
-gateway checks it (the same `serve_apps.api` code), then handed to the model's deployment: Serve's
-own router, batching, autoscaling and `max_queued_requests` do the rest. No tenants or admin
-routes here: a provider endpoint is reached by the gateway, on the provider's network.
+`POST /v1/images/edits` (multipart `image[]`), `GET /v1/models`, `GET /healthz`, `GET /readyz`,
+`GET /v1/stats`. A request is checked as the gateway checks it (the same `serve_apps.api` code),
+then handed to the model's deployment: Serve's own router, batching, autoscaling and
+`max_queued_requests` do the rest. No tenants or admin routes here: a provider endpoint is
+reached by the gateway, on the provider's network.
 
 Every error answer carries `X-Easel-Outcome` (whose fault it was), so the gateway knows whether
 to fail over. `/v1/stats` is what the gateway's probes and the cost stage read.
@@ -27,8 +28,15 @@ from ray import serve
 
 from config import EaselConfig, ModelConfig, ProviderConfig
 from serve_apps.api.asgi import new_app
+from serve_apps.api.edits import read_edits_form
 from serve_apps.api.errors import ApiError, error_response, install_error_handlers
-from serve_apps.api.requests import find_model, images_body, resolve_body, resolve_images
+from serve_apps.api.requests import (
+    decode_references,
+    find_model,
+    images_body,
+    resolve_body,
+    resolve_images,
+)
 from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import MAX_SEED, GenerateRequest, ImagesRequest, read_json_body
 from serve_apps.provider.results import ErrorResult, ImageResult
@@ -96,7 +104,9 @@ class ProviderIngress:
         sv = self.cfg.serve
         body = await read_json_body(request, GenerateRequest, sv.max_body_bytes, sv.body_timeout_s)
         model = find_model(self._models, body.model)
-        resolved = await resolve_body(body, model, request, sv, self._rng.randint(0, MAX_SEED))
+        resolved = await resolve_body(
+            body, model, request, sv, self._rng.randint(0, MAX_SEED), self.cfg.models
+        )
         result = await self._run(model, resolved)
         meta = self._meta(resolved, result)
         if wants_json(request):
@@ -110,12 +120,27 @@ class ProviderIngress:
         )
         model = find_model(self._models, body.model)
         resolved = resolve_images(body, model, request, self._rng.randint(0, MAX_SEED))
+        return await self._images_answer(model, resolved, body.response_format)
+
+    @api.post("/v1/images/edits", summary="OpenAI Images API edits: multipart image[] parts")
+    async def images_edits(self, request: Request) -> JSONResponse:
+        sv = self.cfg.serve
+        body, images = await read_edits_form(request, sv.max_body_bytes, sv.body_timeout_s)
+        model = find_model(self._models, body.model)
+        refs = await asyncio.to_thread(
+            decode_references, images, model, sv, all_models=self.cfg.models, field="image"
+        )
+        resolved = resolve_images(body, model, request, self._rng.randint(0, MAX_SEED), refs)
+        return await self._images_answer(model, resolved, body.response_format)
+
+    async def _images_answer(
+        self, model: ModelConfig, resolved: list[Any], fmt: Any
+    ) -> JSONResponse:
         # All-or-nothing like the OpenAI API: the first failure answers the request.
         results = await asyncio.gather(*(self._run(model, r) for r in resolved))
         meta = self._meta(resolved[0], results[0])
         return JSONResponse(
-            images_body(resolved, [r.png for r in results], body.response_format),
-            headers=meta.headers(),
+            images_body(resolved, [r.png for r in results], fmt), headers=meta.headers()
         )
 
     async def _run(self, model: ModelConfig, resolved: Any) -> ImageResult:

@@ -195,6 +195,7 @@ def generate(
     guidance: float,
     seeds: Sequence[int],
     negative_prompts: Sequence[str | None] | None = None,
+    images: Sequence[Image.Image] = (),
 ) -> list[Image.Image]:
     """One batched pipeline call; image i comes from prompts[i] with its own seeds[i].
 
@@ -203,6 +204,8 @@ def generate(
 
     Args:
         negative_prompts: per-prompt negative prompts; SDXL only (used when guidance > 1).
+        images: reference images the whole call is conditioned on, passed as `image=` (the
+            Flux.2 pipelines take a list and repeat its latents over the batch); Flux.2 only.
 
     Raises:
         ValueError: mismatched lengths, a size the pipeline would silently round, or arguments
@@ -245,6 +248,10 @@ def generate(
             if type(pipe).__name__ != _SDXL:
                 raise ValueError(f"{type(pipe).__name__} takes no negative prompt")
             kwargs["negative_prompt"] = [n or "" for n in negative_prompts]
+    if images:
+        if type(pipe).__name__ not in _FLUX2:
+            raise ValueError(f"{type(pipe).__name__} takes no reference image")
+        kwargs["image"] = list(images)
     return list(pipe(**kwargs).images)
 
 

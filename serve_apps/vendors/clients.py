@@ -3,8 +3,10 @@
 Two protocols, one async interface (`ImageApiClient.generate`):
 
 - `OpenAIImagesClient`: one synchronous call, `POST {base}/v1/images/generations` (or
-  `/v1/images/edits`, multipart, when a reference image is given) answering base64 PNG.
-- `QueueApiClient`: `POST {base}/v1/jobs` -> `{id}`, poll `GET {base}/v1/jobs/{id}` until
+  `/v1/images/edits`, multipart with one `image[]` part per reference image, when references
+  are given) answering base64 PNG.
+- `QueueApiClient`: `POST {base}/v1/jobs` -> `{id}` (references as `image_urls`, data URIs, the
+  way queue-style image APIs take them), poll `GET {base}/v1/jobs/{id}` until
   `succeeded`/`failed`, then `GET {base}/v1/jobs/{id}/result` -> PNG bytes.
 
 Both share one pooled `httpx.AsyncClient`, one overall deadline per image (`api.timeout_s` covers
@@ -30,6 +32,7 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +209,23 @@ def _png(data: bytes, what: str) -> bytes:
     return data
 
 
+def _content_type(image: bytes) -> str:
+    """The MIME type of encoded image bytes, from their magic number."""
+    if image.startswith(_PNG_MAGIC):
+        return "image/png"
+    if image.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def _suffix(image: bytes) -> str:
+    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+        _content_type(image), "bin"
+    )
+
+
 @dataclass(frozen=True)
 class _Request:
     prompt: str
@@ -214,7 +234,7 @@ class _Request:
     seed: int
     request_id: str
     negative_prompt: str | None
-    reference_image: bytes | None = field(repr=False)
+    reference_images: tuple[bytes, ...] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -303,15 +323,21 @@ class ImageApiClient(ABC):
         seed: int,
         request_id: str,
         negative_prompt: str | None = None,
-        reference_image: bytes | None = None,
+        reference_images: Sequence[bytes] = (),
     ) -> VendorImage:
-        """One image; raises VendorError once retries or the `timeout_s` deadline run out."""
+        """One image; raises VendorError once retries or the `timeout_s` deadline run out.
+
+        `reference_images` (encoded PNG/JPEG/WebP) go as the vendor's protocol takes them:
+        multipart `image[]` parts to `/v1/images/edits` (OpenAI), `image_urls` data URIs (queue).
+        """
         if not prompt or width <= 0 or height <= 0:
             raise ValueError("generate needs a non-empty prompt and positive width and height")
         if not request_id.isascii():
             # HTTP headers are ASCII: sending it would fail inside httpx, not at the vendor.
             raise ValueError(f"request_id must be ASCII, got {request_id!r}")
-        req = _Request(prompt, width, height, seed, request_id, negative_prompt, reference_image)
+        req = _Request(
+            prompt, width, height, seed, request_id, negative_prompt, tuple(reference_images)
+        )
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.api.timeout_s
         progress = _Progress()
@@ -421,13 +447,17 @@ class OpenAIImagesClient(ImageApiClient):
             fields["negative_prompt"] = req.negative_prompt
         http = self._client()
         headers = self._headers(req.request_id)
-        if req.reference_image is None:
+        if not req.reference_images:
             url = f"{self.base_url}/v1/images/generations"
             resp = await http.post(url, json=fields, headers=headers)
         else:
+            # The OpenAI edits shape: several images as repeated `image[]` file parts.
             url = f"{self.base_url}/v1/images/edits"
             form = {k: str(v) for k, v in fields.items()}
-            files = {"image": ("reference.png", req.reference_image, "image/png")}
+            files = [
+                ("image[]", (f"reference-{i}.{_suffix(img)}", img, _content_type(img)))
+                for i, img in enumerate(req.reference_images)
+            ]
             resp = await http.post(url, data=form, files=files, headers=headers)
         body = _json_object(_check(resp, "images"), "images")
         try:
@@ -461,8 +491,12 @@ class QueueApiClient(ImageApiClient):
         }
         if req.negative_prompt:
             body["negative_prompt"] = req.negative_prompt
-        if req.reference_image is not None:
-            body["reference_image"] = base64.b64encode(req.reference_image).decode()
+        if req.reference_images:
+            # Queue-style image APIs take reference images as URLs; data URIs need no hosting.
+            body["image_urls"] = [
+                f"data:{_content_type(img)};base64,{base64.b64encode(img).decode()}"
+                for img in req.reference_images
+            ]
         resp = await http.post(f"{self.base_url}/v1/jobs", json=body, headers=headers)
         job_id = _json_object(_check(resp, "submit"), "submit").get("id")
         if not job_id:

@@ -61,9 +61,26 @@ def test_bench_end_to_end_on_the_default_config(tmp_path: Path) -> None:
     md = (run / "report.md").read_text()
     assert "What was simulated or tiny" in md and "### Physical floor" in md
     assert "### Provider availability" in md
-    # Serving passes no reference photos yet: the identity table says none was measured, and
-    # every reference set scored against is recorded with its hash.
-    assert "No job in this run carried reference photos" in md
+    # Headshot and try-on jobs carried reference photos (the locally derived subject set and
+    # drawn garments) through the Flux.2 tiny builds (`image=`) and the vendors; the report
+    # scores identity preservation and the try-on garments, each row with its N.
+    manifest = pq.read_table(run / "manifest.parquet").to_pylist()
+    conditioned = [r for r in manifest if r["reference_images"]]
+    assert {r["niche"] for r in conditioned} == {"corporate-headshots", "try-on"}
+    assert all(config_with().model(r["model"]).references for r in conditioned)
+    assert {r["model"] for r in conditioned} & {"flux2-dev", "flux2-schnell"}
+    assert all(len(r["reference_images"]) == 2 for r in conditioned if r["niche"] == "try-on")
+    requests = {r["job_id"]: r for r in pq.read_table(run / "requests.parquet").to_pylist()}
+    flux_ok = [r for r in conditioned if r["model"].startswith("flux2")
+               and requests[r["job_id"]]["ok"]]  # fmt: skip
+    assert flux_ok, "no reference-conditioned Flux.2 job succeeded"
+    assert "No job in this run carried reference photos" not in md
+    assert "Identity preservation and try-on" in md and "Face embedder:" in md
+    rows = s["conditioning"]["rows"]
+    assert {r["niche"] for r in rows} >= {"corporate-headshots", "try-on"}
+    assert all(r["identity_n"] is not None or r["garment_n"] for r in rows)
+    tryon = [r for r in rows if r["niche"] == "try-on"]
+    assert tryon and all((r["garment_n"] or 0) >= 1 for r in tryon)
     sets = s["repro"]["reference_sets"]
     assert {x["niche"] for x in sets if x["role"] == "fid-references"} == {
         r["niche"] for r in s["per_niche"] if r["n"]

@@ -194,9 +194,23 @@ def _reference_reasons(r, cfg, duplicate):
             codes.append("steps_out_of_range")
     if r["seed"] is not None and r["seed"] < 0:
         codes.append("negative_seed")
-    ref = r["reference_image"]
-    if ref is not None and not 0 < len(ref) <= cfg.serve.max_body_bytes:
+    one, many = r["reference_image"], r.get("reference_images") or []
+    refs = [one] if one is not None else many
+    limits = model.references if model is not None else None
+    cap = limits.max_bytes if limits is not None else cfg.serve.max_body_bytes
+    if (one is not None or many) and any(
+        not x or len(x) > cap for x in (one, *many) if x is not None
+    ):
         codes.append("bad_reference_image")
+    if one is not None and many:
+        codes.append("both_reference_fields")
+    if model is not None and refs and limits is None:
+        codes.append("references_not_taken")
+    if limits is not None and len(refs) > limits.max_count:
+        codes.append("too_many_references")
+    roles = r.get("reference_roles") or []
+    if roles and len(roles) != len(refs):
+        codes.append("reference_roles_mismatch")
     return codes
 
 
@@ -216,6 +230,8 @@ def test_vectorised_checks_match_a_row_by_row_reference_on_random_bad_rows(cfg):
         "steps": [0, 10_000, -1],
         "seed": [-1, -(2**40)],
         "reference_image": [b"", b"\x89PNG"],
+        "reference_images": [[b"\x89PNG"], [b"\x89PNG", b""], [b"a"] * 9, []],
+        "reference_roles": [["face"], ["person", "garment"]],
     }
     for r in rows[1:]:
         for key, values in spoil.items():

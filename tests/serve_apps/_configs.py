@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from config import EaselConfig, load_config, parse_config
 
+REFERENCES = {"max_count": 2, "max_pixels": 200 * 200, "max_bytes": 48 * 1024, "min_side": 16}
+
 
 def api_model(name: str, p50: float, p95: float, **kw) -> dict:
     model = {
@@ -43,9 +45,17 @@ def small_config() -> EaselConfig:
     data = load_config().model_dump(mode="json")
     data["name"] = "easel-ingress-test"
     data["models"] = [
-        api_model("api-fast", 15, 40),
+        # api-fast takes up to two small reference images; api-mid takes none.
+        api_model("api-fast", 15, 40, references=REFERENCES),
         # Tiny queues: 1 in service + 1 queued per provider, so a burst overflows at once.
-        api_model("api-slow", 800, 1000, max_ongoing_requests=1, max_queued_requests=1),
+        api_model(
+            "api-slow",
+            800,
+            1000,
+            max_ongoing_requests=1,
+            max_queued_requests=1,
+            references=REFERENCES,
+        ),
         api_model("api-mid", 1500, 1800),
     ]
     data["traffic"]["model_mix"] = {}

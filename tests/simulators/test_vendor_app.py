@@ -185,6 +185,32 @@ def test_bad_requests_are_4xx(vendor_url: str) -> None:
     assert httpx.post(gen, json=_image()).status_code == 404
 
 
+def test_references_as_the_real_apis_take_them(vendor_url: str) -> None:
+    """OpenAI edits: `image` / `image[]` file parts; queue: `image_urls` (data URIs or URLs)."""
+    png = b"\x89PNG\r\n\x1a\n..."
+    edits = f"{vendor_url}/v1/images/edits"
+    form = {"model": "m", "prompt": "a cat", "size": "32x32"}
+    two = [("image[]", ("a.png", png, "image/png")), ("image[]", ("b.webp", png, "image/webp"))]
+    assert httpx.post(edits, data=form, files=two).status_code == 200
+    assert httpx.post(edits, data=form, files={"image": ("a.png", png, "image/png")}).is_success
+    job = {"model": "m", "prompt": "a cat", "width": 32, "height": 32}
+    urls = ["data:image/png;base64,iVBORw0KGgo=", "https://example.com/garment.jpg"]
+    assert httpx.post(f"{vendor_url}/v1/jobs", json=job | {"image_urls": urls}).status_code == 202
+    assert sim_stats(vendor_url)["reference_images"] == 5
+    bad = [
+        (edits, {"data": form}),  # no image part
+        (edits, {"data": form, "files": {"image": ("a.gif", png, "image/gif")}}),
+        (edits, {"data": form, "files": {"image": ("a.png", b"", "image/png")}}),
+        (f"{vendor_url}/v1/jobs", {"json": job | {"image_urls": ["data:image/png;base64,%%"]}}),
+        (f"{vendor_url}/v1/jobs", {"json": job | {"image_urls": ["ftp://x/y.png"]}}),
+        (f"{vendor_url}/v1/jobs", {"json": job | {"image_urls": ["data:text/plain;base64,aGk="]}}),
+    ]
+    for url, kw in bad:
+        r = httpx.post(url, **kw)
+        assert r.status_code == 400, (kw, r.text)
+    assert sim_stats(vendor_url)["reference_images"] == 5
+
+
 def test_settings_from_the_default_config() -> None:
     cfg = load_config()
     for name in ("proprietary-a", "proprietary-b"):

@@ -89,3 +89,27 @@ def test_encoded_size_cap_before_decoding():
 def test_encode_png_round_trip():
     data = encode_png(Image.new("RGB", (48, 32), (1, 2, 3)))
     assert png_size(data) == (48, 32)
+
+
+def test_raw_bytes_decode_and_are_capped_like_base64():
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 64)).save(buf, format="PNG")
+    assert _decode(buf.getvalue()).size == (80, 64)
+    with pytest.raises(ApiError) as info:
+        _decode(buf.getvalue(), max_bytes=10)
+    assert (info.value.status, info.value.code) == (413, "payload_too_large")
+    with pytest.raises(ApiError) as info:
+        _decode(b"")
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(("size", "ok"), [((64, 64), True), ((63, 200), False), ((600, 64), False)])
+def test_side_and_aspect_limits_are_422(size, ok):
+    data = _b64(Image.new("RGB", size), "PNG")
+    if ok:
+        assert _decode(data, min_side=64, max_aspect=8).size == size
+        return
+    with pytest.raises(ApiError) as info:
+        _decode(data, min_side=64, max_aspect=8, field="reference_images[2]")
+    assert (info.value.status, info.value.code) == (422, "invalid_reference_size")
+    assert info.value.message.startswith(f"reference_images[2]: {size[0]}x{size[1]}")

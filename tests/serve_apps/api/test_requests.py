@@ -11,7 +11,6 @@ from config import load_config
 from serve_apps.api import requests as reqs
 from serve_apps.api.errors import ApiError
 from serve_apps.api.schemas import GenerateRequest
-from tests.serve_apps._configs import small_config
 
 
 def _request(**headers: str) -> SimpleNamespace:
@@ -25,7 +24,7 @@ async def test_a_model_without_reference_input_never_decodes_one(monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("decoded an image the model cannot take")
 
-    monkeypatch.setattr(reqs, "_reference_png", boom)
+    monkeypatch.setattr(reqs, "decode_references", boom)
     body = GenerateRequest(model=model.name, prompt="x", reference_image="not even base64")
     with pytest.raises(ApiError) as info:
         await reqs.resolve_body(body, model, _request(), cfg.serve, 1)
@@ -33,18 +32,18 @@ async def test_a_model_without_reference_input_never_decodes_one(monkeypatch):
 
 
 async def test_reference_images_are_decoded_on_a_worker_thread(monkeypatch):
-    cfg = small_config()
-    model = cfg.model("api-fast")  # a closed model: takes reference images
+    cfg = load_config()
+    model = cfg.model("flux2-schnell")  # a Flux.2 pipeline: takes reference images
     seen: list[str] = []
 
-    def record(data: str, serve) -> bytes:
+    def record(items, model, serve, **_kw) -> tuple[bytes, ...]:
         seen.append(threading.current_thread().name)
-        return b"\x89PNG"
+        return (b"\x89PNG",)
 
-    monkeypatch.setattr(reqs, "_reference_png", record)
+    monkeypatch.setattr(reqs, "decode_references", record)
     body = GenerateRequest(model=model.name, prompt="x", reference_image="aGk=")
     resolved = await reqs.resolve_body(body, model, _request(), cfg.serve, 1)
-    assert resolved.reference_png == b"\x89PNG"
+    assert resolved.references == (b"\x89PNG",)
     assert seen and seen[0] != threading.main_thread().name
 
 

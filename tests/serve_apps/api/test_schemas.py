@@ -14,6 +14,7 @@ from serve_apps.api.schemas import (
     ImagesRequest,
     model_capabilities,
     parse_size,
+    reference_models,
     resolve_generate,
 )
 
@@ -58,7 +59,7 @@ def test_defaults_come_from_the_model():
         ({"guidance": 2.5}, "invalid_guidance", "0.0..2.0"),
         ({"prompt": "   "}, "invalid_request", "blank"),
         ({"negative_prompt": "blurry"}, "unsupported_input", "guidance > 1"),
-        ({"reference_png": b"x"}, "unsupported_input", "reference image"),
+        ({"references": [b"x"]}, "unsupported_input", "does not take reference images"),
     ],
 )
 def test_out_of_range_is_422_with_the_allowed_range(kw, code, needle):
@@ -73,9 +74,18 @@ def test_capabilities_follow_the_backend():
     assert model_capabilities(CFG.model("sdxl-turbo")) == {
         "negative_prompt": True,
         "reference_image": False,
+        "max_reference_images": 0,
     }
     assert model_capabilities(CFG.model("flux2-dev"))["negative_prompt"] is False
-    assert model_capabilities(CFG.model("proprietary-a"))["reference_image"] is True
+    # The Flux.2 pipelines take `image=`; so do the vendor APIs; SDXL does not.
+    for name in ("flux2-dev", "flux2-schnell", "proprietary-a", "proprietary-b"):
+        assert model_capabilities(CFG.model(name))["max_reference_images"] == 4
+    assert reference_models(CFG.models) == [
+        "flux2-dev",
+        "flux2-schnell",
+        "proprietary-a",
+        "proprietary-b",
+    ]
     with pytest.raises(ApiError, match="negative prompt"):
         _resolve("flux2-dev", negative_prompt="x")
     r = _resolve("sdxl-lightning", negative_prompt="blurry", guidance=1.5)
@@ -112,10 +122,30 @@ def test_parse_size_rejects(size):
 def test_resolved_request_pickles_and_round_trips_through_the_wire_body():
     import pickle
 
-    r = _resolve("proprietary-a", reference_png=b"\x89PNG...", niche="n")
+    r = _resolve("proprietary-a", references=[b"\x89PNG...", b"\x89PNG 2"], niche="n")
     assert pickle.loads(pickle.dumps(r)) == r
     # What the gateway sends a provider resolves to the same request there, defaults and all.
     body = GenerateRequest.model_validate(r.wire_body())
     assert body.seed == r.seed and body.steps == r.steps and body.request_id == r.request_id
     assert body.width == r.width and body.guidance == r.guidance and body.niche == "n"
-    assert base64.b64decode(body.reference_image) == r.reference_png
+    assert [base64.b64decode(x) for x in body.reference_images] == list(r.references)
+
+
+def test_too_many_references_is_422_naming_the_limit():
+    with pytest.raises(ApiError) as info:
+        _resolve("flux2-dev", references=[b"x"] * 5)
+    assert info.value.status == 422 and info.value.code == "too_many_references"
+    assert "at most 4" in info.value.message
+
+
+def test_batch_key_separates_shapes_reference_counts_and_reference_sets():
+    plain = _resolve("flux2-dev")
+    one = _resolve("flux2-dev", references=[b"a"])
+    one_again = _resolve("flux2-dev", references=[b"a"], seed=99)
+    other = _resolve("flux2-dev", references=[b"b"])
+    two = _resolve("flux2-dev", references=[b"a", b"b"])
+    assert one.batch_key() == one_again.batch_key()  # same photos, other seed: one pass
+    keys = {plain.batch_key(), one.batch_key(), other.batch_key(), two.batch_key()}
+    assert len(keys) == 4
+    assert [r.batch_key()[4] for r in (plain, one, two)] == [0, 1, 2]
+    assert _resolve("flux2-dev", width=128).batch_key() != plain.batch_key()

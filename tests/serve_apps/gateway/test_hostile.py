@@ -193,7 +193,7 @@ IMAGES = [
     ("svg", _b64(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), 415, "unsupported_image_format"),
     ("jpeg labelled png", f"data:image/png;base64,{_b64(_jpeg())}", 200, ""),
     ("data url without base64", "data:image/png,abc", 400, "bad_request"),
-    ("empty", "", 415, "unsupported_image_format"),
+    ("empty", "", 400, "invalid_image"),
 ]
 
 

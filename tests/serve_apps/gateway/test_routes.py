@@ -79,9 +79,9 @@ def _gen(client: httpx.Client, headers: dict | None = None, **body) -> httpx.Res
     return client.post("/v1/generate", json=body, headers=headers)
 
 
-def _png_b64(side: int, fmt: str = "PNG") -> str:
+def _png_b64(side: int, fmt: str = "PNG", colour: tuple[int, int, int] = (9, 9, 9)) -> str:
     buf = io.BytesIO()
-    Image.new("RGB", (side, side), (9, 9, 9)).save(buf, format=fmt)
+    Image.new("RGB", (side, side), colour).save(buf, format=fmt)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -116,15 +116,47 @@ def test_generate_json_on_accept(client):
     assert body["seed"] == 3 and body["model"] == "api-fast" and body["attempts"] == 1
 
 
-def test_reference_image_and_negative_prompt_reach_a_closed_model(client):
+def _png(side: int, fmt: str = "PNG", colour: tuple[int, int, int] = (9, 9, 9)) -> bytes:
+    return base64.b64decode(_png_b64(side, fmt, colour))
+
+
+def _vendor_references(vendors: dict[str, str], model: str) -> int:
+    return httpx.get(f"{vendors[model]}/_sim/stats").json()["reference_images"]
+
+
+def test_reference_images_and_negative_prompt_reach_a_closed_model(client, vendors):
+    before = _vendor_references(vendors, "api-fast")
     r = _gen(client, reference_image=_png_b64(40, "JPEG"), negative_prompt="blurry")
     assert r.status_code == 200, r.text
+    r = _gen(client, reference_images=[_png_b64(40), _png_b64(32, "WEBP")])
+    assert r.status_code == 200, r.text
+    # The vendor counted each reference it was sent (multipart image[] parts).
+    assert _vendor_references(vendors, "api-fast") - before == 3
+
+
+def test_openai_edits_multipart_image_parts(client, vendors):
+    before = _vendor_references(vendors, "api-fast")
+    files = [("image[]", ("a.png", _png(40), "image/png")),
+             ("image[]", ("b.jpg", _png(48, "JPEG"), "image/jpeg"))]  # fmt: skip
+    data = {"model": "api-fast", "prompt": "the person wearing the shirt", "n": "2", "seed": "5"}
+    r = client.post("/v1/images/edits", data=data, files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["data"]) == 2 and body["size"] == "64x64"
+    assert _vendor_references(vendors, "api-fast") - before == 4  # two images, two references
+    # One image as `image`, the OpenAI one-image form.
+    one = client.post("/v1/images/edits", data=data | {"n": "1"},
+                      files={"image": ("a.png", _png(40), "image/png")})  # fmt: skip
+    assert one.status_code == 200, one.text
 
 
 def test_models_health_ready_docs(client):
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["api-fast", "api-slow", "api-mid"]
     assert models["data"][0]["limits"]["resolution"]["multiple"] == 16
+    assert models["data"][0]["limits"]["references"]["max_count"] == 2
+    assert models["data"][0]["accepts"]["max_reference_images"] == 2
+    assert models["data"][2]["limits"]["references"] is None  # api-mid takes none
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["models"]["api-fast"]
@@ -195,7 +227,54 @@ BAD_INPUTS = [
      "image_too_large", "cap"),
     ("reference over pixel cap", "POST", "/v1/generate",
      {"json": {"model": "api-fast", "prompt": "x", "reference_image": _png_b64(300)}}, 413,
-     "image_too_large", "65536"),
+     "image_too_large", "cap of 40000"),
+    ("references to a model that takes none", "POST", "/v1/generate",
+     {"json": {"model": "api-mid", "prompt": "x", "reference_images": [_png_b64(40)]}}, 422,
+     "unsupported_input", "models that do: ['api-fast', 'api-slow']"),
+    ("too many references", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x", "reference_images": [_png_b64(40)] * 3}},
+     422, "too_many_references", "at most 2"),
+    ("reference and references", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x", "reference_image": _png_b64(40),
+               "reference_images": [_png_b64(40)]}}, 422, "invalid_request", "both set"),
+    ("reference too small", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x", "reference_images": [_png_b64(40),
+                                                                        _png_b64(8)]}},
+     422, "invalid_reference_size", "reference_images[1]: 8x8"),
+    ("references not a list", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x", "reference_images": _png_b64(40)}}, 422,
+     "invalid_request", "reference_images"),
+    ("references corrupt", "POST", "/v1/generate",
+     {"json": {"model": "api-fast", "prompt": "x",
+               "reference_images": [_png_b64(40)[:60]]}}, 400, "invalid_image", "corrupt"),
+    ("edits not multipart", "POST", "/v1/images/edits",
+     {"json": {"model": "api-fast", "prompt": "x"}}, 415, "unsupported_media_type",
+     "multipart/form-data"),
+    ("edits no image", "POST", "/v1/images/edits",
+     {"data": {"model": "api-fast", "prompt": "x"},
+      "files": {"other": ("a.txt", b"hello", "text/plain")}}, 422, "invalid_request",
+     "unexpected file part"),
+    ("edits wrong content type", "POST", "/v1/images/edits",
+     {"data": {"model": "api-fast", "prompt": "x"},
+      "files": {"image": ("a.gif", b"GIF89a...", "image/gif")}}, 415,
+     "unsupported_image_format", "image/png"),
+    ("edits mask", "POST", "/v1/images/edits",
+     {"data": {"model": "api-fast", "prompt": "x"},
+      "files": [("image", ("a.png", _png_b64(40).encode(), "image/png")),
+                ("mask", ("m.png", b"x", "image/png"))]}, 422, "unsupported_input", "mask"),
+    ("edits undecodable", "POST", "/v1/images/edits",
+     {"data": {"model": "api-fast", "prompt": "x"},
+      "files": {"image": ("a.png", base64.b64decode(_png_b64(40, "JPEG"))[:200], "image/jpeg")}},
+     400,
+     "invalid_image", "image[0]: corrupt"),
+    ("edits model takes none", "POST", "/v1/images/edits",
+     {"data": {"model": "api-mid", "prompt": "x"},
+      "files": {"image": ("a.png", b"\x89PNG", "image/png")}}, 422, "unsupported_input",
+     "does not take reference images"),
+    ("edits unknown field", "POST", "/v1/images/edits",
+     {"data": {"model": "api-fast", "prompt": "x", "strength": "0.5"},
+      "files": {"image": ("a.png", b"\x89PNG", "image/png")}}, 422, "invalid_request",
+     "strength"),
     ("no api key", "POST", "/v1/generate",
      {"json": {"model": "api-fast", "prompt": "x"}, "headers": {"Authorization": ""}}, 401,
      "unauthorized", "missing API key"),

@@ -14,8 +14,10 @@ from serve_apps.api.schemas import ResolvedRequest
 from serve_apps.provider.batcher import BatchStats, ShapeBatcher
 
 
-def _req(i: int, side: int = 32, steps: int = 4, guidance: float = 0.0) -> ResolvedRequest:
-    return ResolvedRequest(f"r{i}", "m", "p", side, side, steps, guidance, i)
+def _req(
+    i: int, side: int = 32, steps: int = 4, guidance: float = 0.0, refs: tuple[bytes, ...] = ()
+) -> ResolvedRequest:
+    return ResolvedRequest(f"r{i}", "m", "p", side, side, steps, guidance, i, references=refs)
 
 
 class _Pass:
@@ -46,7 +48,7 @@ def test_batch_key_splits_shape_steps_guidance_and_references():
     assert a.batch_key() == _req(1).batch_key()
     others = [_req(2, side=48), _req(3, steps=2), _req(4, guidance=2.0)]
     assert all(o.batch_key() != a.batch_key() for o in others)
-    with_ref = ResolvedRequest("r5", "m", "p", 32, 32, 4, 0.0, 5, reference_png=b"png")
+    with_ref = _req(5, refs=(b"png",))
     assert with_ref.batch_key() != a.batch_key()
 
 
@@ -163,3 +165,35 @@ async def test_a_crashed_pass_fails_its_requests_and_the_batcher_keeps_serving()
 def test_limits_are_checked():
     with pytest.raises(ValueError, match="max_batch_size"):
         ShapeBatcher(_Pass(), max_batch_size=0, wait_s=0.01)
+
+
+def test_batch_key_splits_by_reference_count_and_reference_set():
+    """The Flux.2 pipelines take one `image=` list per call: only equal photo sets share a pass."""
+    a, b = (b"photo-a",), (b"photo-b",)
+    keys = [r.batch_key() for r in (_req(0), _req(1, refs=a), _req(2, refs=a), _req(3, refs=b),
+                                    _req(4, refs=a + b), _req(5))]  # fmt: skip
+    assert keys[0] == keys[5] and keys[1] == keys[2]
+    assert len({keys[0], keys[1], keys[3], keys[4]}) == 4
+
+
+def test_run_group_conditions_one_pass_on_its_references():
+    """A group of requests sharing one photo set: one Flux.2 pass, every image conditioned."""
+
+    import numpy as np
+    from PIL import Image
+
+    from config import load_config
+    from serve_apps.api.images import encode_png
+    from serve_apps.provider.batcher import run_group
+    from serve_apps.provider.pipelines import load_pipeline, prompt_token_limit
+
+    model = load_config().model("flux2-schnell")
+    pipe = load_pipeline(model, device="cpu")
+    rng = np.random.default_rng(0)
+    photo = encode_png(Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)))
+    reqs = [_req(i, 64, steps=2, guidance=1.0, refs=(photo,)) for i in range(2)]
+    out, infer_s = run_group(pipe, model, prompt_token_limit(pipe, model), reqs)
+    plain, _ = run_group(pipe, model, prompt_token_limit(pipe, model), [_req(0, 64, 2, 1.0)])
+    assert infer_s > 0 and all(isinstance(o, Image.Image) for o in out)
+    pixels = [np.asarray(o, dtype=np.int16) for o in (*out, *plain)]
+    assert np.abs(pixels[0] - pixels[2]).max() > 0  # the same seed, conditioned: not the same

@@ -202,6 +202,44 @@ def test_sdxl_negative_prompt_is_used(pipes: dict[str, Any]) -> None:
     assert not np.array_equal(np.asarray(plain), np.asarray(negative))
 
 
+def _photo(seed: int, size: tuple[int, int] = (96, 80)) -> Any:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name", ["flux2-dev", "flux2-schnell"])
+def test_flux2_reference_images_condition_the_output(pipes: dict[str, Any], name: str) -> None:
+    """`images` reach the Flux.2 pipelines as `image=`: the output depends on them, per call."""
+    pipe, model = pipes[name], MODELS[name]
+    args = {
+        "width": 64, "height": 64, "steps": 2, "guidance": model.guidance.default, "seeds": [4],
+    }  # fmt: skip
+    plain = np.asarray(pipelines.generate(pipe, ["a headshot"], **args)[0], dtype=np.int16)
+    one = pipelines.generate(pipe, ["a headshot"], images=[_photo(1)], **args)[0]
+    again = pipelines.generate(pipe, ["a headshot"], images=[_photo(1)], **args)[0]
+    other = pipelines.generate(pipe, ["a headshot"], images=[_photo(2)], **args)[0]
+    two = pipelines.generate(pipe, ["a try-on"], images=[_photo(1), _photo(3, (64, 128))], **args)
+    one, again, other = (np.asarray(x, dtype=np.int16) for x in (one, again, other))
+    assert one.shape == plain.shape == (64, 64, 3) and two[0].size == (64, 64)
+    assert np.array_equal(one, again)
+    assert np.abs(one - plain).max() > 0 and np.abs(one - other).max() > 0
+    # A batch shares its references (the pipeline repeats their latents over the batch).
+    batch = pipelines.generate(
+        pipe, ["a headshot", "a headshot"], images=[_photo(1)], **{**args, "seeds": [4, 5]}
+    )
+    assert np.abs(np.asarray(batch[0], dtype=np.int16) - one).max() <= 2
+
+
+def test_sdxl_takes_no_reference_image(pipes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="takes no reference image"):
+        pipelines.generate(
+            pipes["sdxl-turbo"], ["x"], width=64, height=64, steps=1, guidance=0.0, seeds=[1],
+            images=[_photo(1)],
+        )  # fmt: skip
+
+
 def test_count_prompt_tokens_sdxl_counts_clip_tokens(pipes: dict[str, Any]) -> None:
     pipe, model = pipes["sdxl-turbo"], MODELS["sdxl-turbo"]
     assert pipelines.count_prompt_tokens(pipe, model, "a cat") == 4  # BOS a cat EOS

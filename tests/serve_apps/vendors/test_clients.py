@@ -108,13 +108,16 @@ async def test_png_of_requested_size(vendor_url: str, protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_reference_image_is_sent(vendor_url: str, protocol: str) -> None:
+async def test_reference_images_are_sent(vendor_url: str, protocol: str) -> None:
+    refs = [b"\x89PNG\r\n\x1a\n fake person", b"\xff\xd8\xff fake garment (JPEG magic)"]
     async with make_client(_model(protocol), vendor_url) as client:
-        img = await _generate(client, reference_image=b"\x89PNG fake reference")
+        img = await _generate(client, reference_images=refs)
         assert Image.open(io.BytesIO(img.png)).size == (48, 32)
-        # The vendor refuses an empty reference: proof that the bytes travel with the request.
+        # The vendor counts every reference it received (image[] parts / image_urls)...
+        assert sim_stats(vendor_url)["reference_images"] == 2
+        # ...and refuses an empty one: proof that the bytes travel with the request.
         with pytest.raises(VendorError) as err:
-            await _generate(client, reference_image=b"")
+            await _generate(client, reference_images=[refs[0], b""])
     assert (err.value.status, err.value.code, err.value.vendor_status) == (
         400,
         "upstream_rejected",
