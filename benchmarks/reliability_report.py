@@ -166,7 +166,7 @@ def render(results: Path) -> str:
             )
             + " |",
             "",
-            f"Command: `{over['command'].strip()}` ({over['time']}; providers "
+            f"Command: `{over['command'].strip()}` ({over['time']}; "
             f"{over['simulated']}). A hung upstream is answered 504 at the request's deadline "
             "with its attempt cancelled and unwound before the answer "
             "(`tests/serve_apps/gateway/test_dispatch.py`).",
