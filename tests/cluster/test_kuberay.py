@@ -109,7 +109,7 @@ def test_one_rayservice_per_provider_serving_only_its_models(shipped):
 
 def test_deployment_names_match_the_serving_app():
     """serveConfigV2 overrides deployments by name: they must be the names the app builds."""
-    from serve_apps import app
+    from serve_apps.provider import app
 
     cfg = load_config()
     for m in cfg.models:
