@@ -157,11 +157,17 @@ def timestamps_ns(
             arr = ints.to_numpy(zero_copy_only=False)
             return _relative(arr, valid), _whole(arr, valid)
         vals = col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-        valid &= np.isfinite(vals)
-        out = np.full(len(vals), np.nan)
-        if valid.any():
-            out[valid] = (vals[valid] - vals[valid].min()) * _UNITS[unit]
-        whole = bool(valid.any()) and bool(np.all(np.mod(vals[valid] * _UNITS[unit], 1e9) == 0))
+        # A float epoch so large that it overflows in nanoseconds is not a time: the row is
+        # rejected as having no timestamp (and numpy is kept from warning about it).
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = vals * _UNITS[unit]
+            valid &= np.isfinite(scaled)
+            out = np.full(len(vals), np.nan)
+            if valid.any():
+                out[valid] = (vals[valid] - vals[valid].min()) * _UNITS[unit]
+                valid &= np.isfinite(out)
+                out[~valid] = np.nan
+            whole = bool(valid.any()) and bool(np.all(np.mod(scaled[valid], 1e9) == 0))
         return out, whole
     raise ValueError(
         f"{source}: timestamp column has type {t}; need a timestamp, ISO string or number"
