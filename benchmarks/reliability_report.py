@@ -251,6 +251,22 @@ def render(results: Path) -> str:
     else:
         lines += ["No chaos record yet: run `make chaos`.", ""]
 
+    lines += [
+        "## Crash-safe records and resume",
+        "",
+        "`easel load` writes its records as small complete Parquet parts (renamed into place "
+        "whole) at least every second; a killed run leaves every flushed record readable, and "
+        "`easel load --resume DIR` sends only the rows without a record (the "
+        "`load_runner_kill_resume` scenario above, and `tests/load_tests/test_runner.py` in the "
+        "default run). `easel bench` writes `bench_state.json` after every stage; `easel bench "
+        "--resume DIR` keeps the stages DIR completed (manifest, load, sweep, usage, score: not "
+        "recomputed), resumes an unfinished load stage the same way and runs the rest "
+        "(`tests/easel/test_bench_resume.py` in the default run; "
+        "`tests/easel/test_bench_kill_resume.py`, `-m slow`, SIGKILLs a bench in its load stage "
+        "and resumes it). GPU time of a killed bench's replicas is not charged on resume: their "
+        "usage ledgers died with them.",
+        "",
+    ]
     lines += ["## Soak", ""]
     soak = _load(rel / "soak.json")
     if soak:

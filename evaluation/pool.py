@@ -167,14 +167,15 @@ class ScorerPool:
                 return bid
             return None
 
-        def replace(slot: int) -> None:
+        def replace(slot: int, failed: int) -> None:
+            """A fresh actor in `slot`; its batches not banked (`failed` too) go again."""
             nonlocal done
             self.replaced += 1
             if self.replaced > self.max_replacements:
                 raise RuntimeError(
                     f"scorer actors died {self.replaced} times (more than {self.max_replacements})"
                 )
-            lost = list(owned[slot])
+            lost = [*owned[slot], *([failed] if failed >= 0 else [])]
             for ref, (s, b) in list(pending.items()):
                 if s == slot:
                     del pending[ref]
@@ -208,7 +209,7 @@ class ScorerPool:
             try:
                 out = ray.get(ref)
             except RayActorError:
-                replace(slot)
+                replace(slot, bid)
                 continue
             if bid < 0:  # banked: those batches are in the driver's hands for good
                 state, ids = out

@@ -73,7 +73,7 @@ def _actor_pids() -> list[int]:
     return sorted(
         int(a["Pid"])
         for a in ray._private.state.actors().values()
-        if a.get("State") == "ALIVE" and "_ScorerActor" in (a.get("ClassName") or "")
+        if a.get("State") == "ALIVE" and "_ScorerActor" in (a.get("ActorClassName") or "")
     )
 
 
