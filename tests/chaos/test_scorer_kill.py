@@ -132,8 +132,9 @@ def test_scorer_actor_kill(ray_scorer, spec):
     record = {
         "scenario": "scorer_kill",
         "criterion": CRITERION,
-        "what": f"{IMAGES} images, 2 scorer actors, batches of {BATCH}, banked every "
-        f"{BANK_EVERY} batches per actor; one actor SIGKILLed at a third of the records",
+        "what": f"{IMAGES} images (one corrupt: its record is a failure by design), 2 scorer "
+        f"actors, batches of {BATCH}, banked every {BANK_EVERY} batches per actor; one actor "
+        "SIGKILLed at a third of the records",
         "sent": len(items),
         "succeeded": sum(1 for r in records if r["ok"]),
         "failed": sum(1 for r in records if not r["ok"]),
