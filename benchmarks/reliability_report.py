@@ -35,34 +35,34 @@ _SCENARIOS = {
     ),
     "vendor_5xx_then_hang": (
         "The same, longer and at twice the rate",
-        "make chaos (tests/chaos/test_vendor_faults.py)",
+        "pytest -m chaos tests/chaos/test_vendor_faults.py",
     ),
     "replica_kill": (
         "SIGKILL the worker process of one provider's model replica (default mode: one Ray, "
         "the model on two providers) under Poisson load",
-        "make chaos (tests/chaos/test_serve_faults.py)",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
     ),
     "controller_kill": (
         "SIGKILL the Serve controller's process under load; Ray restarts it",
-        "make chaos (tests/chaos/test_serve_faults.py)",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
     ),
     "redeploy_fewer_replicas": (
         "`serve.run` of one provider's app at 1 model replica (was 2) mid-run",
-        "make chaos (tests/chaos/test_serve_faults.py)",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
     ),
     "provider_kill_isolated": (
         "`--isolated` (one Ray cluster per provider): SIGKILL every process of one of the "
         "model's two providers under load",
-        "make chaos (tests/chaos/test_provider_kill.py)",
+        "pytest -m chaos tests/chaos/test_provider_kill.py",
     ),
     "scorer_kill": (
         "SIGKILL one of two scorer actors mid-scoring (evaluation's actor pool); compared with "
         "an un-faulted scoring of the same images (no serving load: scoring reads images)",
-        "make chaos (tests/chaos/test_scorer_kill.py)",
+        "pytest -m chaos tests/chaos/test_scorer_kill.py",
     ),
     "load_runner_kill_resume": (
         "SIGKILL an `easel load` process (and its Ray) mid-run, then `easel load --resume DIR`",
-        "make chaos (tests/chaos/test_load_resume.py)",
+        "pytest -m chaos tests/chaos/test_load_resume.py",
     ),
 }
 # A scenario's own figures (beyond the common ones), shown under the table when present.
@@ -71,6 +71,7 @@ _EXTRA = {
     "controller_back_s": "controller back, apps RUNNING, after the kill (s)",
     "redeploy_s": "`serve.run` at 1 replica returned after (s)",
     "replicas_after": "replicas after the redeploy",
+    "one_replica_s": "one replica left, after `serve.run` returned (s)",
     "marked_unhealthy_s": "the gateway showed the victim unhealthy after (s)",
     "killed_pids": "processes killed",
     "actors_replaced": "scorer actors replaced",
@@ -244,7 +245,9 @@ def render(results: Path) -> str:
         run = _load(rel / "chaos_run.json")
         if run:
             lines += [
-                f"The last `make chaos` took {run['wall_s']} s of wall time on a "
+                "`make chaos` runs every scenario above but the short one (each its own test, "
+                "with `EASEL_RELIABILITY_DIR` set) and writes these records; the last one took "
+                f"{run['wall_s']} s of wall time on a "
                 f"{run['cpus']}-CPU machine (exit {run['exit']}; {run['time']}).",
                 "",
             ]
