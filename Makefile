@@ -28,10 +28,14 @@ test: setup browser lint
 ## Reliability (docs/reliability.md is generated from the records these write).
 RELIABILITY_DIR ?= benchmarks/results/reliability
 
-## The chaos suite (`-m chaos`): faults under load from the real generator, one record each.
+## The chaos suite (`-m chaos`): faults under load from the real generator, one record each;
+## its wall time goes to $(RELIABILITY_DIR)/chaos_run.json.
 chaos: setup
-	EASEL_RELIABILITY_DIR=$(RELIABILITY_DIR) $(PY) -m pytest -m chaos tests/chaos $(ARGS)
-	$(PY) benchmarks/reliability_report.py
+	@mkdir -p $(RELIABILITY_DIR); start=$$(date +%s); \
+	EASEL_RELIABILITY_DIR=$(RELIABILITY_DIR) $(PY) -m pytest -m chaos tests/chaos $(ARGS); rc=$$?; \
+	printf '{"wall_s": %d, "cpus": %d, "exit": %d, "time": "%s"}\n' $$(( $$(date +%s) - start )) \
+		$$(nproc) $$rc $$(date -u +%Y-%m-%dT%H:%M:%SZ) > $(RELIABILITY_DIR)/chaos_run.json; \
+	$(PY) benchmarks/reliability_report.py; exit $$rc
 
 ## The soak (`-m slow`): 30 min at low rate, a random replica killed every minute.
 soak: setup

@@ -35,18 +35,53 @@ _SCENARIOS = {
     ),
     "vendor_5xx_then_hang": (
         "The same, longer and at twice the rate",
-        "make chaos",
+        "pytest -m chaos tests/chaos/test_vendor_faults.py",
+    ),
+    "replica_kill": (
+        "SIGKILL the worker process of one provider's model replica (default mode: one Ray, "
+        "the model on two providers) under Poisson load",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
+    ),
+    "controller_kill": (
+        "SIGKILL the Serve controller's process under load; Ray restarts it",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
+    ),
+    "redeploy_fewer_replicas": (
+        "`serve.run` of one provider's app at 1 model replica (was 2) mid-run",
+        "pytest -m chaos tests/chaos/test_serve_faults.py",
+    ),
+    "provider_kill_isolated": (
+        "`--isolated` (one Ray cluster per provider): SIGKILL every process of one of the "
+        "model's two providers under load",
+        "pytest -m chaos tests/chaos/test_provider_kill.py",
+    ),
+    "scorer_kill": (
+        "SIGKILL one of two scorer actors mid-scoring (evaluation's actor pool); compared with "
+        "an un-faulted scoring of the same images (no serving load: scoring reads images)",
+        "pytest -m chaos tests/chaos/test_scorer_kill.py",
+    ),
+    "load_runner_kill_resume": (
+        "SIGKILL an `easel load` process (and its Ray) mid-run, then `easel load --resume DIR`",
+        "pytest -m chaos tests/chaos/test_load_resume.py",
     ),
 }
-_NOT_YET = [
-    ("kill a model replica", "not written yet"),
-    ("kill the Serve controller", "not written yet"),
-    ("kill a whole provider (isolated mode)", "covered by the failover drill "
-     "(`tests/serve_apps/local/test_isolated.py`, chaos), not yet a record here"),
-    ("redeploy with fewer replicas mid-run", "not written yet"),
-    ("kill a scorer actor mid-scoring", "not written yet"),
-    ("kill the load runner and resume", "after crash-safe records (issue 13 item 3) land"),
-]  # fmt: skip
+# A scenario's own figures (beyond the common ones), shown under the table when present.
+_EXTRA = {
+    "replica_back_s": "a new replica alive after the kill (s)",
+    "controller_back_s": "controller back, apps RUNNING, after the kill (s)",
+    "redeploy_s": "`serve.run` at 1 replica returned after (s)",
+    "replicas_after": "replicas after the redeploy",
+    "one_replica_s": "one replica left, after `serve.run` returned (s)",
+    "marked_unhealthy_s": "the gateway showed the victim unhealthy after (s)",
+    "killed_pids": "processes killed",
+    "actors_replaced": "scorer actors replaced",
+    "records_at_kill": "records back when the actor was killed",
+    "stats_equal_unfaulted": "merged statistics equal the un-faulted scoring's",
+    "scoring_s": "scoring wall time with the kill (s)",
+    "records_on_disk_at_kill": "records on disk at the kill",
+    "resent_after_kill": "requests sent twice (in flight or unflushed at the kill)",
+    "resume_wall_s": "`easel load --resume` wall time (s)",
+}
 
 
 def _load(path: Path) -> Any:
@@ -72,7 +107,9 @@ def _chaos(records: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        b, d, a = r["before"], r["during"], r["after"]
+        b, d, a = (
+            r[k] or {"error_rate": None, "p95_ms": None} for k in ("before", "during", "after")
+        )
         out.append(
             f"| `{r['scenario']}` | {r['sent']} | {r['succeeded']} | {r['failed']} | "
             f"{r['lost']} | {r['duplicated']} | {_fmt(b['error_rate'])} / "
@@ -186,14 +223,53 @@ def render(results: Path) -> str:
         r = next((x for x in records if x["scenario"] == name), None)
         crit = r["criterion"] if r else "–"
         lines.append(f"| `{name}` | {what} | `{cmd}` | {crit} |")
-    for what, why in _NOT_YET:
-        lines.append(f"| – | {what} | – | {why} |")
     lines += [""]
     if records:
-        lines += [*_chaos(records), ""]
+        lines += [
+            "Windows: requests scheduled before the fault, during it (until a tenth of the "
+            "request timeout after its end) and after. Detect: from the fault to the first "
+            "failed request (– when none failed). Recover: from the fault's end to the first of "
+            "5 successes in a row (scoring: from the kill to the last image scored).",
+            "",
+            *_chaos(records),
+            "",
+        ]
+        extra = [
+            f"| `{r['scenario']}` | {label} | {_fmt(r[key])} |"
+            for r in records
+            for key, label in _EXTRA.items()
+            if key in r
+        ]
+        if extra:
+            lines += ["| scenario | figure | last run |", "|---|---|---|", *extra, ""]
+        run = _load(rel / "chaos_run.json")
+        if run:
+            lines += [
+                "`make chaos` runs every scenario above but the short one (each its own test, "
+                "with `EASEL_RELIABILITY_DIR` set) and writes these records; the last one took "
+                f"{run['wall_s']} s of wall time on a "
+                f"{run['cpus']}-CPU machine (exit {run['exit']}; {run['time']}).",
+                "",
+            ]
     else:
         lines += ["No chaos record yet: run `make chaos`.", ""]
 
+    lines += [
+        "## Crash-safe records and resume",
+        "",
+        "`easel load` writes its records as small complete Parquet parts (renamed into place "
+        "whole) at least every second; a killed run leaves every flushed record readable, and "
+        "`easel load --resume DIR` sends only the rows without a record (the "
+        "`load_runner_kill_resume` scenario above, and `tests/load_tests/test_runner.py` in the "
+        "default run). `easel bench` writes `bench_state.json` after every stage; `easel bench "
+        "--resume DIR` keeps the stages DIR completed (manifest, load, sweep, usage, score: not "
+        "recomputed), resumes an unfinished load stage the same way and runs the rest "
+        "(`tests/easel/test_bench_resume.py` in the default run; "
+        "`tests/easel/test_bench_kill_resume.py`, `-m slow`, SIGKILLs a bench in its load stage "
+        "and resumes it). GPU time of a killed bench's replicas is not charged on resume: their "
+        "usage ledgers died with them.",
+        "",
+    ]
     lines += ["## Soak", ""]
     soak = _load(rel / "soak.json")
     if soak:

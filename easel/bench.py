@@ -11,6 +11,15 @@ gateway (`serve_apps.local.LocalStack`), and the load test goes through the gate
 `--url` nothing is deployed: the stages run against a gateway that is already up, and usage for
 costing and the availability figures are read from it (`/v1/admin/usage`, the providers' ledgers
 and the vendors' images; `/v1/admin/availability`), for this run's window only.
+
+Resume (`easel bench --resume DIR`): after each stage the bench writes `bench_state.json` (the
+options and every stage's outcome). A bench killed part way is finished from there: the stages
+whose files are kept (`RESUMABLE`: manifest, load, sweep, usage, score), done in the earlier
+attempt and in an unbroken run from the start, are not run again; a load stage that did not
+finish resumes its folder (`easel load --resume`: only the rows without a record are sent);
+everything after the first stage not kept runs again, on freshly started providers (`serve`
+is skipped when no stage left needs it). GPU time of the killed attempt's replicas is not
+charged: their usage ledgers died with them.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from config import EaselConfig, load_config, parse_config
+from easel.bench_state import ResumeError, kept_stages, read_state, write_state
 
 __all__ = [
     "STAGES",
@@ -54,6 +64,8 @@ STAGES = (
     "report",
 )
 APP_HOST = "127.0.0.1"
+# Options a resume takes from the folder's state (given again, --url and --address win).
+_RESUMED_OPTIONS = ("manifest", "address", "url", "isolated", "sweep", "full_matrix")
 
 log = logging.getLogger("easel.bench")
 # bench.log is the only sink: tracebacks must not spill onto the terminal via logging's last resort.
@@ -66,6 +78,13 @@ class BenchError(RuntimeError):
 
 class _Skip(Exception):
     """A stage that does not apply to this run; the message says why."""
+
+
+class _Kept(Exception):
+    """A stage a resume does not run again: its files from the earlier attempt are kept."""
+
+
+_KEPT = "kept from the earlier attempt: "
 
 
 @dataclass
@@ -83,6 +102,7 @@ class BenchOptions:
     full_matrix: bool = False
     progress: bool = True
     argv: list[str] | None = None
+    resume: str | None = None
 
 
 @dataclass
@@ -192,10 +212,15 @@ class _Run:
         self.stages = [StageRecord(n) for n in STAGES]
         self.progress = _Progress(sys.stderr if opts.progress else None)
         self._log_handler: logging.Handler | None = None
+        self.kept: set[str] = set()  # stages a resume keeps from the earlier attempt
+        self.earlier: dict[str, dict[str, Any]] = {}  # the earlier attempt's stage records
+        self.load_started = False  # the earlier attempt's load stage began (load.json there)
 
     # --- stages -------------------------------------------------------------------------------
 
     def config(self) -> str:
+        if self.opts.resume:
+            return self._resume_config()
         # A bench that deploys its own providers serves each model once unless --full-matrix;
         # against --url the gateway serves what it serves.
         self.cfg = resolve_config(
@@ -228,9 +253,56 @@ class _Run:
             f"deployments, {matrix}"
         )
 
+    def _resume_config(self) -> str:
+        """Resume: the folder's resolved config and options; which stages are kept."""
+        given = self.opts
+        if given.config or given.out or given.jobs or given.manifest or given.full_matrix:
+            raise BenchError(
+                "--resume takes the config, --out, --jobs, --manifest and --full-matrix of the "
+                "run it resumes: give only --resume DIR (and --url/--address when they moved)"
+            )
+        run_dir = Path(given.resume or "")
+        try:
+            state = read_state(run_dir)
+        except ResumeError as exc:
+            raise BenchError(str(exc)) from None
+        saved = state.get("options", {})
+        for name in _RESUMED_OPTIONS:
+            if name in saved and not (name in ("url", "address") and getattr(given, name)):
+                setattr(self.opts, name, saved[name])
+        self.cfg = load_config(str(run_dir / "config.yaml"))
+        self.run_dir = run_dir
+        self._open_log()
+        from easel.report.repro import collect_repro
+
+        self.repro = collect_repro(self.cfg, argv=self.opts.argv)
+        stages = state.get("stages", [])
+        self.earlier = {st["name"]: st for st in stages}
+        self.kept = kept_stages(run_dir, stages)
+        self.load_started = (run_dir / "load.json").is_file()
+        again = [n for n in STAGES[1:] if n not in self.kept]
+        return (
+            f"resuming {run_dir} ({self.cfg.name}, hash {self.cfg.digest()}): kept "
+            f"{', '.join(n for n in STAGES if n in self.kept) or 'nothing'}; running "
+            f"{', '.join(again)}"
+        )
+
+    def _kept(self, name: str) -> None:
+        """Raise _Kept when a resume keeps `name` from the earlier attempt."""
+        if name in self.kept:
+            detail = self.earlier.get(name, {}).get("detail", "")
+            raise _Kept(detail.removeprefix(_KEPT))
+
+    def _write_state(self) -> None:
+        if self.run_dir is not None:
+            options = {k: getattr(self.opts, k) for k in _RESUMED_OPTIONS}
+            write_state(self.run_dir, options, [asdict(s) for s in self.stages])
+
     def ray(self) -> str:
         import ray
 
+        if not self._serving_needed() and "score" in self.kept:
+            raise _Skip("resume: no stage left needs Ray")
         cfg = self._cfg()
         # The serving app's admin routes need a key in the replicas' environment; a random one
         # for this run when the user set none (never written anywhere).
@@ -276,9 +348,16 @@ class _Run:
             raise BenchError(f"the Ray cluster has no resource for providers {missing}")
         return f"{how}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
 
+    def _serving_needed(self) -> bool:
+        """Whether a stage still to run needs the serving app (not when a resume kept them)."""
+        users = ["load", "usage"] + (["sweep"] if self.opts.sweep else [])
+        return any(n not in self.kept for n in users)
+
     def models(self) -> str:
         if self.opts.url:
             raise _Skip(f"the gateway at {self.opts.url} serves its own models")
+        if not self._serving_needed():
+            raise _Skip("resume: the stages that serve are kept")
         cfg = self._cfg()
         recipes = sorted({m.tiny_recipe for m in cfg.models if m.tiny_recipe})
         if not recipes:
@@ -294,6 +373,8 @@ class _Run:
             self.app_url = self.opts.url.rstrip("/")
             self.availability_before = self._admin(lambda c: c.availability(), required=False)
             raise _Skip(f"using the running gateway at {self.app_url}; nothing deployed")
+        if not self._serving_needed():
+            raise _Skip("resume: the stages that serve are kept")
         from serve_apps.local.stack import LocalStack
 
         cfg = self._cfg()
@@ -313,6 +394,7 @@ class _Run:
         from easel.references import with_reference_photos
         from load_tests import generate_manifest, read_manifest, write_manifest
 
+        self._kept("manifest")
         cfg, out = self._cfg(), self._dir()
         dest = out / "manifest.parquet"
         if self.opts.manifest:
@@ -335,22 +417,33 @@ class _Run:
 
         from load_tests import run_load
 
+        self._kept("load")
         cfg, out = self._cfg(), self._dir()
-        run_load(
-            out / "manifest.parquet",
+        # A resume whose manifest was kept finishes the earlier attempt's load folder: only
+        # the rows without a record are sent.
+        resume = self.load_started and "manifest" in self.kept
+        if self.load_started and not resume:  # a new manifest: the old records are not its own
+            shutil.rmtree(out / "records", ignore_errors=True)
+            for name in ("load.json", "requests.parquet"):
+                (out / name).unlink(missing_ok=True)
+        res = run_load(
+            None if resume else out / "manifest.parquet",
             self._url(),
             out,
             cfg,
             api="easel",
             progress=self.opts.progress,
+            resume=resume,
         )
         req = pq.read_table(out / "requests.parquet", columns=["ok"]).column("ok").to_pylist()
         ok = sum(1 for x in req if x)
-        return f"{ok}/{len(req)} requests ok"
+        note = f" ({res.recorded_before} recorded before the resume)" if resume else ""
+        return f"{ok}/{len(req)} requests ok{note}"
 
     def sweep(self) -> str:
         if not self.opts.sweep:
             raise _Skip("not requested (--sweep)")
+        self._kept("sweep")
         from load_tests import run_sweep
 
         res = run_sweep(
@@ -365,6 +458,7 @@ class _Run:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        self._kept("usage")
         rows = _window(self._admin(lambda c: c.usage()), self.wall_start)
         if not rows:
             raise BenchError("the usage ledgers recorded no replica (cannot price GPU time)")
@@ -400,6 +494,7 @@ class _Run:
     def score(self) -> str:
         from evaluation import score_run
 
+        self._kept("score")
         score_run(self._dir(), self._cfg(), progress=self.opts.progress)
         return "scores.parquet written"
 
@@ -541,6 +636,8 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                 rec.status = "ok"
             except _Skip as why:
                 rec.status, rec.detail = "skipped", str(why)
+            except _Kept as earlier:
+                rec.status, rec.detail = "ok", f"{_KEPT}{earlier}"
             except (Exception, KeyboardInterrupt) as exc:
                 rec.status = "failed"
                 rec.detail = _describe(exc)
@@ -554,6 +651,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                     )
             finally:
                 rec.wall_s = time.perf_counter() - t
+                run._write_state()
             mark = {"ok": "ok", "skipped": "skipped"}.get(rec.status, "FAILED")
             run.progress.say(
                 f"[{i}/{n}] {rec.name} {mark} {rec.wall_s:.1f} s  {rec.detail}",

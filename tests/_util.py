@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -86,3 +87,33 @@ class ThreadServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def session_alive(sid: int) -> bool:
+    """Whether any process of session `sid` (a child started with `start_new_session`) lives."""
+    import psutil
+
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.info["pid"]) == sid:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
+def kill_session_when(
+    cmd: list[str], condition: Callable[[], bool], timeout: float
+) -> subprocess.Popen[bytes]:
+    """Run `cmd` in a session of its own; once `condition()` holds, SIGKILL the whole session
+    (the command and every process it started, a Ray included) and wait until it is gone."""
+    import signal
+
+    child = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(condition, timeout=timeout)
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(30)
+    wait_for(lambda: not session_alive(child.pid), 60)
+    return child

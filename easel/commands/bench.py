@@ -57,6 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve every self-hosted model on every provider it lists (default: on one of "
         "them each, spread over the providers, for a lean local run)",
     )
+    bench.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish a bench that was killed: keep the stages DIR already completed "
+        "(manifest, load, sweep, usage, score), resume an unfinished load stage (only the rows "
+        "without a record are sent), run the rest; with the config and options DIR was "
+        "started with (give --url/--address again only if they moved)",
+    )
     bench.add_argument("--quiet", action="store_true", help="no per-stage progress display")
     bench.set_defaults(func=_bench)
 
@@ -86,6 +94,7 @@ def _bench(args: argparse.Namespace) -> int:
             full_matrix=args.full_matrix,
             progress=not args.quiet,
             argv=_command_line(args),
+            resume=args.resume,
         )
     )
     return result.exit_code
@@ -94,7 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _command_line(args: argparse.Namespace) -> list[str]:
     """The bench command as given (rebuilt from the parsed flags), for the report."""
     argv = ["easel", "bench"]
-    for flag in ("config", "out", "jobs", "manifest", "address", "url"):
+    for flag in ("config", "out", "jobs", "manifest", "address", "url", "resume"):
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag}", str(value)]

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from config import EaselConfig
 
-__all__ = ["Fault", "run_scenario"]
+__all__ = ["Fault", "gateway_answers", "load_record", "run_scenario", "watch", "write_record"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,14 @@ def run_scenario(
     criterion: str,
     run_dir: Path,
     timeout_s: float = 30.0,
+    extra: dict[str, Any] | None = None,
+    dispatchers: int = 1,
 ) -> dict[str, Any]:
-    """Run the load with the faults; the scenario's record (see the module doc)."""
+    """Run the load with the faults; the scenario's record (see the module doc).
+
+    `extra`: the scenario's own figures (filled by its faults while the load runs), added to
+    the record when it is written.
+    """
     from load_tests.manifest import write_manifest
     from load_tests.runner import run_load
 
@@ -91,7 +97,7 @@ def run_scenario(
         try:
             result["load"] = run_load(
                 manifest, url, run_dir / "run", cfg, progress=False, warmup_requests=0,
-                save_images=False, timeout_s=timeout_s, dispatchers=1,
+                save_images=False, timeout_s=timeout_s, dispatchers=dispatchers,
             )  # fmt: skip
         except BaseException as exc:  # reported by the caller's assertion
             result["error"] = exc
@@ -112,49 +118,80 @@ def run_scenario(
     applied = []
     for at, action, label in sorted(events, key=lambda e: e[0]):
         time.sleep(max(0.0, t0 + at - time.monotonic()))
+        began = time.monotonic() - t0
         action()
-        applied.append({"event": label, "at_s": round(time.monotonic() - t0, 3)})
+        applied.append(
+            {"event": label, "at_s": round(began, 3), "done_s": round(time.monotonic() - t0, 3)}
+        )
     thread.join(timeout=seconds + timeout_s + 120)
     assert "error" not in result, f"{name}: the load run failed: {result.get('error')!r}"
     assert "load" in result, f"{name}: the load run did not finish"
     records = pq.read_table(result["load"].requests_path).to_pylist()
-
+    expected = pq.read_table(manifest, columns=["job_id"]).column(0).to_pylist()
     # Fault offsets count from t0, when the first request reached the system; in the load's
     # clock (seconds from its start) that is about when the first request was sent.
     shift = min((r["sent_s"] for r in records if r["sent_s"] is not None), default=0.0)
+    # The window ends when the last fault was undone or, for one never undone, when applying
+    # it returned (a redeploy takes a while).
     start = shift + min(f.at_s for f in faults)
-    end = shift + max((f.until_s if f.until_s is not None else f.at_s) for f in faults)
+    end = shift + max(
+        max(f.until_s if f.until_s is not None else f.at_s for f in faults),
+        max(a["done_s"] for a in applied),
+    )
+    record = load_record(
+        name, records, expected, start=start, end=end, criterion=criterion,
+        settle_s=timeout_s / 10,
+        model=model, rate_req_s=rate, seconds=seconds,
+        faults=[{k: v for k, v in asdict(f).items() if k in ("name", "at_s", "until_s")}
+                for f in faults],
+        applied=applied, clock_offset_s=round(shift, 3), **(extra or {}),
+    )  # fmt: skip
+    write_record(record)
+    return record
+
+
+def load_record(
+    name: str,
+    records: list[dict[str, Any]],
+    expected: list[str],
+    *,
+    start: float,
+    end: float,
+    criterion: str,
+    settle_s: float = 0.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A scenario's record from its request records (see the module doc).
+
+    `start`/`end`: the fault window in the records' clock (`scheduled_s`); requests scheduled
+    before `start` are "before", from `end + settle_s` "after". `expected`: the manifest's job
+    ids. `extra` goes into the record as it is (the scenario's own figures).
+    """
     before = [r for r in records if r["scheduled_s"] < start]
-    during = [r for r in records if start <= r["scheduled_s"] < end + timeout_s / 10]
-    after = [r for r in records if r["scheduled_s"] >= end + timeout_s / 10]
+    during = [r for r in records if start <= r["scheduled_s"] < end + settle_s]
+    after = [r for r in records if r["scheduled_s"] >= end + settle_s]
     ids = [r["job_id"] for r in records]
-    expected = set(pq.read_table(manifest, columns=["job_id"]).column(0).to_pylist())
     first_fail = min((r["done_s"] for r in records if not r["ok"] and r["done_s"] is not None
                       and r["scheduled_s"] >= start), default=None)  # fmt: skip
     recovered = None
     streak = 0
-    for r in sorted((r for r in records if r["scheduled_s"] >= end), key=lambda r: r["sent_s"]):
+    first_ok = 0.0
+    later = (r for r in records if r["scheduled_s"] >= end and r["sent_s"] is not None)
+    for r in sorted(later, key=lambda r: r["sent_s"]):
         streak = streak + 1 if r["ok"] else 0
         if streak == 1:
             first_ok = r["done_s"]
         if streak == 5:
             recovered = round(max(0.0, first_ok - end), 3)
             break
-    record = {
+    return {
         "scenario": name,
         "criterion": criterion,
-        "model": model,
-        "rate_req_s": rate,
-        "seconds": seconds,
-        "faults": [
-            {k: v for k, v in asdict(f).items() if k in ("name", "at_s", "until_s")} for f in faults
-        ],
-        "applied": applied,
-        "clock_offset_s": round(shift, 3),
+        **extra,
         "sent": len(records),
         "succeeded": sum(1 for r in records if r["ok"]),
         "failed": sum(1 for r in records if not r["ok"]),
-        "lost": len(expected - set(ids)),
+        "lost": len(set(expected) - set(ids)),
         "duplicated": len(ids) - len(set(ids)),
         "before": _window(before),
         "during": _window(during),
@@ -163,9 +200,50 @@ def run_scenario(
         "recover_s": recovered,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def write_record(record: dict[str, Any]) -> None:
+    """`$EASEL_RELIABILITY_DIR/chaos/<scenario>.json`, when that variable is set."""
     folder = os.environ.get("EASEL_RELIABILITY_DIR")
     if folder:
         out = Path(folder) / "chaos"
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return record
+        path = out / f"{record['scenario']}.json"
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def gateway_answers(url: str, admin_key: str | None = None) -> int:
+    """Answers the gateway at `url` gave so far (its Prometheus counter)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=5).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("easel_gateway_requests_total{")
+        )
+    )
+
+
+def watch(
+    extra: dict[str, Any], key: str, done: Callable[[], Any], bound_s: float
+) -> threading.Thread:
+    """On a thread: `extra[key]` = seconds until `done()` holds (None if not within `bound_s`)."""
+    t0 = time.monotonic()
+
+    def loop() -> None:
+        while time.monotonic() - t0 < bound_s:
+            try:
+                if done():
+                    extra[key] = round(time.monotonic() - t0, 3)
+                    return
+            except Exception:  # the system is what is being broken: keep asking
+                pass
+            time.sleep(0.05)
+
+    extra[key] = None
+    thread = threading.Thread(target=loop, name=f"watch-{key}", daemon=True)
+    thread.start()
+    return thread

@@ -27,13 +27,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config import EaselConfig, parse_config
-from tests._util import ThreadServer, set_env
+from config import EaselConfig
+from tests._util import set_env
 from tests.chaos._scenario import Fault, run_scenario
-from tests.serve_apps._configs import api_model, small_config
+from tests.chaos._vendor import DEADLINE_S, VENDOR_TIMEOUT_S, vendor_config, vendor_gateway
 
-DEADLINE_S = 3.0  # routing.request_timeout_s
-VENDOR_TIMEOUT_S = 1.5  # api.timeout_s: each provider's attempt, retries included
 CRITERION = (
     "no row lost or duplicated; every request outside the hang window succeeds (5xx retried); "
     "failures are 503/504 within the deadline + 1 s; 5 successes in a row within 5 s of the end"
@@ -42,16 +40,7 @@ CRITERION = (
 
 @pytest.fixture(scope="module")
 def cfg() -> EaselConfig:
-    data = small_config().model_dump(mode="json")
-    model = api_model("api-fast", 15, 40)
-    model["api"].update(timeout_s=VENDOR_TIMEOUT_S, max_retries=4, backoff_s=0.02)
-    model["api"]["simulated"]["concurrency"] = 10_000  # hung jobs must not fill its workers
-    data["models"] = [model]
-    data["evaluation"]["anchors"]["human_anchor_model"] = "api-fast"
-    data["routing"].update(request_timeout_s=DEADLINE_S, recheck_after_s=0.5)
-    data["serve"]["tenants"] = []
-    data["traffic"]["max_in_flight"] = 256
-    return parse_config(data, "<chaos vendor config>")
+    return vendor_config()
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +62,9 @@ def ray_chaos() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(cfg: EaselConfig, ray_chaos: None) -> Iterator[tuple[str, str]]:
-    """(gateway URL, vendor URL)."""
-    from serve_apps.gateway.app import create_app
-    from serve_apps.gateway.core import with_upstreams
-    from simulators import start_vendors
-
-    procs = start_vendors(cfg.models)
-    vendor = procs["api-fast"].url
-    try:
-        with set_env({"EASEL_ADMIN_KEY": "chaos-admin"}):
-            app = create_app(with_upstreams(cfg, {}, {"api-fast": vendor}))
-            with ThreadServer(app) as server:
-                yield server.url, vendor
-    finally:
-        for v in procs.values():
-            v.stop()
+    """(gateway URL, vendor URL), with a Ray in this process for the load."""
+    with vendor_gateway(cfg) as urls:
+        yield urls
 
 
 def _scenario(cfg, stack, tmp_path: Path, seconds: float, rate: float) -> dict:

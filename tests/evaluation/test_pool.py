@@ -90,16 +90,9 @@ def single(spec: ScorerSpec, items: list[ImageItem]) -> Scorer:
     return scorer
 
 
-def test_three_actors_merge_to_the_single_actor_result(
-    pool: ScorerPool, single: Scorer, items: list[ImageItem]
-) -> None:
-    pool.reset()
-    records = pool.score(items, batch_size=BATCH)
-    assert len(records) == len(items)
-    per_actor = pool.states()
-    assert all(sum(g.features.n for g in s.groups.values()) > 0 for s in per_actor)  # all worked
-    merged = pool.state()
-    one = single.state
+def _assert_same(merged: ScorerState, one: ScorerState) -> None:
+    """The pool's merged state is the single actor's: same groups, ids, counts; sums to float
+    rounding (the networks batch the same images, in another order of additions)."""
     assert set(merged.groups) == set(one.groups)
     for key, g in one.groups.items():
         m = merged.groups[key]
@@ -116,6 +109,19 @@ def test_three_actors_merge_to_the_single_actor_result(
         assert m.clip.ref_sum == pytest.approx(g.clip.ref_sum, rel=1e-5, abs=1e-6)
         assert m.identity == g.identity  # dlib is deterministic: sums match exactly
         assert (m.garment.n, m.garment.cos_sum) == pytest.approx((g.garment.n, g.garment.cos_sum))
+
+
+def test_three_actors_merge_to_the_single_actor_result(
+    pool: ScorerPool, single: Scorer, items: list[ImageItem]
+) -> None:
+    pool.reset()
+    records = pool.score(items, batch_size=BATCH)
+    assert len(records) == len(items)
+    per_actor = pool.states()
+    assert all(sum(g.features.n for g in s.groups.values()) > 0 for s in per_actor)  # all worked
+    merged = pool.state()
+    one = single.state
+    _assert_same(merged, one)
     identity = [g.identity for g in one.groups.values()]
     assert sum(i.jobs for i in identity) == len([i for i in items if i.faces])
     assert sum(i.faces for i in identity) >= 1  # the mirrored faces were found
@@ -197,3 +203,30 @@ def test_an_actor_scoring_two_batches_at_once_keeps_the_sequential_state(
         assert m.clip.text_n == g.clip.text_n
         assert m.clip.text_sum == pytest.approx(g.clip.text_sum, rel=1e-5, abs=1e-6)
         assert m.identity.jobs == g.identity.jobs and m.garment.n == g.garment.n
+
+
+def test_an_actor_killed_mid_scoring_is_replaced_and_nothing_is_lost_or_counted_twice(
+    pool: ScorerPool, items: list[ImageItem]
+) -> None:
+    import os
+    import signal
+
+    import ray
+
+    pool.reset()
+    pool.score(items, batch_size=BATCH)
+    want = pool.state()  # un-faulted (`single` has had other tests' images added by now)
+    pool.reset()
+    victim = ray.get(pool._actors[0].__ray_call__.remote(lambda self: os.getpid()))
+    killed: list[int] = []
+
+    def progress(done: int) -> None:
+        if not killed and done >= 2 * BATCH:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(done)
+
+    before = pool.replaced
+    records = pool.score(items, batch_size=BATCH, progress=progress)
+    assert killed and pool.replaced == before + 1
+    assert sorted(r["item_id"] for r in records) == sorted(i.item_id for i in items)
+    _assert_same(pool.state(), want)

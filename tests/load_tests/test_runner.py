@@ -19,7 +19,7 @@ from load_tests import read_manifest, run_load, write_manifest
 from load_tests.echo_server import EchoServer
 from load_tests.generators import build_table
 from load_tests.manifest import MANIFEST_SCHEMA
-from tests._util import wait_for
+from tests._util import session_alive, wait_for
 
 SERVICE_MS = 50.0
 RATE = 30.0
@@ -199,18 +199,6 @@ def test_an_explicit_zero_is_rejected_not_replaced_by_the_default(cfg, tmp_path,
 # --- crash safety: a killed run leaves its records readable, and resume sends only the rest ---
 
 
-def _session_alive(sid):
-    import psutil
-
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.info["pid"]) == sid:
-                return True
-        except (ProcessLookupError, PermissionError):
-            continue
-    return False
-
-
 def test_a_killed_load_run_resumes_with_every_row_exactly_once(ray_pkg, make_cfg, tmp_path):
     cfg = make_cfg(traffic={"model_mix": {"sdxl-turbo": 1}})
     n = 240
@@ -230,7 +218,7 @@ def test_a_killed_load_run_resumes_with_every_row_exactly_once(ray_pkg, make_cfg
             os.killpg(child.pid, signal.SIGKILL)
         finally:
             child.wait(30)
-        wait_for(lambda: not _session_alive(child.pid), 30)
+        wait_for(lambda: not session_alive(child.pid), 30)
         assert not (run / "requests.parquet").exists()
         # Every record written before the kill is readable as it is.
         before = pq.read_table(run / "records")
