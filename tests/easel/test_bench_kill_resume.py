@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,9 +58,12 @@ def test_a_killed_bench_resumes_its_load_stage(tmp_path: Path) -> None:
         on_disk = _on_disk(run)
         manifest_sha = _sha(run / "manifest.parquet")
         assert not (run / "requests.parquet").exists() and on_disk < JOBS
-        resume = subprocess.run(
-            [*easel, "--resume", str(run), "--quiet"], capture_output=True, timeout=600
-        )
+        try:
+            resume = subprocess.run(
+                [*easel, "--resume", str(run), "--quiet"], capture_output=True, timeout=600
+            )
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     assert resume.returncode == 0, resume.stderr.decode(errors="replace")[-3000:]
     assert _sha(run / "manifest.parquet") == manifest_sha  # kept, not generated again
     log = json.loads((run / "load.json").read_text())
