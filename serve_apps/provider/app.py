@@ -13,9 +13,11 @@ Only the self-hosted (diffusers) models of the provider are deployed here: close
 the gateway's upstreams, called over their vendors' HTTP APIs. Each model deployment is named
 `<model>--<provider>` (so replica ids say where they ran) and asks for `provider:<provider>`
 (0.001 of it) besides the model's CPUs and GPUs, so on a cluster whose worker groups carry that
-resource Ray places it there. `tiny://` weights are resolved to absolute paths here, on the
-driver (building the tiny model if needed), so replicas never depend on the driver's
-environment (EASEL_CACHE).
+resource Ray places it there. With `serve.share_tiny_replicas` (local mode; `easel bench` sets
+it) the provider's tiny CPU builds share one deployment, `tiny-models--<provider>`: one replica
+process holding each model's own pipeline and batcher (`model.SharedDiffusersModels`).
+`tiny://` weights are resolved to absolute paths here, on the driver (building the tiny model if
+needed), so replicas never depend on the driver's environment (EASEL_CACHE).
 """
 
 from __future__ import annotations
@@ -157,8 +159,9 @@ def shares_a_process(model: ModelConfig) -> bool:
 
 
 def _shared_deployment(models: list[ModelConfig], prov: ProviderConfig) -> dict[str, Any]:
-    """One `SharedDiffusersModels` deployment for `models` (each keeps its own requests' bounds,
-    summed here); {model: its handle}."""
+    """One `SharedDiffusersModels` deployment for `models`, with the sum of their CPUs and
+    request bounds (one pool for all: Serve bounds a deployment, not a model in it);
+    {model: its handle}."""
     from serve_apps.provider.model import SharedDiffusersModels
 
     options = deployment_options(models[0], prov)
