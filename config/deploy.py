@@ -98,6 +98,13 @@ class ServeConfig(Strict):
     ingress_num_cpus: float = Field(
         default=0.5, ge=0, le=64, description="CPUs reserved per provider-ingress replica."
     )
+    share_tiny_replicas: bool = Field(
+        default=False,
+        description="Local mode: a provider's tiny (`tiny://`) CPU models with one fixed replica "
+        "each share one replica process (one torch and diffusers import), each with its own "
+        "pipeline, batcher, inference thread and usage row. `easel bench` sets it unless "
+        "--full-matrix; never for real weights or GPUs.",
+    )
     ingress_max_in_flight: int = Field(
         default=1_000,
         ge=1,

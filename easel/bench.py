@@ -66,6 +66,12 @@ STAGES = (
 APP_HOST = "127.0.0.1"
 # Options a resume takes from the folder's state (given again, --url and --address win).
 _RESUMED_OPTIONS = ("manifest", "address", "url", "isolated", "sweep", "full_matrix")
+# The bench's own local Ray starts no worker it has no task for and keeps none idle: by default
+# Ray prestarts a worker per CPU for the first driver and keeps finished tasks' workers for
+# reuse (each ~0.1 GB here, measured in benchmarks/bench_resources.py). Every actor of the
+# bench starts its own worker anyway; the few plain tasks (a manifest scan, Ray Data's reads)
+# pay a worker start each.
+LEAN_RAY: dict[str, Any] = {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
 
 log = logging.getLogger("easel.bench")
 # bench.log is the only sink: tracebacks must not spill onto the terminal via logging's last resort.
@@ -141,7 +147,9 @@ def resolve_config(
         where += f" with --jobs {jobs}"
     if not full_matrix:
         data["models"] = [m.model_dump(mode="json") for m in lean_pairs(cfg).models]
-        where += " (one provider per self-hosted model)"
+        # A provider's tiny CPU builds in one replica process: one torch import, not one each.
+        data["serve"]["share_tiny_replicas"] = True
+        where += " (one provider per self-hosted model, its tiny builds in one process)"
     return parse_config(data, where)
 
 
@@ -249,8 +257,8 @@ class _Run:
             else "one provider per self-hosted model (--full-matrix for every pair)"
         )
         return (
-            f"{self.cfg.name} (hash {self.cfg.digest()}) → {self.run_dir}; {pairs} model "
-            f"deployments, {matrix}"
+            f"{self.cfg.name} (hash {self.cfg.digest()}) → {self.run_dir}; {pairs} (model, "
+            f"provider) pairs, {matrix}"
         )
 
     def _resume_config(self) -> str:
@@ -334,6 +342,7 @@ class _Run:
                 include_dashboard=False,
                 log_to_driver=False,
                 resources={p.resource: 1000 for p in cfg.providers} if hosts_providers else {},
+                _system_config=LEAN_RAY,
             )
             self.started_ray = True
             how = "started a local Ray"

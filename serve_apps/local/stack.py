@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,17 @@ class LocalStack:
         """Start everything; returns once the gateway is ready. Stops what it started on failure."""
         started = time.monotonic()
         try:
-            self.vendors = start_vendors(self.cfg.models)
-            endpoints = self.providers.start()
+            # The vendors (processes of their own) start while the providers deploy: neither
+            # needs the other, and the replicas' loading dominates.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-vendors") as pool:
+                vendors = pool.submit(start_vendors, self.cfg.models)
+                try:
+                    endpoints = self.providers.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):  # to stop them; the providers' error wins
+                        self.vendors = vendors.result()
+                    raise
+                self.vendors = vendors.result()
             self.gateway_cfg = with_upstreams(
                 self.cfg, endpoints, {m: v.url for m, v in self.vendors.items()}
             )

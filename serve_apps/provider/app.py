@@ -13,9 +13,11 @@ Only the self-hosted (diffusers) models of the provider are deployed here: close
 the gateway's upstreams, called over their vendors' HTTP APIs. Each model deployment is named
 `<model>--<provider>` (so replica ids say where they ran) and asks for `provider:<provider>`
 (0.001 of it) besides the model's CPUs and GPUs, so on a cluster whose worker groups carry that
-resource Ray places it there. `tiny://` weights are resolved to absolute paths here, on the
-driver (building the tiny model if needed), so replicas never depend on the driver's
-environment (EASEL_CACHE).
+resource Ray places it there. With `serve.share_tiny_replicas` (local mode; `easel bench` sets
+it) the provider's tiny CPU builds share one deployment, `tiny-models--<provider>`: one replica
+process holding each model's own pipeline and batcher (`model.SharedDiffusersModels`).
+`tiny://` weights are resolved to absolute paths here, on the driver (building the tiny model if
+needed), so replicas never depend on the driver's environment (EASEL_CACHE).
 """
 
 from __future__ import annotations
@@ -118,13 +120,18 @@ def build_provider_app(cfg: EaselConfig, provider: str) -> serve.Application:
             f"provider {provider!r} serves no self-hosted model (its closed models, if any, are "
             "called by the gateway): nothing to deploy"
         )
+    shared = [m for m in models if cfg.serve.share_tiny_replicas and shares_a_process(m)]
     cfg = resolve_tiny_weights(cfg)
     handles = {}
     for model in models:
+        if len(shared) > 1 and model in shared:
+            continue
         model = cfg.model(model.name)  # with its resolved weights
         handles[model.name] = DiffusersModel.options(**deployment_options(model, prov)).bind(
             model.model_dump(mode="json"), prov.model_dump(mode="json")
         )
+    if len(shared) > 1:
+        handles.update(_shared_deployment([cfg.model(m.name) for m in shared], prov))
     sv = cfg.serve
     return ProviderIngress.options(
         name=INGRESS_NAME,
@@ -135,6 +142,38 @@ def build_provider_app(cfg: EaselConfig, provider: str) -> serve.Application:
         max_queued_requests=sv.ingress_max_in_flight,
         ray_actor_options={"num_cpus": sv.ingress_num_cpus},
     ).bind(cfg.model_dump(mode="json"), provider, handles)
+
+
+SHARED_DEPLOYMENT = "tiny-models"
+
+
+def shares_a_process(model: ModelConfig) -> bool:
+    """Whether `model` may share a replica process (`serve.share_tiny_replicas`): a tiny CPU
+    build with one fixed replica, so nothing about its scaling or placement is per model."""
+    scale = model.autoscaling
+    return (
+        model.tiny_recipe is not None
+        and model.num_gpus == 0
+        and scale.min_replicas == scale.max_replicas == 1
+    )
+
+
+def _shared_deployment(models: list[ModelConfig], prov: ProviderConfig) -> dict[str, Any]:
+    """One `SharedDiffusersModels` deployment for `models`, with the sum of their CPUs and
+    request bounds (one pool for all: Serve bounds a deployment, not a model in it);
+    {model: its handle}."""
+    from serve_apps.provider.model import SharedDiffusersModels
+
+    options = deployment_options(models[0], prov)
+    options["name"] = deployment_name(SHARED_DEPLOYMENT, prov.name)
+    options["num_replicas"] = 1
+    options["ray_actor_options"]["num_cpus"] = sum(m.num_cpus for m in models)
+    options["max_ongoing_requests"] = sum(m.max_ongoing_requests for m in models)
+    options["max_queued_requests"] = sum(m.max_queued_requests for m in models)
+    handle = SharedDiffusersModels.options(**options).bind(
+        [m.model_dump(mode="json") for m in models], prov.model_dump(mode="json")
+    )
+    return dict.fromkeys((m.name for m in models), handle)
 
 
 _ARGS = ("config", "provider")

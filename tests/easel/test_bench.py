@@ -222,4 +222,7 @@ def test_the_default_bench_serves_each_open_model_once_spread_over_the_providers
     served = {p for m in lean.models if m.backend == "diffusers" for p in m.providers}
     assert served == {p.name for p in full.providers}  # every provider still serves a model
     assert bench.resolve_config(None, full_matrix=False).models == lean.models
+    # ... with a provider's tiny builds in one replica process (one torch import each provider)
+    assert bench.resolve_config(None, full_matrix=False).serve.share_tiny_replicas
     assert bench.resolve_config(None) == full  # --full-matrix: every pair
+    assert not full.serve.share_tiny_replicas

@@ -56,3 +56,37 @@ def test_deployment_options_come_from_the_config():
     assert "num_replicas" not in opts
     assert opts["autoscaling_config"]["max_replicas"] == 4
     assert opts["autoscaling_config"]["upscale_delay_s"] == 2
+
+
+def _model_deployments(app) -> dict[str, str]:
+    """{model: the name of the deployment the ingress hands it to} of a built provider app."""
+    _config, _provider, handles = app._bound_deployment.init_args
+    return {m: h._bound_deployment.name for m, h in handles.items()}
+
+
+def test_share_tiny_replicas_puts_a_providers_tiny_builds_in_one_deployment():
+    from serve_apps.provider.app import shares_a_process
+
+    data = CFG.model_dump(mode="json")
+    data["serve"]["share_tiny_replicas"] = True
+    from config import parse_config
+
+    shared = parse_config(data, "<shared tiny replicas>")
+    app = build_provider_app(shared, "azure-sim")
+    assert _model_deployments(app) == {
+        "flux2-dev": "tiny-models--azure-sim",
+        "sdxl-lightning": "tiny-models--azure-sim",
+    }
+    opts = app._bound_deployment.init_args[2]["flux2-dev"]._bound_deployment
+    assert opts.max_ongoing_requests == 16 and opts.num_replicas == 1  # both models' bounds
+    assert opts.ray_actor_options["num_cpus"] == pytest.approx(0.2)
+    # Off (the default), or a model that autoscales: one deployment per model.
+    assert _model_deployments(build_provider_app(CFG, "azure-sim")) == {
+        "flux2-dev": "flux2-dev--azure-sim",
+        "sdxl-lightning": "sdxl-lightning--azure-sim",
+    }
+    scaled = CFG.model("flux2-dev").model_copy(
+        update={"autoscaling": Autoscaling(min_replicas=1, max_replicas=4)}
+    )
+    assert not shares_a_process(scaled) and shares_a_process(CFG.model("flux2-dev"))
+    assert not shares_a_process(CFG.model("flux2-dev").model_copy(update={"num_gpus": 1}))
