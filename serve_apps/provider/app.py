@@ -1,13 +1,23 @@
-"""Build one provider's Serve application: its ingress plus one deployment per model it serves.
+"""Build one provider's Serve applications: its ingress, and one application per model.
 
 A provider is its own Ray cluster (a RayService at that provider, a cluster-launcher cluster, or
-locally a Serve application of a shared Ray or a Ray of its own): this is the application it
-runs. Ways in:
+locally Serve applications of a shared Ray or a Ray of its own): these are the applications it
+runs.
 
-- `serve_apps.provider:app_builder` is the import path for `serve run`, a Serve config file and
-  KubeRay's `serveConfigV2`, with application args `{"config": "<path to YAML>", "provider":
-  "<name>"}` (config omitted: the embedded default config).
-- `build_provider_app(cfg, provider)` returns the `serve.Application` for code holding a config.
+- The ingress application (`<name>` at the provider's route prefix): easel's API for direct
+  clients, `/v1/models`, `/healthz`, `/readyz`, `/v1/stats` (the gateway's probes).
+- One application per model (`<name>--<model>` at `<prefix>/models/<model>`): the model's
+  deployment is its own HTTP ingress, so the gateway's generate requests pass one Serve hop
+  (proxy -> model replica, as in a bare Serve app) instead of two (proxy -> ingress -> model);
+  the ingress calls the same deployments through handles.
+
+Ways in:
+
+- `serve_apps.provider:app_builder` (args `{"config": "<path to YAML>", "provider": "<name>"}`)
+  and `serve_apps.provider:model_app_builder` (args `{config, provider, model}`) are the import
+  paths for a Serve config file and KubeRay's `serveConfigV2` (config omitted: the embedded
+  default config); `easel k8s render` writes them.
+- `build_provider_apps(cfg, provider)` returns every application for code holding a config.
 
 Only the self-hosted (diffusers) models of the provider are deployed here: closed models are
 the gateway's upstreams, called over their vendors' HTTP APIs. Each model deployment is named
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +43,15 @@ from config import EaselConfig, ModelConfig, ProviderConfig, load_config
 __all__ = [
     "INGRESS_NAME",
     "PROVIDER_RESOURCE_AMOUNT",
+    "ProviderApp",
     "app_builder",
-    "build_provider_app",
+    "build_ingress_app",
+    "build_model_app",
+    "build_provider_apps",
     "deployment_name",
     "deployment_options",
+    "model_app_builder",
+    "model_app_name",
     "provider_models",
     "resolve_tiny_weights",
 ]
@@ -101,30 +117,40 @@ def resolve_tiny_weights(cfg: EaselConfig) -> EaselConfig:
     return cfg.model_copy(update={"models": models})
 
 
-def build_provider_app(cfg: EaselConfig, provider: str) -> serve.Application:
-    """`provider`'s Serve application: its ingress bound to one deployment per model it serves.
+@dataclass(frozen=True)
+class ProviderApp:
+    """One Serve application of a provider: its name, route prefix and what it runs."""
 
-    Raises:
-        KeyError: an unknown provider.
-        ValueError: a provider that serves no self-hosted model (nothing to deploy).
-    """
-    from serve_apps.provider.ingress import ProviderIngress
-    from serve_apps.provider.model import DiffusersModel
+    name: str
+    route_prefix: str
+    app: serve.Application
 
-    prov = cfg.provider(provider)
+
+def model_app_name(provider_app: str, model: str) -> str:
+    """The Serve application of `model` beside the provider application `provider_app`."""
+    return f"{provider_app}--{model}"
+
+
+def _served(cfg: EaselConfig, provider: str) -> list[ModelConfig]:
     models = provider_models(cfg, provider)
     if not models:
         raise ValueError(
             f"provider {provider!r} serves no self-hosted model (its closed models, if any, are "
             "called by the gateway): nothing to deploy"
         )
-    cfg = resolve_tiny_weights(cfg)
-    handles = {}
-    for model in models:
-        model = cfg.model(model.name)  # with its resolved weights
-        handles[model.name] = DiffusersModel.options(**deployment_options(model, prov)).bind(
-            model.model_dump(mode="json"), prov.model_dump(mode="json")
-        )
+    return models
+
+
+def build_ingress_app(cfg: EaselConfig, provider: str) -> serve.Application:
+    """`provider`'s ingress application: easel's API, calling each model's application.
+
+    Raises:
+        KeyError: an unknown provider.
+        ValueError: a provider that serves no self-hosted model (nothing to deploy).
+    """
+    from serve_apps.provider.ingress import ProviderIngress
+
+    models = _served(cfg, provider)
     sv = cfg.serve
     return ProviderIngress.options(
         name=INGRESS_NAME,
@@ -134,22 +160,86 @@ def build_provider_app(cfg: EaselConfig, provider: str) -> serve.Application:
         max_ongoing_requests=sv.ingress_max_in_flight + 100,
         max_queued_requests=sv.ingress_max_in_flight,
         ray_actor_options={"num_cpus": sv.ingress_num_cpus},
-    ).bind(cfg.model_dump(mode="json"), provider, handles)
+    ).bind(cfg.model_dump(mode="json"), provider, [m.name for m in models])
 
 
-_ARGS = ("config", "provider")
+def build_model_app(cfg: EaselConfig, provider: str, model: str) -> serve.Application:
+    """`model`'s application in `provider`: its deployment, the HTTP ingress of its own route.
+
+    Raises:
+        KeyError: an unknown provider or model.
+        ValueError: a model `provider` does not serve itself.
+    """
+    from serve_apps.provider.model import DiffusersModel
+
+    if model not in {m.name for m in _served(cfg, provider)}:
+        raise ValueError(f"provider {provider!r} does not serve the self-hosted model {model!r}")
+    m = resolve_tiny_weights(cfg).model(model)  # with its resolved weights
+    prov = cfg.provider(provider)
+    return DiffusersModel.options(**deployment_options(m, prov)).bind(
+        m.model_dump(mode="json"), prov.model_dump(mode="json"), cfg.serve.model_dump(mode="json")
+    )
+
+
+def build_provider_apps(
+    cfg: EaselConfig, provider: str, *, name: str = "provider", route_prefix: str = "/"
+) -> list[ProviderApp]:
+    """Every Serve application of `provider`: the ingress `name` at `route_prefix`, and per
+    model it serves `<name>--<model>` at `<route_prefix>/models/<model>` (`model_route.py`).
+
+    Raises:
+        KeyError: an unknown provider.
+        ValueError: a provider that serves no self-hosted model (nothing to deploy).
+    """
+    from serve_apps.api.paths import model_route_prefix
+
+    models = _served(cfg, provider)
+    cfg = resolve_tiny_weights(cfg)
+    apps = [ProviderApp(name, route_prefix, build_ingress_app(cfg, provider))]
+    for m in models:
+        apps.append(
+            ProviderApp(
+                model_app_name(name, m.name),
+                model_route_prefix(route_prefix, m.name),
+                build_model_app(cfg, provider, m.name),
+            )
+        )
+    return apps
+
+
+def _check_args(args: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    unknown = set(args) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown application args {sorted(unknown)} (allowed: {list(allowed)})")
+    for key in required:
+        if not args.get(key):
+            raise ValueError(f"application arg `{key}` is required ({_ARG_HELP[key]})")
+
+
+_ARG_HELP = {"provider": "the provider this cluster is", "model": "the model this app serves"}
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
-    """Entry point for `serve run serve_apps.provider:app_builder config=... provider=...`.
+    """Entry point of a provider's ingress application (`serve_apps.provider:app_builder`).
+
+    Its models run in applications of their own beside it (`model_app_builder`), named
+    `<this app's name>--<model>`: a Serve config lists them all (`easel k8s render`).
 
     Args:
         args: Application args: `provider` (required, a provider of the config) and `config`
             (a path to the YAML; omitted: the embedded default).
     """
-    unknown = set(args) - set(_ARGS)
-    if unknown:
-        raise ValueError(f"unknown application args {sorted(unknown)} (allowed: {list(_ARGS)})")
-    if not args.get("provider"):
-        raise ValueError("application arg `provider` is required (the provider this cluster is)")
-    return build_provider_app(load_config(args.get("config")), str(args["provider"]))
+    _check_args(args, ("config", "provider"), ("provider",))
+    return build_ingress_app(load_config(args.get("config")), str(args["provider"]))
+
+
+def model_app_builder(args: dict[str, Any]) -> serve.Application:
+    """Entry point of one model's application (`serve_apps.provider:model_app_builder`).
+
+    Args:
+        args: Application args: `provider` and `model` (required) and `config` (a path to the
+            YAML; omitted: the embedded default).
+    """
+    _check_args(args, ("config", "provider", "model"), ("provider", "model"))
+    cfg = load_config(args.get("config"))
+    return build_model_app(cfg, str(args["provider"]), str(args["model"]))

@@ -3,8 +3,10 @@
 `generate(request: ResolvedRequest) -> ReplicaResult` answers an `ImageResult` or an
 `ErrorResult` (a record, never an exception, for anything the request or the forward pass did
 wrong); only infrastructure failures (a dead replica, a full queue) reach the provider's ingress
-as exceptions. Heavy imports (torch, diffusers) happen inside the replica, so importing this
-module in the driver or the ingress stays cheap.
+as exceptions. The deployment is also the HTTP ingress of its own Serve application (`__call__`,
+`model_route.py`): the gateway's requests reach it through Serve's proxy alone. Heavy imports
+(torch, diffusers) happen inside the replica, so importing this module in the driver or the
+ingress stays cheap.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
 
-from config import ModelConfig, ProviderConfig
+from config import ModelConfig, ProviderConfig, ServeConfig
 from serve_apps.api.images import encode_png
 from serve_apps.api.schemas import ResolvedRequest
 from serve_apps.provider.batcher import BatchStats, ShapeBatcher, run_group
 from serve_apps.provider.metrics import record_batch, replica_metrics
+from serve_apps.provider.model_route import answer
 from serve_apps.provider.results import ErrorResult, ImageResult, ReplicaResult
 from serve_apps.provider.usage import HEARTBEAT_S, get_ledger, replica_gpus
 
@@ -46,11 +52,15 @@ class DiffusersModel:
     ledger and reports every batch.
     """
 
-    def __init__(self, model: dict[str, Any], provider: dict[str, Any]) -> None:
+    def __init__(
+        self, model: dict[str, Any], provider: dict[str, Any], serve_cfg: dict[str, Any]
+    ) -> None:
         self._started_s = time.time()
         t0 = time.perf_counter()
         self.cfg = ModelConfig.model_validate(model)
         self.provider = ProviderConfig.model_validate(provider)
+        self.serve_cfg = ServeConfig.model_validate(serve_cfg)
+        self._rng = random.Random(random.SystemRandom().getrandbits(64))
         ctx = serve.get_replica_context()
         self.replica = f"{ctx.deployment}#{ctx.replica_id.unique_id}"
         self._tags = {"model": self.cfg.name, "provider": self.provider.name}
@@ -100,6 +110,12 @@ class DiffusersModel:
                     self._ledger.heartbeat.remote(self.replica)
                 except Exception:
                     _log.debug("heartbeat failed", exc_info=True)
+
+    async def __call__(self, request: Request) -> Response:
+        """HTTP: `POST .../models/<model>/v1/generate` (the gateway's route to this model)."""
+        return await answer(
+            request, self.cfg, self.serve_cfg, self.provider.name, self.generate, self._rng
+        )
 
     async def generate(self, request: ResolvedRequest) -> ReplicaResult:
         """Generate one image (batched with concurrent requests of its shape); a record."""

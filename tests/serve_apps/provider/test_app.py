@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 
 from config import Autoscaling, load_config
-from serve_apps.provider import app_builder, build_provider_app, provider_models
+from serve_apps.provider import (
+    app_builder,
+    build_provider_apps,
+    model_app_builder,
+    provider_models,
+)
 from serve_apps.provider.app import deployment_options
 
 CFG = load_config()
@@ -28,6 +33,34 @@ def test_app_builder_is_the_serve_import_path_with_config_and_provider(tmp_path)
         app_builder({"provider": "gcp-sim"})
 
 
+def test_model_app_builder_builds_one_models_app_of_a_provider(tmp_path):
+    path = tmp_path / "easel.yaml"
+    path.write_text(CFG.to_yaml())
+    args = {"config": str(path), "provider": "azure-sim", "model": "flux2-dev"}
+    assert type(model_app_builder(args)).__name__ == "Application"
+    with pytest.raises(ValueError, match="`model` is required"):
+        model_app_builder({"provider": "azure-sim"})
+    with pytest.raises(ValueError, match="does not serve the self-hosted model 'sdxl-turbo'"):
+        model_app_builder({"provider": "azure-sim", "model": "sdxl-turbo"})
+    with pytest.raises(ValueError, match="unknown application args"):
+        model_app_builder({**args, "replicas": 2})
+
+
+def test_provider_apps_are_the_ingress_and_one_app_per_model_at_its_route():
+    from serve_apps.api.paths import model_generate_url
+
+    apps = build_provider_apps(CFG, "azure-sim", name="provider-azure-sim", route_prefix="/azure")
+    assert [(a.name, a.route_prefix) for a in apps] == [
+        ("provider-azure-sim", "/azure"),
+        ("provider-azure-sim--flux2-dev", "/azure/models/flux2-dev"),
+        ("provider-azure-sim--sdxl-lightning", "/azure/models/sdxl-lightning"),
+    ]
+    # Where the gateway sends a model's requests: under the model app's route prefix.
+    url = model_generate_url("http://127.0.0.1:8000/azure", "flux2-dev")
+    assert url == "http://127.0.0.1:8000/azure/models/flux2-dev/v1/generate"
+    assert [a.route_prefix for a in build_provider_apps(CFG, "azure-sim")][1] == "/models/flux2-dev"
+
+
 def test_a_provider_deploys_its_self_hosted_models_only():
     assert [m.name for m in provider_models(CFG, "azure-sim")] == ["flux2-dev", "sdxl-lightning"]
     assert "proprietary-a" not in [m.name for m in provider_models(CFG, "azure-sim")]
@@ -39,7 +72,7 @@ def test_a_provider_deploys_its_self_hosted_models_only():
 
     only_api = parse_config(data, "<azure serves only a closed model>")
     with pytest.raises(ValueError, match="serves no self-hosted model"):
-        build_provider_app(only_api, "azure-sim")
+        build_provider_apps(only_api, "azure-sim")
 
 
 def test_deployment_options_come_from_the_config():
