@@ -237,6 +237,10 @@ def test_each_model_answers_at_its_own_route_of_its_provider(stack):
         assert r.status_code == status and r.json()["error"]["code"] == code, r.text
         assert r.headers[OUTCOME_HEADER] == outcome
     assert httpx.get(url, timeout=30).status_code == 405
+    # The provider's ingress reaches the same deployment in the model's app by handle.
+    body = {"model": model, "prompt": "a mug", "seed": 7}
+    r = httpx.post(f"{p['endpoint']}/v1/generate", json=body, timeout=120)
+    assert r.status_code == 200 and r.headers["x-easel-replica"].startswith(f"{model}--")
 
 
 def test_prometheus_endpoints_of_both_tiers(client, stack):
