@@ -6,7 +6,7 @@ import statistics
 
 from config import EaselConfig, load_config, parse_config
 
-__all__ = ["one_model_config", "pct", "summary"]
+__all__ = ["CpuMeter", "one_model_config", "pct", "serve_pids", "summary"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -37,4 +37,75 @@ def one_model_config(
     data["models"] = [m]
     data["traffic"]["model_mix"] = {}
     data["routing"]["weights"] = {}
+    anchors = data["evaluation"]["anchors"]
+    if anchors.get("human_anchor_model") not in (None, model):
+        anchors["human_anchor_model"] = model  # the one model left
     return parse_config(data, f"<default config, {model} on {m['providers']}>")
+
+
+class CpuMeter:
+    """CPU seconds (user + system, all threads) of named processes, read before and after a
+    round: on a CPU-bound machine, where a request's cost goes, process by process.
+
+    `machine` is the whole machine's busy CPU seconds (every core, every process: other work
+    sharing the machine included), for what the named processes do not explain.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import psutil
+
+        self.procs = {label: psutil.Process(pid) for label, pid in pids.items()}
+        self.spent: dict[str, dict[str, float]] = {}  # side -> label -> CPU seconds
+        self.images: dict[str, int] = {}
+
+    def read(self) -> dict[str, float]:
+        import psutil
+
+        out = {}
+        for label, p in self.procs.items():
+            try:
+                t = p.cpu_times()
+                out[label] = t.user + t.system
+            except psutil.Error:  # gone (a replica restarted): count nothing more for it
+                out[label] = 0.0
+        t = psutil.cpu_times()
+        out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        return out
+
+    def add(self, side: str, before: dict[str, float], images: int) -> None:
+        """Charge what every process spent since `before` to `images` of `side`."""
+        after = self.read()
+        spent = self.spent.setdefault(side, {})
+        for label, t in after.items():
+            spent[label] = spent.get(label, 0.0) + max(0.0, t - before.get(label, t))
+        self.images[side] = self.images.get(side, 0) + images
+
+    def per_image_ms(self) -> dict[str, dict[str, float]]:
+        """{side: {process: CPU ms per image}}, processes that spent under 0.05 ms left out."""
+        out = {}
+        for side, spent in self.spent.items():
+            n = max(1, self.images[side])
+            ms = {k: v * 1000 / n for k, v in spent.items()}
+            out[side] = {k: round(v, 2) for k, v in ms.items() if v >= 0.05}
+        return out
+
+
+def serve_pids() -> dict[str, int]:
+    """{label: pid} of this Ray's Serve processes: `serve_proxy`, `serve_controller`, and each
+    replica as `<app>/<deployment>` (the first replica of each)."""
+    import ray
+
+    out: dict[str, int] = {}
+    for a in ray._private.state.actors().values():
+        pid = a.get("Pid")
+        if a.get("State") != "ALIVE" or not pid:
+            continue
+        name, cls = a.get("Name") or "", a.get("ActorClassName") or ""
+        if cls == "ProxyActor":
+            out["serve_proxy"] = int(pid)
+        elif cls == "ServeController":
+            out["serve_controller"] = int(pid)
+        elif name.startswith("SERVE_REPLICA::"):
+            app, dep = name.removeprefix("SERVE_REPLICA::").split("#")[:2]
+            out.setdefault(f"{app}/{dep}", int(pid))
+    return out

@@ -4,12 +4,14 @@ Measured in one run, as differences and ratios against a baseline of the same ru
 alternating rounds (A, B, A, B, ...) so that drift in the machine's load hits both sides alike:
 
 1. added latency on a real provider: a tiny model (`--model`, default sdxl-turbo) served by one
-   provider app (the default local mode: a Serve app of a local Ray), called through the gateway
-   (client -> gateway -> provider) and at the same provider endpoint directly: one request at a
-   time, taking turns request by request (`--requests` each), and with 32 concurrent closed-loop
-   clients in alternating rounds. Added = gateway - direct, at p50 and p99. Beside it, the
-   gateway's own time on each request (`X-Easel-Gateway-Ms`: its handler's time less the waits
-   on the upstream), which a saturated provider's queueing noise does not blur.
+   provider app (the default local mode: Serve apps of a local Ray), called through the gateway
+   (client -> gateway -> provider) and directly at the provider route the gateway sends to (the
+   model's own route, `<endpoint>/models/<model>`): one request at a time, taking turns request
+   by request (`--requests` each; the provider's ingress route takes turns too, for the Serve hop
+   it adds), and with 32 concurrent closed-loop clients in alternating rounds. Added = gateway -
+   direct, at p50 and p99. Beside it, the gateway's own time on each request
+   (`X-Easel-Gateway-Ms`: its handler's time less the waits on the upstream), which a saturated
+   provider's queueing noise does not blur, and the gateway process's CPU per request (psutil).
 2. one gateway process against an echo upstream (a provider-shaped HTTP server, its own process,
    answering `/v1/generate` at once with a small PNG): the highest rate it carries with 32
    concurrent clients, and, at `--rate` req/s offered open-loop, the p99 it adds over the echo
@@ -41,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import one_model_config, pct, summary
+from _common import CpuMeter, one_model_config, pct, summary
 
 from config import EaselConfig, load_config, parse_config
+from serve_apps.api.paths import model_route_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 _BODY_MODEL = "echo-model"
@@ -84,6 +87,8 @@ def _echo_main(port: int) -> None:
     app = Starlette(
         routes=[
             Route("/v1/generate", generate, methods=["POST"]),
+            # A provider's model route (serve_apps.api.paths), where the gateway sends them.
+            Route("/models/{model}/v1/generate", generate, methods=["POST"]),
             Route("/v1/stats", stats),
             Route("/readyz", ready),
         ]
@@ -103,6 +108,7 @@ def _echo_config(endpoint: str) -> EaselConfig:
     data["routing"]["weights"] = {}
     data["providers"] = [p for p in data["providers"] if p["name"] == "lambda-sim"]
     data["providers"][0]["endpoint"] = endpoint
+    data["evaluation"]["anchors"]["human_anchor_model"] = None  # the one model is the echo's
     return parse_config(data, "<gateway_overhead echo config>")
 
 
@@ -215,6 +221,7 @@ def _one_at_a_time(sides: dict[str, str], body: dict[str, Any], n: int) -> dict[
         if k != "direct":
             out[f"{k}_added_p50_ms"] = round(out[k]["p50_ms"] - base["p50_ms"], 3)
             out[f"{k}_added_p99_ms"] = round(out[k]["p99_ms"] - base["p99_ms"], 3)
+            out[f"{k}_added_p50_ci95_ms"] = _p50_diff_ci(ms[k], ms["direct"])
     return out
 
 
@@ -236,7 +243,20 @@ def _alternate(
     res: dict[str, Any] = {k: {**summary(v), "rps_by_round": rps[k]} for k, v in pooled.items()}
     if own:
         res["gateway_own"] = summary(own)
+    if "gateway" in pooled and "direct" in pooled:
+        res["gateway_added_p50_ci95_ms"] = _p50_diff_ci(pooled["gateway"], pooled["direct"])
     return res
+
+
+def _p50_diff_ci(a: list[float], b: list[float], n: int = 2000) -> list[float]:
+    """A bootstrap 95 % interval of p50(a) - p50(b): how finely these samples resolve it."""
+    import random
+
+    rng = random.Random(0)
+    diffs = sorted(
+        pct(rng.choices(a, k=len(a)), 50) - pct(rng.choices(b, k=len(b)), 50) for _ in range(n)
+    )
+    return [round(diffs[int(0.025 * n)], 3), round(diffs[int(0.975 * n) - 1], 3)]
 
 
 # --- the Serve forwarder, for the decision ----------------------------------------------------
@@ -289,21 +309,38 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"model": args.model}
     folder = Path(tempfile.mkdtemp(prefix="easel-gw-bench-"))
-    # 1. a real provider, through the gateway and directly.
+    # 1. a real provider, through the gateway and directly at the route the gateway sends to
+    # (the model's own route, serve_apps.api.paths); beside them the provider's ingress route,
+    # whose difference to the model route is the Serve hop the gateway no longer takes.
     cfg = one_model_config(args.model)
     body = {"model": args.model, "prompt": "studio photo of a ceramic mug", "seed": 1}
     with LocalStack(cfg) as stack:
         endpoint = stack.status()["providers"][0]["endpoint"]
-        sides = {"direct": endpoint, "gateway": stack.url}
+        assert stack.gateway is not None
+        meter = CpuMeter({"gateway": stack.gateway.pid})
+        sides = {
+            "direct": model_route_prefix(endpoint, args.model),
+            "gateway": stack.url,
+            "provider_ingress": endpoint,
+        }
+        before = meter.read()
         result["provider_c1"] = _one_at_a_time(sides, body, args.requests)
+        meter.add("c1", before, args.requests + 10)
         print(f"provider, one at a time: added p50 "
               f"{result['provider_c1']['gateway_added_p50_ms']} ms", flush=True)  # fmt: skip
-        res = _alternate(sides, body, max(128 * args.rounds, args.requests), args.rounds, 32)
+        sides = {"direct": sides["direct"], "gateway": stack.url}
+        before = meter.read()
+        n32 = max(128 * args.rounds, args.requests)
+        res = _alternate(sides, body, n32, args.rounds, 32)
+        meter.add("c32", before, n32 + 32 * args.rounds)
         result["provider_c32"] = {
             **res,
             "gateway_added_p50_ms": round(res["gateway"]["p50_ms"] - res["direct"]["p50_ms"], 3),
             "gateway_added_p99_ms": round(res["gateway"]["p99_ms"] - res["direct"]["p99_ms"], 3),
         }
+        # The gateway process's CPU per request it forwarded (its probes included).
+        cpu = meter.per_image_ms()
+        result["gateway_cpu_ms_per_request"] = {k: v.get("gateway") for k, v in cpu.items()}
         print(f"provider at 32: added p50 {result['provider_c32']['gateway_added_p50_ms']} ms",
               flush=True)  # fmt: skip
     # 2. one gateway process against the echo upstream.

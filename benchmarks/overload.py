@@ -90,6 +90,8 @@ def _provider_main(port: int, slots: int, queue: int, service_ms: float, shed_ms
     app = Starlette(
         routes=[
             Route("/v1/generate", generate, methods=["POST"]),
+            # A provider's model route (serve_apps.api.paths), where the gateway sends them.
+            Route("/models/{model}/v1/generate", generate, methods=["POST"]),
             Route("/v1/stats", stats),
             Route("/readyz", ready),
         ]

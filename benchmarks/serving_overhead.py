@@ -1,19 +1,27 @@
-"""What serving through easel costs against a bare Ray Serve app of the same model, and what
-batching gains.
+"""What serving through easel costs against a bare Ray Serve app of the same model, hop by hop,
+and what batching gains.
 
 Everything is measured in one run on one machine, as differences and ratios against a baseline
-measured in the same run, in alternating rounds (A, B, A, B, ...) so that drift in the machine's
-load hits both sides alike:
+measured in the same run, in alternating rounds (A, B, C, ...; one request of each side in turn
+one at a time) so that drift in the machine's load hits every side alike:
 
-1. the bare app: one Ray Serve deployment that is its own HTTP ingress and runs the same
-   pipeline (`load_pipeline` + `generate` + PNG encode) with the same `@serve.batch` settings
+1. `bare`: one Ray Serve deployment that is its own HTTP ingress and runs the same pipeline
+   (`load_pipeline` + `generate` + PNG encode) with the same `@serve.batch` settings
    (`max_batch_size`, `batch_wait_timeout_s`) and the same CPUs, on the same Ray;
-2. easel: the same model through the whole federation (client -> gateway process -> provider
-   app's ingress -> model deployment -> back), as `easel cluster up --local` runs it.
+2. `provider`: the provider's ingress route called directly (Serve's proxy -> the provider
+   ingress deployment -> the model deployment);
+3. `model_route`: the model's own route called directly (Serve's proxy -> the model deployment,
+   `serve_apps/api/paths.py`): where the gateway sends;
+4. `easel`: the whole federation (client -> gateway process -> the model's route -> back), as
+   `easel cluster up --local` runs it.
 
-Figures: one request at a time, the p50 and p95 of each and easel's added p50; `--concurrency`
-closed-loop clients, each side's images/s and easel's ratio to the bare app; and batching's gain:
-easel with the model's `max_batch_size` against easel with `max_batch_size: 1` (images/s ratio).
+Figures: one request at a time, the p50 and p95 of each and its added p50 over the bare app;
+`--concurrency` closed-loop clients, each side's images/s, its mean batch size, and the ratios
+pooled and by round (a round of each side back to back, so a round's ratio compares like with
+like); the CPU milliseconds per image of every process on the path (psutil, before and after each
+side's rounds: the client, the gateway, Serve's proxy and controller, each replica, and the whole
+machine); and batching's gain: easel with the model's `max_batch_size` against easel with
+`max_batch_size: 1` (images/s ratio).
 
 Usage:
     python benchmarks/serving_overhead.py [--model sdxl-lightning] [--requests 60]
@@ -36,9 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import one_model_config, pct, summary
+from _common import CpuMeter, one_model_config, pct, summary
 
 from config import EaselConfig
+from serve_apps.api.paths import model_route_prefix
 
 _PROMPT = "studio photo of a ceramic mug on a wooden table"
 
@@ -70,7 +79,7 @@ def bare_app(cfg: EaselConfig, model: str) -> Any:
             self.batch.set_max_batch_size(self.m.batching.max_batch_size)
             self.batch.set_batch_wait_timeout_s(self.m.batching.batch_wait_timeout_s)
 
-        def _run(self, seeds: list[int]) -> list[bytes]:
+        def _run(self, seeds: list[int]) -> list[tuple[bytes, int]]:
             from serve_apps.api.images import encode_png
             from serve_apps.provider.pipelines import generate
 
@@ -80,17 +89,17 @@ def bare_app(cfg: EaselConfig, model: str) -> Any:
                 height=m.resolution.default, steps=m.steps.default, guidance=m.guidance.default,
                 seeds=seeds,
             )  # fmt: skip
-            return [encode_png(im) for im in images]
+            return [(encode_png(im), len(seeds)) for im in images]
 
         @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
-        async def batch(self, seeds: list[int]) -> list[bytes]:
+        async def batch(self, seeds: list[int]) -> list[tuple[bytes, int]]:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.pool, self._run, seeds)
 
         async def __call__(self, request: Any) -> Response:  # a Starlette request
             body = await request.json()
-            png = await self.batch(int(body["seed"]))
-            return Response(png, media_type="image/png")
+            png, size = await self.batch(int(body["seed"]))
+            return Response(png, media_type="image/png", headers={"X-Easel-Batch-Size": str(size)})
 
     return Bare.bind(m.model_dump(mode="json"))
 
@@ -140,6 +149,17 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _hop_pids(stacks: dict[str, Any]) -> dict[str, int]:
+    """The processes a request passes through (and the client's), labelled by role."""
+    from _common import serve_pids
+
+    pids = {"client": os.getpid(), **serve_pids()}
+    for name, st in stacks.items():
+        if st.gateway is not None:
+            pids[f"{name}/gateway"] = st.gateway.pid
+    return pids
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="sdxl-lightning")
@@ -160,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     m = cfg.model(args.model)
     per_round = max(1, args.requests // args.rounds)
     n_loop = args.concurrency * max(2, per_round // 2)
-    seq: dict[str, list[float]] = {"bare": [], "easel": []}
-    loops: dict[str, list[dict[str, Any]]] = {"bare": [], "easel": [], "easel_unbatched": []}
     ray.init(
         address="local",
         include_dashboard=False,
@@ -183,26 +201,43 @@ def main(argv: list[str] | None = None) -> int:
         }
         for st in stacks.values():
             st.start()
-        urls = {"bare": bare_url, **{k: st.url for k, st in stacks.items()}}
-        with (
-            httpx.Client(base_url=urls["bare"], timeout=120) as bare,
-            httpx.Client(base_url=urls["easel"], timeout=120) as easel,
-        ):
+        provider = stacks["easel"].status()["providers"][0]["endpoint"]
+        # Hop by hop: the bare app; the provider's ingress route called directly (Serve's
+        # proxy, the provider ingress, the model deployment); the model's own route called
+        # directly (Serve's proxy, the model deployment: where the gateway sends); easel, the
+        # same through the gateway.
+        urls = {
+            "bare": bare_url,
+            "provider": provider,
+            "model_route": model_route_prefix(provider, args.model),
+            "easel": stacks["easel"].url,
+        }
+        loop_urls = {**urls, "easel_unbatched": stacks["easel_unbatched"].url}
+        seq: dict[str, list[float]] = {k: [] for k in urls}
+        loops: dict[str, list[dict[str, Any]]] = {k: [] for k in loop_urls}
+        meter = CpuMeter(_hop_pids(stacks))
+        clients = {k: httpx.Client(base_url=u, timeout=120) for k, u in urls.items()}
+        try:
             for i in range(args.warmup):
-                _one(bare, args.model, i)
-                _one(easel, args.model, i)
+                for c in clients.values():
+                    _one(c, args.model, i)
             for r in range(args.rounds):
                 for i in range(per_round):
-                    seq["bare"].append(_one(bare, args.model, i))
-                    seq["easel"].append(_one(easel, args.model, i))
-                print(f"round {r + 1}: bare p50 {pct(seq['bare'], 50):.1f} ms, easel p50 "
-                      f"{pct(seq['easel'], 50):.1f} ms", flush=True)  # fmt: skip
+                    for k, c in clients.items():
+                        seq[k].append(_one(c, args.model, i))
+                line = ", ".join(f"{k} p50 {pct(v, 50):.1f} ms" for k, v in seq.items())
+                print(f"round {r + 1}: {line}", flush=True)
+        finally:
+            for c in clients.values():
+                c.close()
         for r in range(args.rounds):
-            for side, url in urls.items():
+            for side, url in loop_urls.items():
                 asyncio.run(_closed_loop(url, args.model, args.concurrency, args.concurrency))
+                before = meter.read()
                 loops[side].append(
                     asyncio.run(_closed_loop(url, args.model, n_loop, args.concurrency))
                 )
+                meter.add(side, before, n_loop)
             print(f"round {r + 1}: " + ", ".join(
                 f"{k} {v[-1]['images'] / v[-1]['wall_s']:.2f} img/s" for k, v in loops.items()),
                 flush=True)  # fmt: skip
@@ -211,8 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    bare_s, easel_s = summary(seq["bare"]), summary(seq["easel"])
+    seq_s = {k: summary(v) for k, v in seq.items()}
     pooled = {k: _pooled(v) for k, v in loops.items()}
+
+    def ratio(a: str, b: str) -> dict[str, Any]:
+        by_round = [
+            round((x["images"] / x["wall_s"]) / (y["images"] / y["wall_s"]), 3)
+            for x, y in zip(loops[a], loops[b], strict=True)
+        ]
+        return {
+            "pooled": round(pooled[a]["images_per_s"] / pooled[b]["images_per_s"], 3),
+            "by_round": by_round,
+            "min": min(by_round),
+            "max": max(by_round),
+        }
+
     result = {
         "model": args.model,
         "resolution": m.resolution.default,
@@ -220,18 +268,30 @@ def main(argv: list[str] | None = None) -> int:
         "max_batch_size": m.batching.max_batch_size,
         "batch_wait_timeout_s": m.batching.batch_wait_timeout_s,
         "concurrency": args.concurrency,
+        "rounds": args.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
         "one_at_a_time": {
-            "bare": bare_s,
-            "easel": easel_s,
-            "easel_added_p50_ms": round(easel_s["p50_ms"] - bare_s["p50_ms"], 2),
-            "easel_added_p95_ms": round(easel_s["p95_ms"] - bare_s["p95_ms"], 2),
+            **seq_s,
+            **{
+                f"{k}_added_p50_ms": round(seq_s[k]["p50_ms"] - seq_s["bare"]["p50_ms"], 2)
+                for k in seq_s
+                if k != "bare"
+            },
+            "easel_added_p95_ms": round(seq_s["easel"]["p95_ms"] - seq_s["bare"]["p95_ms"], 2),
         },
         "closed_loop": pooled,
-        "easel_over_bare_images_per_s": round(
-            pooled["easel"]["images_per_s"] / pooled["bare"]["images_per_s"], 3
-        ),
+        # CPU ms per image of each process in each side's closed-loop rounds (psutil): where
+        # a request's cost goes on a CPU-bound machine. `machine` is every process's, others'
+        # work included.
+        "cpu_ms_per_image": meter.per_image_ms(),
+        "easel_over_bare_images_per_s": ratio("easel", "bare")["pooled"],
+        "ratios": {
+            "easel_over_bare": ratio("easel", "bare"),
+            "provider_over_bare": ratio("provider", "bare"),
+            "model_route_over_bare": ratio("model_route", "bare"),
+            "easel_over_model_route": ratio("easel", "model_route"),
+        },
         "batching_throughput_gain": round(
             pooled["easel"]["images_per_s"] / pooled["easel_unbatched"]["images_per_s"], 3
         ),

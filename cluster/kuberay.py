@@ -2,12 +2,14 @@
 the bench RayJob beside it.
 
 Every provider is its own RayService, in its own Kubernetes cluster (`providers[].kubernetes`),
-serving only that provider's models: `serveConfigV2` runs the provider app
-(`serve_apps.provider:app_builder`, args `{config, provider}`), one deployment per model with its
-Serve autoscaling bounds, and the Ray autoscaler (`enableInTreeAutoscaling`) adds worker pods
-when Serve asks for replicas, within worker groups sized by `cluster.capacity` (render refuses a
-config whose deployments cannot fit). Weights come from a per-provider cache volume that a Job
-fills once with pinned revisions (`cluster.k8s_weights`); replicas load from it offline.
+serving only that provider's models: `serveConfigV2` runs the provider's ingress application
+(`serve_apps.provider:app_builder`, args `{config, provider}`) and one application per model
+(`serve_apps.provider:model_app_builder`, args `{config, provider, model}`: its deployment with
+its Serve autoscaling bounds, reachable at `/models/<model>`), and the Ray autoscaler
+(`enableInTreeAutoscaling`) adds worker pods when Serve asks for replicas, within worker groups
+sized by `cluster.capacity` (render refuses a config whose deployments cannot fit). Weights come
+from a per-provider cache volume that a Job fills once with pinned revisions
+(`cluster.k8s_weights`); replicas load from it offline.
 
 `render(cfg)` returns every object by relative path: `<provider>/...`, `gateway/...` (see
 `cluster.k8s_gateway`) and `bench/...` (see `cluster.k8s_bench`). Files are numbered in the
@@ -52,6 +54,7 @@ from config import EaselConfig, ProviderConfig
 __all__ = [
     "APP_IMPORT_PATH",
     "CONFIG_PATH",
+    "MODEL_APP_IMPORT_PATH",
     "PROVIDER_RESOURCE_UNITS",
     "ManifestError",
     "default_image",
@@ -64,6 +67,7 @@ __all__ = [
 ]
 
 APP_IMPORT_PATH = "serve_apps.provider:app_builder"
+MODEL_APP_IMPORT_PATH = "serve_apps.provider:model_app_builder"
 PROVIDER_LABEL = "easel.dev/provider"
 # GPU feature discovery's product label, for providers whose config gives no node selector.
 _GPU_PRODUCT_LABELS = {
@@ -96,7 +100,14 @@ def serve_config(
 ) -> dict[str, Any]:
     """The provider's `serveConfigV2`: its app on the mounted config, each model deployment with
     Serve autoscaling (config bounds, or `bounds[model] = (min, max)`)."""
-    deployments = []
+    apps: list[dict[str, Any]] = [
+        {
+            "name": provider.name,
+            "route_prefix": "/",
+            "import_path": APP_IMPORT_PATH,
+            "args": {"config": CONFIG_PATH, "provider": provider.name},
+        }
+    ]
     for m in hosted_models(cfg, provider):
         scale = m.autoscaling
         low, high = (bounds or {}).get(m.name, (scale.min_replicas, scale.max_replicas))
@@ -109,21 +120,27 @@ def serve_config(
             "upscale_delay_s": float(scale.upscale_delay_s),
             "downscale_delay_s": float(scale.downscale_delay_s),
         }
-        deployments.append(
-            {"name": serve_deployment_name(m.name, provider.name), "autoscaling_config": auto}
+        # The model's own application beside the ingress, under the names the provider app
+        # expects (`<ingress app>--<model>` at `/models/<model>`: serve_apps.provider.app and
+        # serve_apps.api.paths, a later floor; tests/cluster/test_kuberay.py keeps them equal).
+        apps.append(
+            {
+                "name": f"{provider.name}--{m.name}",
+                "route_prefix": f"/models/{m.name}",
+                "import_path": MODEL_APP_IMPORT_PATH,
+                "args": {"config": CONFIG_PATH, "provider": provider.name, "model": m.name},
+                "deployments": [
+                    {
+                        "name": serve_deployment_name(m.name, provider.name),
+                        "autoscaling_config": auto,
+                    }
+                ],
+            }
         )
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": cfg.serve.port},
-        "applications": [
-            {
-                "name": provider.name,
-                "route_prefix": "/",
-                "import_path": APP_IMPORT_PATH,
-                "args": {"config": CONFIG_PATH, "provider": provider.name},
-                "deployments": deployments,
-            }
-        ],
+        "applications": apps,
     }
 
 
@@ -194,7 +211,17 @@ def provider_manifests(
 
 def render(cfg: EaselConfig, image: str | None = None) -> dict[str, dict[str, Any]]:
     """Every manifest for `cfg` by relative path: `<provider>/NN-*.yaml` for each provider that
-    serves an open model, `gateway/NN-*.yaml`, `bench/NN-*.yaml`."""
+    serves an open model, `gateway/NN-*.yaml`, `bench/NN-*.yaml`.
+
+    Raises:
+        ValueError: a config that cannot run on KubeRay as rendered (`serve.share_tiny_replicas`
+            is local mode's; here every model gets its own application).
+    """
+    if cfg.serve.share_tiny_replicas:
+        raise ValueError(
+            "serve.share_tiny_replicas is a local-mode setting (tiny CPU builds in one process); "
+            "a RayService runs one application per model: set it to false to render"
+        )
     image = image_of(cfg, image)
     out: dict[str, dict[str, Any]] = {}
     for p in cfg.providers:

@@ -3,9 +3,10 @@
 - `gateway/`: the API customers call; routes each request to provider clusters and closed-model
   vendors over HTTP, with weights, drains, health, failover and tenants; N processes or replicas,
   routing state in each.
-- `provider/`: the provider app each provider's own Ray cluster runs
-  (`serve_apps.provider:app_builder`, args `{config, provider}`): an ingress plus one Serve
-  deployment per model, the diffusers backend and batcher, the usage ledger, the tiny model zoo.
+- `provider/`: the provider apps each provider's own Ray cluster runs: an ingress
+  (`serve_apps.provider:app_builder`, args `{config, provider}`) and one Serve application per
+  model (`serve_apps.provider:model_app_builder`, its deployment the HTTP ingress of the route
+  the gateway sends to), the diffusers backend and batcher, the usage ledger, the tiny model zoo.
 - `vendors/`: the real OpenAI-images and queue clients (the gateway's upstreams for closed models).
 - `api/`: the HTTP contract both tiers speak (schemas, errors, images, response metadata).
 - `local/`: the local modes: providers as Serve apps of one Ray (default) or as separate Ray

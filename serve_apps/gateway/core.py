@@ -131,7 +131,7 @@ class Gateway:
         for s in self.table.states():
             if s.kind == "provider":
                 senders[(s.model, s.provider)] = ProviderUpstream(
-                    self.endpoints[s.provider], self.session
+                    self.endpoints[s.provider], s.model, self.session
                 )
             else:
                 # One client per closed model: its providers resell one vendor API.

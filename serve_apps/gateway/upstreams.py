@@ -9,7 +9,8 @@ answers are the upstream's fault. Messages that reach clients say what happened 
 never exception text (it can name internal addresses) nor a vendor's error body (vendors echo
 parts of keys and internal detail); the full text goes to the log at debug level only.
 
-Provider endpoints are called over one pooled keep-alive `aiohttp` session per gateway process;
+Provider models are called at their own routes (`serve_apps.api.paths`) over one
+pooled keep-alive `aiohttp` session per gateway process;
 vendors through the real OpenAI-images and queue clients (`serve_apps.vendors`), each with its
 own pooled connections and retries.
 """
@@ -28,6 +29,7 @@ import aiohttp
 from config import ModelConfig
 from serve_apps.api.errors import safe_text
 from serve_apps.api.outcomes import OUTCOME_HEADER, Outcome, outcome_of_status
+from serve_apps.api.paths import model_generate_url
 from serve_apps.api.responses import ImageMeta
 from serve_apps.api.schemas import ResolvedRequest
 from serve_apps.vendors.clients import VendorError, make_client
@@ -93,11 +95,13 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class ProviderUpstream:
-    """A provider cluster's `/v1/generate`, over the gateway process's pooled session."""
+    """One model of a provider cluster: its own route, `<endpoint>/models/<model>/v1/generate`
+    (the model deployment behind Serve's proxy, no provider ingress between them), over the
+    gateway process's pooled session."""
 
-    def __init__(self, endpoint: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, endpoint: str, model: str, session: aiohttp.ClientSession) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._url = f"{self.endpoint}/v1/generate"
+        self._url = model_generate_url(self.endpoint, model)
         self._session = session
 
     async def send(self, resolved: ResolvedRequest, timeout_s: float) -> Attempt:

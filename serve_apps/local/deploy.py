@@ -2,8 +2,8 @@
 
 `python -m serve_apps.local.deploy --config F --provider P --port N`: what `IsolatedProviders`
 runs once per provider cluster, in that cluster's environment (its address and auth token), as
-`serve run serve_apps.provider:app_builder config=F provider=P` would. Serve's proxy binds
-127.0.0.1:N; the app is at `/`.
+a Serve config with the provider's applications would (`easel k8s render` writes that one for
+KubeRay). Serve's proxy binds 127.0.0.1:N; the ingress is at `/`, each model at `/models/<model>`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from serve_apps.provider.app import app_builder
+    from config import load_config
+    from serve_apps.provider.app import build_provider_apps
 
     ray.init(log_to_driver=False)
     serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(
-        app_builder({"config": args.config, "provider": args.provider}),
-        name="provider",
-        route_prefix="/",
+    apps = build_provider_apps(load_config(args.config), args.provider, name="provider")
+    serve.run_many(
+        [serve.RunTarget(target=a.app, name=a.name, route_prefix=a.route_prefix) for a in apps],
+        wait_for_applications_running=True,
     )
     print(f"provider {args.provider} serving on http://{args.host}:{args.port}", flush=True)
     return 0

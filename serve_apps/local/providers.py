@@ -4,8 +4,9 @@ Both kinds give every provider that serves a self-hosted model the same provider
 (`serve_apps.provider`) at an HTTP endpoint of its own, which is all the gateway knows of it:
 
 - `SharedRayProviders` (the default): one Ray (this process's, started here when there is none),
-  one Serve application per provider, `provider-<name>` at route prefix `/<name>` of Serve's one
-  HTTP proxy. Cheap: one set of Ray processes for all.
+  per provider its ingress application `provider-<name>` at route prefix `/<name>` of Serve's one
+  HTTP proxy and its model applications `provider-<name>--<model>` at `/<name>/models/<model>`.
+  Cheap: one set of Ray processes for all.
 - `IsolatedProviders` (`--isolated`): one independent Ray cluster per provider (`RayHead`: its
   own ports, temp folder and auth token), each with Serve's proxy on a port of its own and the
   app at `/`, deployed by a short-lived driver process. Killing one provider's processes is a
@@ -24,7 +25,12 @@ from typing import Any
 
 from cluster.local import RayHead, free_port
 from config import EaselConfig
-from serve_apps.provider.app import build_provider_app, provider_models
+from serve_apps.provider.app import (
+    build_provider_apps,
+    model_app_name,
+    model_units,
+    provider_models,
+)
 
 __all__ = ["IsolatedProviders", "SharedRayProviders", "served_providers"]
 
@@ -109,26 +115,31 @@ class SharedRayProviders:
 
         port = _get_global_client().http_config.port  # an existing Serve keeps its own port
         targets = [
-            serve.RunTarget(
-                target=build_provider_app(self.cfg, p),
-                name=app_name(p, self.prefix),
-                route_prefix=f"/{self.prefix}{p}",
-            )
+            serve.RunTarget(target=a.app, name=a.name, route_prefix=a.route_prefix)
             for p in self.providers
+            for a in build_provider_apps(
+                self.cfg, p, name=app_name(p, self.prefix), route_prefix=f"/{self.prefix}{p}"
+            )
         ]
         if targets:
             serve.run_many(targets, wait_for_applications_running=True)
         self.endpoints = {p: f"http://127.0.0.1:{port}/{self.prefix}{p}" for p in self.providers}
         return self.endpoints
 
+    def _apps(self, provider: str) -> list[str]:
+        """`provider`'s Serve applications: its ingress's and one per model."""
+        name = app_name(provider, self.prefix)
+        units = dict.fromkeys(model_units(self.cfg, provider).values())  # once each, in order
+        return [name, *(model_app_name(name, unit) for unit in units)]
+
     def pids(self, provider: str) -> list[int]:
-        """The processes of `provider`'s app: its ingress and model replicas."""
+        """The processes of `provider`'s apps: its ingress and model replicas."""
         import ray
 
-        prefix = f"SERVE_REPLICA::{app_name(provider, self.prefix)}#"
+        prefixes = tuple(f"SERVE_REPLICA::{a}#" for a in self._apps(provider))
         out = []
         for a in ray._private.state.actors().values():  # GCS, no dashboard needed
-            if a.get("State") == "ALIVE" and (a.get("Name") or "").startswith(prefix):
+            if a.get("State") == "ALIVE" and (a.get("Name") or "").startswith(prefixes):
                 pid = a.get("Pid")
                 if pid:
                     out.append(int(pid))
@@ -149,7 +160,7 @@ class SharedRayProviders:
             return
         # A shared cluster: remove only what this run deployed, all at once.
         try:
-            names = {app_name(p, self.prefix) for p in self.providers}
+            names = {a for p in self.providers for a in self._apps(p)}
             for name in names:
                 serve.delete(name, _blocking=False)
             deadline = time.monotonic() + 60

@@ -39,6 +39,7 @@ from serve_apps.api.requests import (
 )
 from serve_apps.api.responses import ImageMeta, model_card, wants_json
 from serve_apps.api.schemas import MAX_SEED, GenerateRequest, ImagesRequest, read_json_body
+from serve_apps.provider.model_route import image_meta
 from serve_apps.provider.results import ErrorResult, ImageResult
 
 __all__ = ["ProviderIngress", "api"]
@@ -65,13 +66,16 @@ install_error_handlers(api, with_outcome=True)
 # Serve pickles the deployment class when it is decorated: helpers it uses come before it.
 
 
-def _replica_counts(app_name: str) -> dict[str, tuple[int, int]]:
-    """{deployment: (RUNNING replicas, all replicas Serve wants)} of one Serve app."""
-    app = serve.status().applications.get(app_name)
-    if app is None:
-        return {}
+def _replica_counts(apps: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """{deployment: (RUNNING replicas, all replicas Serve wants)}; `apps` maps each deployment
+    to its Serve application."""
+    status = serve.status().applications
     out = {}
-    for name, dep in app.deployments.items():
+    for name, app_name in apps.items():
+        app = status.get(app_name)
+        dep = None if app is None else app.deployments.get(name)
+        if dep is None:
+            continue
         states = {getattr(k, "value", k): n for k, n in dep.replica_states.items()}
         out[name] = (states.get("RUNNING", 0), sum(states.values()))
     return out
@@ -80,22 +84,49 @@ def _replica_counts(app_name: str) -> dict[str, tuple[int, int]]:
 @serve.deployment
 @serve.ingress(api)
 class ProviderIngress:
-    """The ingress of provider `provider`; `handles` maps each model it serves to its deployment."""
+    """The ingress of provider `provider`, in front of its models' applications (`units`: each
+    model's unit, `app.model_units`).
 
-    def __init__(self, config: dict[str, Any], provider: str, handles: dict[str, Any]) -> None:
+    Each model runs in a Serve application of its own beside this one, named `<this app>--<model>`
+    (or `<this app>--tiny-models` for local mode's shared tiny replica, `app.py`); this ingress
+    calls their deployments through handles, taken at the first request (the applications
+    deploy together, in any order).
+    """
+
+    def __init__(self, config: dict[str, Any], provider: str, units: dict[str, str]) -> None:
+        from serve_apps.provider.app import deployment_name
+
         with contextlib.suppress(OSError):
             os.nice(INGRESS_NICE)
         self.cfg = EaselConfig.model_validate(config)
         self.provider: ProviderConfig = self.cfg.provider(provider)
-        self._models: dict[str, ModelConfig] = {name: self.cfg.model(name) for name in handles}
-        self._deployments = {name: h.deployment_name for name, h in handles.items()}
-        self._handles = {name: h.options(method_name="generate") for name, h in handles.items()}
-        self._ongoing = dict.fromkeys(handles, 0)
+        models = list(units)
+        self._models: dict[str, ModelConfig] = {name: self.cfg.model(name) for name in models}
+        # Each model's unit: its own deployment and application, or the one a provider's tiny
+        # builds share (`serve.share_tiny_replicas`).
+        self._units = dict(units)
+        self._deployments = {m: deployment_name(u, provider) for m, u in self._units.items()}
+        self._handles: dict[str, Any] = {}
+        self._ongoing = dict.fromkeys(models, 0)
         self._in_flight = 0
         self._rng = random.SystemRandom()
         self._status: dict[str, tuple[int, int]] | None = None
         self._status_at = -1e9
         self._refresh: asyncio.Task[None] | None = None
+
+    def _app_of(self, model: str) -> str:
+        from serve_apps.provider.app import model_app_name
+
+        return model_app_name(serve.get_replica_context().app_name, self._units[model])
+
+    def _handle(self, model: str) -> Any:
+        handle = self._handles.get(model)
+        if handle is None:
+            handle = serve.get_deployment_handle(
+                self._deployments[model], self._app_of(model), _check_exists=False
+            ).options(method_name="generate")
+            self._handles[model] = handle
+        return handle
 
     # --- model requests -----------------------------------------------------------------------
 
@@ -157,7 +188,7 @@ class ProviderIngress:
         self._in_flight += 1
         self._ongoing[model.name] += 1
         try:
-            result = await self._handles[model.name].remote(resolved)
+            result = await self._handle(model.name).remote(resolved)
         except BackPressureError as exc:
             raise ApiError(
                 503,
@@ -189,20 +220,7 @@ class ProviderIngress:
         return result
 
     def _meta(self, resolved: Any, result: ImageResult) -> ImageMeta:
-        return ImageMeta(
-            request_id=resolved.request_id,
-            model=resolved.model,
-            provider=self.provider.name,
-            replica=result.replica,
-            queue_ms=result.queue_ms,
-            inference_ms=result.inference_ms,
-            batch_size=result.batch_size,
-            cold_start=result.cold_start,
-            seed=resolved.seed,
-            width=resolved.width,
-            height=resolved.height,
-            steps=resolved.steps,
-        )
+        return image_meta(resolved, result, self.provider.name)
 
     # --- information --------------------------------------------------------------------------
 
@@ -273,9 +291,9 @@ class ProviderIngress:
         return self._status or {}
 
     async def _refresh_status(self) -> None:
-        app_name = serve.get_replica_context().app_name
+        apps = {dep: self._app_of(m) for m, dep in self._deployments.items()}
         try:
-            self._status = await asyncio.to_thread(_replica_counts, app_name)
+            self._status = await asyncio.to_thread(_replica_counts, apps)
         except Exception as exc:  # Serve starting or stopping: keep the last answer
             _log.debug("serve status failed: %r", exc)
         self._status_at = time.monotonic()

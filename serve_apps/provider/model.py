@@ -11,6 +11,9 @@ module in the driver or the ingress stays cheap.
   replica process holds several models of one provider, each with its own pipeline, batcher,
   inference thread and usage-ledger row (`<model>--<provider>#<replica id>`), so the process
   imports torch and diffusers once instead of once per model (most of a tiny replica's memory).
+
+Either deployment is also the HTTP ingress of its own Serve application (`__call__`,
+`model_route.py`): the gateway's generate requests reach it through Serve's proxy alone.
 """
 
 from __future__ import annotations
@@ -19,18 +22,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
 
-from config import ModelConfig, ProviderConfig
+from config import ModelConfig, ProviderConfig, ServeConfig
 from serve_apps.api.images import encode_png
 from serve_apps.api.schemas import ResolvedRequest
 from serve_apps.provider.batcher import BatchStats, ShapeBatcher, run_group
 from serve_apps.provider.metrics import record_batch, replica_metrics
+from serve_apps.provider.model_route import answer, route_model, unknown_route
 from serve_apps.provider.results import ErrorResult, ImageResult, ReplicaResult
 from serve_apps.provider.usage import HEARTBEAT_S, get_ledger, replica_gpus
 
@@ -198,6 +205,11 @@ class ModelServer:
                 self._ledger.goodbye.remote(self.replica)
 
 
+def _seed_rng() -> random.Random:
+    # Seeds for requests that name none; one generator per replica, seeded from the OS.
+    return random.Random(random.SystemRandom().getrandbits(64))
+
+
 def _replica_id() -> tuple[str, str]:
     ctx = serve.get_replica_context()
     return ctx.deployment, ctx.replica_id.unique_id
@@ -207,10 +219,19 @@ def _replica_id() -> tuple[str, str]:
 class DiffusersModel:
     """A diffusers pipeline, one model per replica process (`ModelServer` does the work)."""
 
-    def __init__(self, model: dict[str, Any], provider: dict[str, Any]) -> None:
+    def __init__(
+        self, model: dict[str, Any], provider: dict[str, Any], serve_cfg: dict[str, Any]
+    ) -> None:
         serving_priority()
         deployment, uid = _replica_id()
         self.server = ModelServer(model, provider, f"{deployment}#{uid}")
+        self.serve_cfg = ServeConfig.model_validate(serve_cfg)
+        self._rng = _seed_rng()
+
+    async def __call__(self, request: Request) -> Response:
+        """HTTP: `POST .../models/<model>/v1/generate` (the gateway's route to this model)."""
+        s = self.server
+        return await answer(request, s.cfg, self.serve_cfg, s.provider.name, s.generate, self._rng)
 
     async def generate(self, request: ResolvedRequest) -> ReplicaResult:
         """Generate one image (batched with concurrent requests of its shape); a record."""
@@ -233,7 +254,9 @@ class SharedDiffusersModels:
     the process: one torch and diffusers import, and the replica's cores.
     """
 
-    def __init__(self, models: list[dict[str, Any]], provider: dict[str, Any]) -> None:
+    def __init__(
+        self, models: list[dict[str, Any]], provider: dict[str, Any], serve_cfg: dict[str, Any]
+    ) -> None:
         from serve_apps.provider.app import deployment_name
 
         serving_priority()
@@ -243,6 +266,17 @@ class SharedDiffusersModels:
             str(m["name"]): ModelServer(m, provider, f"{deployment_name(m['name'], prov)}#{uid}")
             for m in models
         }
+        self.serve_cfg = ServeConfig.model_validate(serve_cfg)
+        self._rng = _seed_rng()
+
+    async def __call__(self, request: Request) -> Response:
+        """HTTP: `POST .../models/<model>/v1/generate` for any of its models: the application is
+        mounted at `<provider>/models`, so the model is the path's segment before `/v1/generate`."""
+        model = route_model(request.url.path)
+        s = self.servers.get(model or "")
+        if s is None:
+            return unknown_route(request.url.path, sorted(self.servers))
+        return await answer(request, s.cfg, self.serve_cfg, s.provider.name, s.generate, self._rng)
 
     async def generate(self, request: ResolvedRequest) -> ReplicaResult:
         """Generate one image with the request's model; a record (404 for a model not here)."""

@@ -15,6 +15,7 @@ from cluster.k8s_schema import default_crd_dir, load_schemas, validate_files
 from cluster.kuberay import (
     APP_IMPORT_PATH,
     CONFIG_PATH,
+    MODEL_APP_IMPORT_PATH,
     PROVIDER_RESOURCE_UNITS,
     ManifestError,
     default_image,
@@ -24,6 +25,8 @@ from cluster.kuberay import (
 )
 from cluster.shipped import SHIPPED, default_k8s_dir, render_shipped
 from config import load_config, parse_config, shipped_config_path
+from serve_apps.api.paths import model_route_prefix
+from serve_apps.provider.app import model_app_name
 
 RAY_VERSION = importlib.metadata.version("ray")
 PROD = shipped_config_path("production.example.yaml")
@@ -83,14 +86,21 @@ def test_one_rayservice_per_provider_serving_only_its_models(shipped):
             assert obj["metadata"]["annotations"]["easel.dev/kube-context"] == context
         serve_cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
         ServeDeploySchema.model_validate(serve_cfg)  # Ray Serve's own schema for config files
-        (app,) = serve_cfg["applications"]
-        assert app["import_path"] == APP_IMPORT_PATH
-        assert app["args"] == {"config": CONFIG_PATH, "provider": name}
+        ingress, *model_apps = serve_cfg["applications"]
+        assert ingress["import_path"] == APP_IMPORT_PATH and ingress["route_prefix"] == "/"
+        assert ingress["args"] == {"config": CONFIG_PATH, "provider": name}
+        assert "deployments" not in ingress  # the models run in their own apps
         models = [m for m in hosted_models(cfg, p)]
-        assert [d["name"] for d in app["deployments"]] == [
-            serve_deployment_name(m.name, name) for m in models
+        # One app per model, under the names and routes the provider app uses (its model
+        # apps are `<ingress app>--<model>`; the gateway sends to `/models/<model>`).
+        assert [(a["name"], a["route_prefix"]) for a in model_apps] == [
+            (model_app_name(name, m.name), model_route_prefix("/", m.name)) for m in models
         ]
-        for d, m in zip(app["deployments"], models, strict=True):
+        for a, m in zip(model_apps, models, strict=True):
+            assert a["import_path"] == MODEL_APP_IMPORT_PATH
+            assert a["args"] == {"config": CONFIG_PATH, "provider": name, "model": m.name}
+            (d,) = a["deployments"]
+            assert d["name"] == serve_deployment_name(m.name, name)
             auto = d["autoscaling_config"]
             assert (auto["min_replicas"], auto["max_replicas"]) == (
                 m.autoscaling.min_replicas,
@@ -377,3 +387,10 @@ def test_validate_cli_flags_a_broken_manifest(tmp_path, capsys):
     path.write_text(path.read_text().replace("minReplicas:", "minReplica:", 1))
     assert main(["k8s", "validate", str(tmp_path)]) == 1
     assert "minReplica" in capsys.readouterr().out
+
+
+def test_render_refuses_local_modes_shared_tiny_replicas():
+    data = load_config(None).model_dump(mode="json")
+    data["serve"]["share_tiny_replicas"] = True
+    with pytest.raises(ValueError, match="share_tiny_replicas is a local-mode setting"):
+        render(parse_config(data, "<shared>"))

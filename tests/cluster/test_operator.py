@@ -67,8 +67,10 @@ def _clusters(cfg, kubeconfig):
 
 def _ceiling(server, provider: str, model: str) -> int:
     rs = server.get("rayservices", "easel", f"easel-production-example-{provider}")
-    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
-    (d,) = [d for d in app["deployments"] if d["name"] == f"{model}--{provider}"]
+    apps = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    (d,) = [
+        d for a in apps for d in a.get("deployments", []) if d["name"] == f"{model}--{provider}"
+    ]
     return d["autoscaling_config"]["max_replicas"]
 
 

@@ -39,8 +39,12 @@ def _live(api) -> dict:
 
 
 def _serve_max(text: str) -> dict[str, int]:
-    (app,) = yaml.safe_load(text)["applications"]
-    return {d["name"]: d["autoscaling_config"]["max_replicas"] for d in app["deployments"]}
+    apps = yaml.safe_load(text)["applications"]
+    return {
+        d["name"]: d["autoscaling_config"]["max_replicas"]
+        for a in apps
+        for d in a.get("deployments", [])
+    }
 
 
 def _groups(obj: dict) -> dict:

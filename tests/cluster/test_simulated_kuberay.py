@@ -122,7 +122,8 @@ def test_serve_config_changes_apply_in_place(rayservice):
         name = _active(api)
         edited = copy.deepcopy(rayservice)
         serve = yaml.safe_load(edited["spec"]["serveConfigV2"])
-        serve["applications"][0]["deployments"][0]["autoscaling_config"]["max_replicas"] = 3
+        # applications[0] is the provider's ingress; each model's app follows with its deployment
+        serve["applications"][1]["deployments"][0]["autoscaling_config"]["max_replicas"] = 3
         edited["spec"]["serveConfigV2"] = yaml.safe_dump(serve)
         api.apply(edited)
         assert ctl.created == [name] and len(ctl.submissions[name]) == 2
@@ -131,13 +132,15 @@ def test_serve_config_changes_apply_in_place(rayservice):
 
 def test_serve_refuses_a_bad_config(rayservice):
     with SimulatedKubeApi() as api:
-        SimulatedKubeRay(api, app_deployments={"runpod-sim": ["ProviderIngress"]})
+        # A model app whose overridden deployment does not exist in what the app builds.
+        model_app = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][1]
+        SimulatedKubeRay(api, app_deployments={model_app["name"]: ["ProviderIngress"]})
         api.apply(rayservice)
         status = _status(api)
         # The pending cluster never serves, so it is never promoted.
         assert not status.get("activeServiceStatus", {}).get("rayClusterName")
         assert status["serviceStatus"] == "NotRunning"
         pending = status["pendingServiceStatus"]
-        (failed,) = pending["applications"].values()
+        (failed,) = [a for a in pending["applications"].values() if a["status"] != "RUNNING"]
         assert failed["status"] == "DEPLOY_FAILED"
         assert "does not exist. Available: ['ProviderIngress']" in failed["message"]

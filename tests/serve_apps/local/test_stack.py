@@ -215,6 +215,34 @@ def test_provider_stats_route(stack):
     assert httpx.get(f"{p['endpoint']}/readyz", timeout=30).status_code == 200
 
 
+def test_each_model_answers_at_its_own_route_of_its_provider(stack):
+    """The route the gateway sends to: the model deployment behind Serve's proxy alone, with the
+    same answers and error shape (and outcome header) as the provider's ingress."""
+    from serve_apps.api.outcomes import OUTCOME_HEADER
+    from serve_apps.api.paths import model_generate_url
+
+    p = stack["providers"][0]
+    model = p["models"][0]
+    url = model_generate_url(p["endpoint"], model)
+    r = httpx.post(url, json={"model": model, "prompt": "a mug", "seed": 7}, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["x-easel-provider"] == p["name"] and r.headers["x-easel-seed"] == "7"
+    assert r.headers["x-easel-replica"].startswith(f"{model}--{p['name']}#")
+    _image(r.content)
+    for body, status, code, outcome in [
+        ({"model": model, "prompt": "x", "steps": 10_000}, 422, "invalid_steps", "client_error"),
+        ({"model": "nope", "prompt": "x"}, 404, "model_not_found", "error"),
+    ]:
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == status and r.json()["error"]["code"] == code, r.text
+        assert r.headers[OUTCOME_HEADER] == outcome
+    assert httpx.get(url, timeout=30).status_code == 405
+    # The provider's ingress reaches the same deployment in the model's app by handle.
+    body = {"model": model, "prompt": "a mug", "seed": 7}
+    r = httpx.post(f"{p['endpoint']}/v1/generate", json=body, timeout=120)
+    assert r.status_code == 200 and r.headers["x-easel-replica"].startswith(f"{model}--")
+
+
 def test_prometheus_endpoints_of_both_tiers(client, stack):
     text = client.get("/metrics", headers=ADMIN).text
     for name in (

@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 
 from config import Autoscaling, load_config
-from serve_apps.provider import app_builder, build_provider_app, provider_models
+from serve_apps.provider import (
+    app_builder,
+    build_provider_apps,
+    model_app_builder,
+    provider_models,
+)
 from serve_apps.provider.app import deployment_options
 
 CFG = load_config()
@@ -28,6 +33,34 @@ def test_app_builder_is_the_serve_import_path_with_config_and_provider(tmp_path)
         app_builder({"provider": "gcp-sim"})
 
 
+def test_model_app_builder_builds_one_models_app_of_a_provider(tmp_path):
+    path = tmp_path / "easel.yaml"
+    path.write_text(CFG.to_yaml())
+    args = {"config": str(path), "provider": "azure-sim", "model": "flux2-dev"}
+    assert type(model_app_builder(args)).__name__ == "Application"
+    with pytest.raises(ValueError, match="`model` is required"):
+        model_app_builder({"provider": "azure-sim"})
+    with pytest.raises(ValueError, match="does not serve the self-hosted model 'sdxl-turbo'"):
+        model_app_builder({"provider": "azure-sim", "model": "sdxl-turbo"})
+    with pytest.raises(ValueError, match="unknown application args"):
+        model_app_builder({**args, "replicas": 2})
+
+
+def test_provider_apps_are_the_ingress_and_one_app_per_model_at_its_route():
+    from serve_apps.api.paths import model_generate_url
+
+    apps = build_provider_apps(CFG, "azure-sim", name="provider-azure-sim", route_prefix="/azure")
+    assert [(a.name, a.route_prefix) for a in apps] == [
+        ("provider-azure-sim", "/azure"),
+        ("provider-azure-sim--flux2-dev", "/azure/models/flux2-dev"),
+        ("provider-azure-sim--sdxl-lightning", "/azure/models/sdxl-lightning"),
+    ]
+    # Where the gateway sends a model's requests: under the model app's route prefix.
+    url = model_generate_url("http://127.0.0.1:8000/azure", "flux2-dev")
+    assert url == "http://127.0.0.1:8000/azure/models/flux2-dev/v1/generate"
+    assert [a.route_prefix for a in build_provider_apps(CFG, "azure-sim")][1] == "/models/flux2-dev"
+
+
 def test_a_provider_deploys_its_self_hosted_models_only():
     assert [m.name for m in provider_models(CFG, "azure-sim")] == ["flux2-dev", "sdxl-lightning"]
     assert "proprietary-a" not in [m.name for m in provider_models(CFG, "azure-sim")]
@@ -39,7 +72,7 @@ def test_a_provider_deploys_its_self_hosted_models_only():
 
     only_api = parse_config(data, "<azure serves only a closed model>")
     with pytest.raises(ValueError, match="serves no self-hosted model"):
-        build_provider_app(only_api, "azure-sim")
+        build_provider_apps(only_api, "azure-sim")
 
 
 def test_deployment_options_come_from_the_config():
@@ -58,33 +91,34 @@ def test_deployment_options_come_from_the_config():
     assert opts["autoscaling_config"]["upscale_delay_s"] == 2
 
 
-def _model_deployments(app) -> dict[str, str]:
-    """{model: the name of the deployment the ingress hands it to} of a built provider app."""
-    _config, _provider, handles = app._bound_deployment.init_args
-    return {m: h._bound_deployment.name for m, h in handles.items()}
-
-
 def test_share_tiny_replicas_puts_a_providers_tiny_builds_in_one_deployment():
-    from serve_apps.provider.app import shares_a_process
+    from config import parse_config
+    from serve_apps.provider.app import model_units, shares_a_process
 
     data = CFG.model_dump(mode="json")
     data["serve"]["share_tiny_replicas"] = True
-    from config import parse_config
-
     shared = parse_config(data, "<shared tiny replicas>")
-    app = build_provider_app(shared, "azure-sim")
-    assert _model_deployments(app) == {
-        "flux2-dev": "tiny-models--azure-sim",
-        "sdxl-lightning": "tiny-models--azure-sim",
+    assert model_units(shared, "azure-sim") == {
+        "flux2-dev": "tiny-models",
+        "sdxl-lightning": "tiny-models",
     }
-    opts = app._bound_deployment.init_args[2]["flux2-dev"]._bound_deployment
-    assert opts.max_ongoing_requests == 16 and opts.num_replicas == 1  # both models' bounds
-    assert opts.ray_actor_options["num_cpus"] == pytest.approx(0.2)
-    # Off (the default), or a model that autoscales: one deployment per model.
-    assert _model_deployments(build_provider_app(CFG, "azure-sim")) == {
-        "flux2-dev": "flux2-dev--azure-sim",
-        "sdxl-lightning": "sdxl-lightning--azure-sim",
-    }
+    apps = build_provider_apps(shared, "azure-sim", name="p", route_prefix="/azure-sim")
+    # One application for both, mounted where each model's route begins: /azure-sim/models/<m>.
+    assert [(a.name, a.route_prefix) for a in apps] == [
+        ("p", "/azure-sim"),
+        ("p--tiny-models", "/azure-sim/models"),
+    ]
+    dep = apps[1].app._bound_deployment
+    assert dep.name == "tiny-models--azure-sim"
+    assert dep.max_ongoing_requests == 16 and dep.num_replicas == 1  # both models' bounds
+    assert dep.ray_actor_options["num_cpus"] == pytest.approx(0.2)
+    # Off (the default), or a model that autoscales: one deployment and application per model.
+    assert set(model_units(CFG, "azure-sim").values()) == {"flux2-dev", "sdxl-lightning"}
+    assert [a.name for a in build_provider_apps(CFG, "azure-sim", name="p")] == [
+        "p",
+        "p--flux2-dev",
+        "p--sdxl-lightning",
+    ]
     scaled = CFG.model("flux2-dev").model_copy(
         update={"autoscaling": Autoscaling(min_replicas=1, max_replicas=4)}
     )
