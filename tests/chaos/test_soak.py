@@ -97,6 +97,9 @@ def _kill_a_replica(rng: random.Random) -> str | None:
     return victim
 
 
+# The suite's --timeout (600 s) is for ordinary tests: the soak's own length, plus the stack's
+# start and stop, bounds this one.
+@pytest.mark.timeout(int(MINUTES * 60) + 600)
 def test_soak(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
