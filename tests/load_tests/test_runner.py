@@ -37,7 +37,11 @@ def _uniform_manifest(cfg, n, rate, seed=0):
 def stall_run(ray_pkg, make_cfg, tmp_path_factory):
     """100 requests at 30/s plus 4 bad rows; the server stalls for 1 s in the middle."""
     cfg = make_cfg(
-        traffic={"warmup_requests": 1, "model_mix": {"sdxl-turbo": 1, "flux2-schnell": 1}}
+        traffic={
+            "warmup_requests": 1,
+            "model_mix": {"sdxl-turbo": 1, "flux2-schnell": 1},
+            "dispatchers": 2,  # two, whatever the default: the rows are split between them
+        }
     )
     rows = _uniform_manifest(cfg, 100, RATE).to_pylist()
     bad = [dict(rows[0]) for _ in range(4)]
