@@ -312,12 +312,16 @@ def test_killing_a_providers_processes_under_load_fails_no_request(stack, client
     victim = next(p for p in stack["providers"] if p["name"] == "runpod-sim")
     model = "sdxl-turbo"  # on lambda-sim and runpod-sim
     _route(client, drain=["lambda-sim"], model=model)  # everything starts on the victim
+    # A slower image than the default (128 px, 4 steps): the kill must land while the replica still
+    # holds the requests (at the default 64 px and 1 step a busy machine can finish all eight
+    # between the check below and the kill, leaving nothing to fail over).
+    slow = {"model": model, "width": 128, "height": 128, "steps": 4}
 
     async def burst(n: int) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
             return await asyncio.gather(
                 *(
-                    c.post("/v1/generate", json={"model": model, "prompt": f"p{i}", "seed": i})
+                    c.post("/v1/generate", json={**slow, "prompt": f"p{i}", "seed": i})
                     for i in range(n)
                 )
             )
