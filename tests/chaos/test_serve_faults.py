@@ -91,9 +91,10 @@ def _actors(prefix: str) -> dict[str, int]:
 
 def _replicas() -> dict[str, int]:
     from serve_apps.local.providers import app_name
-    from serve_apps.provider.app import deployment_name
+    from serve_apps.provider.app import deployment_name, model_app_name
 
-    return _actors(f"SERVE_REPLICA::{app_name(VICTIM)}#{deployment_name(MODEL, VICTIM)}#")
+    app = model_app_name(app_name(VICTIM), MODEL)  # the model's own Serve application
+    return _actors(f"SERVE_REPLICA::{app}#{deployment_name(MODEL, VICTIM)}#")
 
 
 def _run(stack: Any, tmp_path: Path, name: str, faults: list[Fault], criterion: str,
@@ -169,14 +170,15 @@ def test_controller_kill(stack, tmp_path):
 def test_redeploy_fewer_replicas(stack, tmp_path):
     from ray import serve
 
+    from serve_apps.api.paths import model_route_prefix
     from serve_apps.local.providers import app_name
-    from serve_apps.provider.app import build_provider_app
+    from serve_apps.provider.app import build_model_app, model_app_name
 
-    def deploy(replicas: int) -> None:
+    def deploy(replicas: int) -> None:  # the model's own application, where its replicas run
         serve.run(
-            build_provider_app(_cfg(replicas), VICTIM),
-            name=app_name(VICTIM),
-            route_prefix=f"/{VICTIM}",
+            build_model_app(_cfg(replicas), VICTIM, MODEL),
+            name=model_app_name(app_name(VICTIM), MODEL),
+            route_prefix=model_route_prefix(f"/{VICTIM}", MODEL),
         )
 
     deploy(2)
