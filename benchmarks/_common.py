@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
+from typing import Any
 
 from config import EaselConfig, load_config, parse_config
 
-__all__ = ["CpuMeter", "one_model_config", "pct", "serve_pids", "summary"]
+__all__ = ["CpuMeter", "one_model_config", "pct", "serve_pids", "summary", "write_result"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -109,3 +112,11 @@ def serve_pids() -> dict[str, int]:
             app, dep = name.removeprefix("SERVE_REPLICA::").split("#")[:2]
             out.setdefault(f"{app}/{dep}", int(pid))
     return out
+
+
+def write_result(out: str | Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's result JSON to `out` (folders made as needed) and print it."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import write_result
+
 from config import EaselConfig, load_config, parse_config
 
 _PROMPT = "studio photo of a ceramic mug on a wooden table"
@@ -362,10 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile,
         "command": "python benchmarks/batching.py " + " ".join(argv or sys.argv[1:]),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -20,7 +20,6 @@ process sees: torch intra- and inter-op threads, the OMP/MKL variables, CPU affi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 _HERE = str(Path(__file__).resolve().parent)
 sys.path.insert(0, _HERE)
 
+from _common import write_result  # noqa: E402
 from batching import Offline, bench_config  # noqa: E402
 
 
@@ -165,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f} at the end",
         "command": "python benchmarks/replica_env.py " + " ".join(argv or sys.argv[1:]),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

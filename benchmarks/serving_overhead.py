@@ -34,17 +34,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import CpuMeter, one_model_config, pct, summary
+from _common import CpuMeter, one_model_config, pct, summary, write_result
 
 from config import EaselConfig
 from serve_apps.api.paths import model_route_prefix
@@ -297,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "command": "python benchmarks/serving_overhead.py " + " ".join(argv or sys.argv[1:]),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 
