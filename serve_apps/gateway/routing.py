@@ -19,9 +19,9 @@ not full. Health is this process's own:
 Unhealthy upstreams get no traffic while a healthy one serves the model. When none is healthy, a
 request still goes to the sick ones (a slow answer beats a failed request) and, once
 `recheck_after_s` has passed since it was marked, one trial request at a time goes to a down one.
-When an upstream goes down, or loses its last running replica, while another healthy one serves
-the model, its attempts in flight are abandoned (cancelled) so that they fail over at once
-instead of waiting for a replacement or for the deadline.
+When an upstream goes down, loses its last running replica or stops answering its probes, while
+another healthy one serves the model, its attempts in flight are abandoned (cancelled) so that
+they fail over at once instead of waiting for a replacement or for the deadline.
 """
 
 from __future__ import annotations
@@ -46,9 +46,12 @@ _log = logging.getLogger(__name__)
 Kind = Literal["provider", "vendor"]
 # Why an upstream is unreachable, not merely slow or failing: it gets trial requests only.
 _DOWN = frozenset({"connect", "unreachable"})
-# Why its attempts in flight will not be answered: abandon them (when another can serve). A
-# model without a running replica parks them in Serve's queue until a new replica is up.
-_ABANDON = _DOWN | {"no_replica"}
+# Why its attempts in flight will not be answered soon: abandon them (when another can serve). A
+# model without a running replica parks them in Serve's queue until a new replica is up; so does
+# a provider whose ingress died beside its replicas while Serve's proxy lives on (its probes are
+# parked in the same queue and time out): a stats route that has not answered `_PROBE_FAILURES`
+# probes in a row says nothing about its attempts but that they are waiting too.
+_ABANDON = _DOWN | {"no_replica", "probe"}
 # Slow or failed probes in a row before a provider that accepts connections is marked.
 _PROBE_FAILURES = 3
 

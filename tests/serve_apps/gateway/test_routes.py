@@ -487,10 +487,9 @@ def test_client_disconnect_cancels_the_attempt_and_releases_its_count(url, clien
     impatient = httpx.Client(base_url=url, headers=ALPHA, timeout=0.3)
     with impatient, pytest.raises(httpx.ReadTimeout):
         _gen(impatient, model="api-mid")  # its vendor takes ~1.5 s
-    hung_up = time.monotonic()
-    # Released well before the vendor would have answered: the attempt was cancelled.
-    wait_for(lambda: sum(s.outstanding for s in states) == 0, timeout=0.8, interval=0.01)
-    assert time.monotonic() - hung_up < 0.9
+    # Released by the cancellation, not by the vendor's answer: the attempt counts as cancelled
+    # (an attempt that ran to its end would count as ok).
+    wait_for(lambda: sum(s.outstanding for s in states) == 0, timeout=10, interval=0.01)
     assert sum(s.stats.attempts["cancelled"] for s in states) == before + 1
     assert all(not s.inflight and not s.trial for s in states)
     view = client.get("/v1/admin/routing", headers=ADMIN).json()

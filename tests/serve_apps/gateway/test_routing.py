@@ -268,6 +268,18 @@ async def test_marking_unhealthy_abandons_attempts_in_flight_when_another_can_se
     t.mark_unhealthy(s, "no_replica")  # its replicas are gone: they wait for a new one
     await asyncio.sleep(0)
     assert slow.cancelled()
+    # Probes unanswered three times in a row: the ingress is parked in Serve's queue, and so are
+    # the attempts.
+    mute = t.state("sdxl-turbo", "runpod-sim")
+    parked = asyncio.ensure_future(asyncio.sleep(60))
+    mute.inflight.add(parked)
+    for _ in range(2):
+        t.probe_result("runpod-sim", None, {})
+    await asyncio.sleep(0)
+    assert not parked.cancelled()
+    t.probe_result("runpod-sim", None, {})
+    await asyncio.sleep(0)
+    assert parked.cancelled() and mute.reason == "probe"
     # The last healthy one left keeps its attempts: better slow than failed.
     alone, _ = _table()
     for p in ("runpod-sim", "azure-sim"):
