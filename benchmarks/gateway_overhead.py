@@ -21,6 +21,9 @@ alternating rounds (A, B, A, B, ...) so that drift in the machine's load hits bo
    forwards with the same pooled client), against the same echo, one request at a time, taking
    turns with the gateway and the echo called directly.
 
+The echo phase (2) runs first, before any Ray cluster has run on the machine: a stopped
+cluster leaves the machine noisy for a while, and 2 measures tails of a few milliseconds.
+
     python benchmarks/gateway_overhead.py [--requests 300] [--rounds 3] [--rate 500]
         [--out benchmarks/results/gateway_overhead.json]
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -290,26 +294,35 @@ def _serve_forwarder(upstream: str, port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--echo", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--model", default="sdxl-turbo")
-    ap.add_argument("--requests", type=int, default=300, help="per side and concurrency")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rate", type=float, default=500.0, help="offered req/s on the echo")
-    ap.add_argument("--duration", type=float, default=6.0, help="seconds at --rate, per side")
-    ap.add_argument("--out", default="benchmarks/results/gateway_overhead.json")
-    args = ap.parse_args(argv)
-    if args.echo is not None:
-        _echo_main(args.echo)
-        return 0
+def _echo_phase(
+    result: dict[str, Any], sides: dict[str, str], ebody: dict[str, Any], args: argparse.Namespace
+) -> None:
+    """Phase 2: one gateway process against the echo: the most it carries at 32 clients, and
+    the p99 it adds at `--rate` req/s open-loop."""
+    res = _alternate(sides, ebody, args.requests * 4, args.rounds, 32)
+    result["echo_c32"] = res
+    open_loop: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(args.rounds):
+        for k, u in sides.items():
+            open_loop[k] += asyncio.run(_open_loop(u, ebody, args.rate, args.duration))
+    ol = {k: summary(v) for k, v in open_loop.items()}
+    result["echo_open_loop"] = {
+        "rate": args.rate,
+        **ol,
+        "added_p50_ms": round(ol["gateway"]["p50_ms"] - ol["direct"]["p50_ms"], 3),
+        "added_p99_ms": round(ol["gateway"]["p99_ms"] - ol["direct"]["p99_ms"], 3),
+    }
+    result["gateway_max_rps_c32"] = round(statistics.fmean(res["gateway"]["rps_by_round"]), 1)
+    print(f"echo: gateway {result['gateway_max_rps_c32']} req/s at 32 clients; at "
+          f"{args.rate:g} req/s added p99 {result['echo_open_loop']['added_p99_ms']} ms",
+          flush=True)  # fmt: skip
 
-    from cluster.local import free_port
+
+def _provider_phase(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """Phase 1: a real provider, through the gateway and directly at the route it sends to."""
     from serve_apps.local.stack import LocalStack
 
-    result: dict[str, Any] = {"model": args.model}
-    folder = Path(tempfile.mkdtemp(prefix="easel-gw-bench-"))
-    # 1. a real provider, through the gateway and directly at the route the gateway sends to
+    # A real provider, through the gateway and directly at the route the gateway sends to
     # (the model's own route, serve_apps.api.paths); beside them the provider's ingress route,
     # whose difference to the model route is the Serve hop the gateway no longer takes.
     cfg = one_model_config(args.model)
@@ -343,7 +356,33 @@ def main(argv: list[str] | None = None) -> int:
         result["gateway_cpu_ms_per_request"] = {k: v.get("gateway") for k, v in cpu.items()}
         print(f"provider at 32: added p50 {result['provider_c32']['gateway_added_p50_ms']} ms",
               flush=True)  # fmt: skip
-    # 2. one gateway process against the echo upstream.
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--echo", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="sdxl-turbo")
+    ap.add_argument("--requests", type=int, default=300, help="per side and concurrency")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=500.0, help="offered req/s on the echo")
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds at --rate, per side")
+    ap.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["echo", "provider", "serve"],
+        default=["echo", "provider", "serve"],
+        help="which of phases 2, 1 and 3 to run (default all; `--phases echo` takes ~2 min)",
+    )
+    ap.add_argument("--out", default="benchmarks/results/gateway_overhead.json")
+    args = ap.parse_args(argv)
+    if args.echo is not None:
+        _echo_main(args.echo)
+        return 0
+
+    from cluster.local import free_port
+
+    result: dict[str, Any] = {"model": args.model}
+    folder = Path(tempfile.mkdtemp(prefix="easel-gw-bench-"))
     echo_port = free_port()
     echo = subprocess.Popen([sys.executable, __file__, "--echo", str(echo_port)], cwd=ROOT)
     gateway = None
@@ -352,28 +391,22 @@ def main(argv: list[str] | None = None) -> int:
         _wait_ready(echo_url)
         gateway, gw_url = _start_gateway(_echo_config(echo_url), folder)
         ebody = {"model": _BODY_MODEL, "prompt": "x", "seed": 1}
-        sides = {"direct": echo_url, "gateway": gw_url}
-        res = _alternate(sides, ebody, args.requests * 4, args.rounds, 32)
-        result["echo_c32"] = res
-        open_loop = {k: [] for k in sides}
-        for _ in range(args.rounds):
-            for k, u in sides.items():
-                open_loop[k] += asyncio.run(_open_loop(u, ebody, args.rate, args.duration))
-        ol = {k: summary(v) for k, v in open_loop.items()}
-        result["echo_open_loop"] = {
-            "rate": args.rate,
-            **ol,
-            "added_p50_ms": round(ol["gateway"]["p50_ms"] - ol["direct"]["p50_ms"], 3),
-            "added_p99_ms": round(ol["gateway"]["p99_ms"] - ol["direct"]["p99_ms"], 3),
-        }
-        result["gateway_max_rps_c32"] = round(statistics.fmean(res["gateway"]["rps_by_round"]), 1)
-        print(f"echo: gateway {result['gateway_max_rps_c32']} req/s at 32 clients; at "
-              f"{args.rate:g} req/s added p99 {result['echo_open_loop']['added_p99_ms']} ms",
-              flush=True)  # fmt: skip
-        # 3. the same forwarding inside Ray Serve, one client at a time, against the same echo.
-        serve_url = _serve_forwarder(echo_url, free_port())
-        sides = {"direct": echo_url, "gateway": gw_url, "serve_forwarder": serve_url}
-        result["echo_c1"] = _one_at_a_time(sides, ebody, args.requests)
+        # 2 first: on a machine that no Ray cluster has run on yet. Measured after phase 1, both
+        # sides' p99 at 500 req/s rose several-fold (direct 2-3 ms -> 9-22 ms) for a while after
+        # the provider's cluster stopped, and the difference swung with it.
+        if "echo" in args.phases:
+            _echo_phase(result, {"direct": echo_url, "gateway": gw_url}, ebody, args)
+        if "provider" in args.phases:
+            _provider_phase(result, args)
+        if "serve" in args.phases:
+            # 3. the same forwarding inside Ray Serve, one client at a time, against the echo.
+            # This client now holds what phase 1 imported (Ray, torch): freeze it, or each full
+            # collection pass over it (30-160 ms measured) lands on whichever side is timed.
+            gc.collect()
+            gc.freeze()
+            serve_url = _serve_forwarder(echo_url, free_port())
+            sides = {"direct": echo_url, "gateway": gw_url, "serve_forwarder": serve_url}
+            result["echo_c1"] = _one_at_a_time(sides, ebody, args.requests)
     finally:
         import ray
 

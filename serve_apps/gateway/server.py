@@ -12,6 +12,7 @@ A worker that dies is started again.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import shutil
 import signal
@@ -59,7 +60,13 @@ def _uvicorn(app: Any) -> Any:
 def _serve_one(cfg: EaselConfig, sock: socket.socket, state_dir: str | None, workers: int) -> None:
     from serve_apps.gateway.app import create_app
 
-    _uvicorn(create_app(cfg, state_dir=state_dir, workers=workers)).run(sockets=[sock])
+    server = _uvicorn(create_app(cfg, state_dir=state_dir, workers=workers))
+    # What start-up allocated (the imports, the app: ~80k objects) lives as long as the process:
+    # keep it out of the collector's full passes, each of which held the event loop ~40-50 ms
+    # here and showed in the open-loop p99 (benchmarks/gateway_overhead.py, docs/performance.md).
+    gc.collect()
+    gc.freeze()
+    server.run(sockets=[sock])
 
 
 def serve_gateway(
