@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway, gw_url = _start_gateway(_echo_config(echo_url), folder)
         ebody = {"model": _BODY_MODEL, "prompt": "x", "seed": 1}
         # 2 first: on a machine that no Ray cluster has run on yet. Measured after phase 1, both
-        # sides' p99 at 500 req/s rose several-fold (direct 2-3 ms -> 9-22 ms) for a while after
+        # sides' p99 at 500 req/s rose several-fold (the direct echo's too) for a while after
         # the provider's cluster stopped, and the difference swung with it.
         if "echo" in args.phases:
             _echo_phase(result, {"direct": echo_url, "gateway": gw_url}, ebody, args)
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         if "serve" in args.phases:
             # 3. the same forwarding inside Ray Serve, one client at a time, against the echo.
             # This client now holds what phase 1 imported (Ray, torch): freeze it, or each full
-            # collection pass over it (30-160 ms measured) lands on whichever side is timed.
+            # collection pass over it lands on whichever side is being timed.
             gc.collect()
             gc.freeze()
             serve_url = _serve_forwarder(echo_url, free_port())

@@ -62,8 +62,8 @@ def _serve_one(cfg: EaselConfig, sock: socket.socket, state_dir: str | None, wor
 
     server = _uvicorn(create_app(cfg, state_dir=state_dir, workers=workers))
     # What start-up allocated (the imports, the app: ~80k objects) lives as long as the process:
-    # keep it out of the collector's full passes. One pass over it took 40-50 ms on these
-    # machines, all of it with the event loop stopped (docs/architecture.md, the echo figures).
+    # keep it out of the collector's full passes, each of which walks all of it with the event
+    # loop stopped (docs/architecture.md, the echo figures).
     gc.collect()
     gc.freeze()
     server.run(sockets=[sock])
