@@ -4,7 +4,7 @@ and a sampler of the resident memory of its whole process tree.
 Each benchmark runs the real CLI (`python -m easel.cli load ...`) in its own process, so what is
 measured is what a user runs: the driver, its Ray, the dispatcher actors, Ray Data's split
 coordinator and read tasks. The sampler reads every process of that tree every 0.2 s and keeps
-each one's peak RSS, grouped by role.
+each one's peak RSS and its CPU time (user + system, as last read), grouped by role.
 """
 
 from __future__ import annotations
@@ -104,12 +104,17 @@ def role(proc: psutil.Process, root_pid: int) -> str:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS per process of a process tree, sampled every `every_s` until `stop()`."""
+    """Peak RSS and CPU time per process of a process tree, sampled every `every_s` until
+    `stop()`. A process's CPU time is its last reading: up to `every_s` of it before it exited
+    is missed."""
 
     def __init__(self, root_pid: int, every_s: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.root_pid, self.every_s = root_pid, every_s
         self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (role, peak rss)
+        self.cpu: dict[int, float] = {}  # pid -> user + system seconds, last read
+        self.peak_at: dict[int, float] = {}  # pid -> seconds from the start to its peak
+        self._t0 = time.monotonic()
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -125,12 +130,16 @@ class Sampler(threading.Thread):
             for p in procs:
                 try:
                     rss = p.memory_info().rss
+                    times = p.cpu_times()
                 except psutil.Error:
                     continue
+                self.cpu[p.pid] = times.user + times.system
                 kind = role(p, self.root_pid)  # a worker takes its actor's name after it starts
                 old = self.peaks.get(p.pid)
                 if old is not None and old[0] not in ("ray", "other"):
                     kind = old[0]
+                if old is None or rss > old[1]:
+                    self.peak_at[p.pid] = time.monotonic() - self._t0
                 self.peaks[p.pid] = (kind, max(rss, old[1] if old else 0))
             self._halt.wait(self.every_s)
 
@@ -142,6 +151,16 @@ class Sampler(threading.Thread):
         """The largest peak RSS among processes of one role, MB (None: no such process)."""
         values = [rss for k, rss in self.peaks.values() if k == kind]
         return round(max(values) / 2**20, 1) if values else None
+
+    def peak_at_s(self, kind: str) -> float | None:
+        """Seconds from the start to the peak of `peak_mb(kind)` (None: no such process)."""
+        best = max(((rss, pid) for pid, (k, rss) in self.peaks.items() if k == kind), default=None)
+        return round(self.peak_at[best[1]], 1) if best else None
+
+    def cpu_s(self, kind: str) -> float | None:
+        """CPU seconds used by the processes of one role, summed (None: no such process)."""
+        values = [self.cpu.get(pid, 0.0) for pid, (k, _) in self.peaks.items() if k == kind]
+        return round(sum(values), 1) if values else None
 
 
 def easel_load(
@@ -169,8 +188,16 @@ def easel_load(
         raise RuntimeError(f"easel load failed ({child.returncode}): {err[-2000:]}")
     summary = json.loads((out / "load_summary.json").read_text())
     log = json.loads((out / "load.json").read_text())
-    peaks = {k: sampler.peak_mb(k) for k in ("driver", "dispatcher", "coordinator", "reader")}
-    return {"summary": summary, "load": log, "wall_s": round(wall, 1), "peak_rss_mb": peaks}
+    roles = ("driver", "dispatcher", "coordinator", "reader")
+    peaks = {k: sampler.peak_mb(k) for k in roles}
+    return {
+        "summary": summary,
+        "load": log,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": peaks,
+        "peak_at_s": {k: sampler.peak_at_s(k) for k in roles},
+        "cpu_s": {k: sampler.cpu_s(k) for k in roles},
+    }
 
 
 def generator_row(res: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +222,8 @@ def generator_row(res: dict[str, Any]) -> dict[str, Any]:
         "connections_opened": sum(d["connections_opened"] for d in disp),
         "wall_s": res["wall_s"],
         "peak_rss_mb": res["peak_rss_mb"],
+        "peak_at_s": res.get("peak_at_s"),
+        "cpu_s": res.get("cpu_s"),
     }
 
 

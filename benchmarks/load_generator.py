@@ -127,16 +127,18 @@ def _fmt(v: Any, spec: str) -> str:
 def _table(rows: list[dict]) -> str:
     out = [
         "| offered (target) | achieved / offered | send lag p50 | p99 | max | not sent | "
-        "errors | max open | connections |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "errors | max open | connections | CPU s: dispatcher, coordinator, driver |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         errors = sum(r["errors"].values())
+        cpu = r.get("cpu_s") or {}
+        cpu_s = ", ".join(_fmt(cpu.get(k), ".1f") for k in ("dispatcher", "coordinator", "driver"))
         out.append(
             f"| {r['target_rps']:g} req/s ({_fmt(r['offered_rps'], '.1f')}) | "
             f"{_fmt(r['achieved_over_offered'], '.3f')} | {_fmt(r['send_lag_p50_ms'], '.2f')} ms | "
             f"{_fmt(r['send_lag_p99_ms'], '.2f')} ms | {_fmt(r['send_lag_max_ms'], '.1f')} ms | "
-            f"{r['not_sent']} | {errors} | {r['max_open']} | {r['connections_opened']} |"
+            f"{r['not_sent']} | {errors} | {r['max_open']} | {r['connections_opened']} | {cpu_s} |"
         )
     return "\n".join(out)
 

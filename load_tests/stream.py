@@ -17,6 +17,7 @@ a resume has left); it too runs as a Ray task, so the driver holds only its smal
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.data import Datasource, ReadTask
+from ray.data._internal.execution.execution_callback import ExecutionCallback
 from ray.data.block import BlockMetadata
 
 from load_tests.manifest import ManifestScan, scan_manifest, validated_table
@@ -34,11 +36,19 @@ from load_tests.records import recorded_rows
 from load_tests.rowset import RowSet
 from load_tests.validation import ManifestRules
 
-__all__ = ["BLOCK_ROWS", "ManifestDatasource", "Prescan", "manifest_dataset", "prescan"]
+__all__ = [
+    "BLOCK_ROWS",
+    "ManifestDatasource",
+    "PacedSchedulingLoop",
+    "Prescan",
+    "manifest_dataset",
+    "prescan",
+]
 
 BLOCK_ROWS = 1_024  # rows per block: the unit in which rows are dealt to dispatchers
 _READ_AHEAD_BYTES = 64 * 1024 * 1024  # object-store bytes Ray Data may read ahead
 _DUE = "__due"  # the sort key of an unsorted manifest: arrival_s, or -1 for rejected rows
+_IDLE_STEP_S = 0.01  # the scheduling loop's pause while its output waits for the dispatchers
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,28 @@ class ManifestDatasource(Datasource):
         return tasks
 
 
+class PacedSchedulingLoop(ExecutionCallback):
+    """Pauses Ray Data's scheduling loop while its output waits for the dispatchers.
+
+    The streaming executor runs its scheduling step back to back; a step blocks (in `ray.wait`,
+    up to 0.1 s) only on a read task that has not yet produced. A load stream is consumed at the
+    schedule's pace, so most of the time the next blocks are ready and wait, backpressured, for
+    a dispatcher to take them: then nothing blocks and the loop spins, holding the split
+    coordinator at most of a core (benchmarks/load_generator.py reports its CPU time) on the
+    machine whose replicas are being measured. While the output has blocks waiting (the
+    consumers are not idle), each step is followed by a 10 ms pause: a dispatcher that asks for
+    its next block meanwhile gets one that is already there, and dispatchers read seconds
+    ahead. A consumer left waiting, or an unsorted manifest being sorted, runs unpaused.
+    """
+
+    def on_execution_step(self, executor: Any) -> None:
+        # A private method of StreamingExecutor (Ray's own callbacks read its internals too);
+        # on a Ray without it the loop simply runs unpaused.
+        idling = getattr(executor, "_consumer_idling", None)
+        if idling is not None and not idling():
+            time.sleep(_IDLE_STEP_S)
+
+
 @contextlib.contextmanager
 def _data_context(bytes_per_row: float) -> Iterator[None]:
     """Ray Data settings for the load stream, for the datasets built inside (restored after)."""
@@ -140,17 +172,21 @@ def _data_context(bytes_per_row: float) -> Iterator[None]:
     opts = ctx.execution_options
     saved = (opts.preserve_order, opts.resource_limits, ctx.enable_progress_bars)
     saved_size = ctx.target_max_block_size
+    saved_callbacks = list(ctx.custom_execution_callback_classes)
     opts.preserve_order = True  # rows reach each dispatcher in arrival order
     # Read only a little ahead: the stream is consumed at the schedule's pace.
     opts.resource_limits = ExecutionResources.for_limits(object_store_memory=_READ_AHEAD_BYTES)
     ctx.enable_progress_bars = False  # the progress line is ours
     # Blocks of about BLOCK_ROWS rows: Ray Data sizes blocks in bytes, not rows.
     ctx.target_max_block_size = max(64 * 1024, int(bytes_per_row * BLOCK_ROWS * 0.75))
+    if PacedSchedulingLoop not in ctx.custom_execution_callback_classes:
+        ctx.custom_execution_callback_classes.append(PacedSchedulingLoop)
     try:
         yield
     finally:
         opts.preserve_order, opts.resource_limits, ctx.enable_progress_bars = saved
         ctx.target_max_block_size = saved_size
+        ctx.custom_execution_callback_classes[:] = saved_callbacks
 
 
 def manifest_dataset(
