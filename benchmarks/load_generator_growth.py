@@ -92,6 +92,15 @@ def main() -> int:
                 row["driver_peak_rss_self_mb"] = round(attempt["driver_peak_rss_bytes"] / 2**20, 1)
                 row["prescan_peak_rss_mb"] = round(attempt["prescan_peak_rss_bytes"] / 2**20, 1)
                 row["dispatcher_max_queued"] = max(d["max_queued"] for d in attempt["dispatchers"])
+                # The driver's own figures after each end step: which one raised its peak.
+                row["driver_memory_mb"] = [
+                    {
+                        "after": m["after"],
+                        "rss_mb": round(m["rss_bytes"] / 2**20, 1),
+                        "peak_mb": round(m["peak_bytes"] / 2**20, 1),
+                    }
+                    for m in attempt.get("driver_memory", [])
+                ]
                 rows.append(row)
                 print(
                     f"{n:>9} rows: driver {row['peak_rss_mb']['driver']} MB, dispatcher "
@@ -101,6 +110,10 @@ def main() -> int:
                     f"{row['wall_s']} s",
                     flush=True,
                 )
+                steps = ", ".join(
+                    f"{m['after']} {m['rss_mb']}/{m['peak_mb']}" for m in row["driver_memory_mb"]
+                )
+                print(f"{'':>9}       driver MB (now/peak) after: {steps}", flush=True)
     finally:
         stop(server)
     growth = {}

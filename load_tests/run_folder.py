@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from load_tests.process import rss_bytes
 from load_tests.records import PARTS_DIR
 
 __all__ = ["LOAD_LOG", "Attempt", "LoadLog", "file_sha256", "prepare_run_folder", "utc_now"]
@@ -50,6 +51,9 @@ class Attempt:
         finished_at: None while running, or for an attempt that was killed.
         driver_peak_rss_bytes, prescan_peak_rss_bytes: peak memory of the driver and of the
             pre-pass task.
+        driver_memory: the driver's resident and peak bytes after each step of the attempt's
+            end (`{"after", "rss_bytes", "peak_bytes"}`, in order), to tell which step raised
+            the peak.
         dispatchers: per dispatcher, what its `finish` reported (records, sent, bound, peaks).
     """
 
@@ -61,7 +65,13 @@ class Attempt:
     finished_at: str | None = None
     driver_peak_rss_bytes: int | None = None
     prescan_peak_rss_bytes: int | None = None
+    driver_memory: list[dict[str, Any]] = field(default_factory=list)
     dispatchers: list[dict[str, Any]] = field(default_factory=list)
+
+    def mark_memory(self, after: str) -> None:
+        """Note the driver's memory now, after the step `after`."""
+        current, peak = rss_bytes()
+        self.driver_memory.append({"after": after, "rss_bytes": current, "peak_bytes": peak})
 
 
 @dataclass

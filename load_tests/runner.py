@@ -238,12 +238,17 @@ def run_load(
             progress,
             resume,
         )
+        attempt.mark_memory("sending")
     finally:
         if started_ray:
             ray.shutdown()
+    if started_ray:
+        attempt.mark_memory("ray.shutdown")
     warmup_path = _write_warmup(run_dir, warm, resume)
+    attempt.mark_memory("warm-up records")
     rows = attempt.recorded_before + attempt.to_send
     count = merge_records(run_dir, rows)
+    attempt.mark_memory("merge")
     requests_path = run_dir / "requests.parquet"
     if count != rows:
         raise RuntimeError(
@@ -252,8 +257,10 @@ def run_load(
         )
     attempt.finished_at = utc_now()
     attempt.driver_peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    log_path = log.write(run_dir)
+    log.write(run_dir)  # the attempt is finished even if the summary fails
     summary = summarize(requests_path, cfg)
+    attempt.mark_memory("summary")
+    log_path = log.write(run_dir)
     summary_path = run_dir / "load_summary.json"
     summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
     if summary.generator["warning"]:
@@ -339,13 +346,14 @@ def _attempt(
     line = ProgressLine(attempt.to_send, enabled=progress)
     warm: list[dict[str, Any]] = []
     try:
+        # The split coordinator's process starts while the dispatchers' do and the warm-up runs.
+        splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
         ray.get([a.progress.remote() for a in actors])  # up before the clock starts
         if warm_n:
             groups = _warmup_rows(cfg, scan.models, warm_n)
             refs = [actors[i % n].warmup.remote(rows) for i, rows in enumerate(groups)]
             warm = [r for out in ray.get(refs) for r in out]
             _log.debug("warm-up: %d requests", len(warm))
-        splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
         # All at once: streaming_split waits until every iterator has asked for its first block.
         origin = attempt.clock_origin_s
         ray.get([a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)])

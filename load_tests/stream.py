@@ -48,7 +48,9 @@ __all__ = [
 BLOCK_ROWS = 1_024  # rows per block: the unit in which rows are dealt to dispatchers
 _READ_AHEAD_BYTES = 64 * 1024 * 1024  # object-store bytes Ray Data may read ahead
 _DUE = "__due"  # the sort key of an unsorted manifest: arrival_s, or -1 for rejected rows
-_IDLE_STEP_S = 0.01  # the scheduling loop's pause while its output waits for the dispatchers
+# The scheduling loop's pause while its output waits for the dispatchers: the longest the loop
+# itself waits for a task (Ray Data's WAIT_FOR_TASK_COMPLETION_TIMEOUT_S).
+_IDLE_STEP_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,11 @@ class PacedSchedulingLoop(ExecutionCallback):
     a dispatcher to take them: then nothing blocks and the loop spins, holding the split
     coordinator at most of a core (benchmarks/load_generator.py reports its CPU time) on the
     machine whose replicas are being measured. While the output has blocks waiting (the
-    consumers are not idle), each step is followed by a 10 ms pause: a dispatcher that asks for
-    its next block meanwhile gets one that is already there, and dispatchers read seconds
-    ahead. A consumer left waiting, or an unsorted manifest being sorted, runs unpaused.
+    consumers are not idle), each step is followed by a 0.1 s pause: a step costs milliseconds
+    of CPU at a million rows, so a 10 ms pause still left the coordinator at a fifth of a core.
+    A dispatcher that asks for its next block meanwhile gets one that is already there, and
+    dispatchers read seconds ahead. A consumer left waiting, or an unsorted manifest being
+    sorted, runs unpaused.
     """
 
     def on_execution_step(self, executor: Any) -> None:

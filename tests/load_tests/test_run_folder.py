@@ -7,7 +7,7 @@ import pytest
 from load_tests.generators import generate_manifest
 from load_tests.manifest import write_manifest
 from load_tests.records import PARTS_DIR, PartWriter, new_record
-from load_tests.run_folder import LoadLog, prepare_run_folder
+from load_tests.run_folder import Attempt, LoadLog, prepare_run_folder
 
 
 def _manifest(cfg, path, seed=1):
@@ -50,6 +50,8 @@ def test_resume_needs_a_run_folder_and_its_own_manifest(cfg, tmp_path):
 
 def test_load_log_round_trips(tmp_path):
     log = LoadLog("http://h:1", "openai", "ab" * 32, 3, 5.0, False, 100, "KEY_ENV", "high")
+    log.attempts.append(Attempt(0, "2026-12-01T00:00:00+00:00", 0, 10))
+    log.attempts[0].mark_memory("merge")
     log.write(tmp_path)
     assert LoadLog.read(tmp_path) == log
     assert "KEY_ENV" in (tmp_path / "load.json").read_text()  # the variable's name, never a key

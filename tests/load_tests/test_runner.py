@@ -155,6 +155,11 @@ def test_run_folder_holds_images_manifest_and_summary(stall_run):
     summary = json.loads(result.summary_path.read_text())
     assert set(summary) == {"overall", "by_model", "groups", "generator"}
     assert summary["overall"]["rows"] == 104
+    # The driver's memory after each end step (this Ray is the test's, so none for shutdown).
+    marks = json.loads((run / "load.json").read_text())["attempts"][-1]["driver_memory"]
+    assert [m["after"] for m in marks] == ["sending", "warm-up records", "merge", "summary"]
+    peaks = [m["peak_bytes"] for m in marks]
+    assert all(m["rss_bytes"] > 0 for m in marks) and peaks == sorted(peaks), marks
 
 
 def test_cli_replays_a_log_and_counts_cold_starts_apart(tmp_path):
