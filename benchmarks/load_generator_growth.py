@@ -92,7 +92,7 @@ def main() -> int:
                 row["driver_peak_rss_self_mb"] = round(attempt["driver_peak_rss_bytes"] / 2**20, 1)
                 row["prescan_peak_rss_mb"] = round(attempt["prescan_peak_rss_bytes"] / 2**20, 1)
                 row["dispatcher_max_queued"] = max(d["max_queued"] for d in attempt["dispatchers"])
-                # The driver's own figures after each end step: which one raised its peak.
+                # The driver's own figures after each step of the run: which one raised its peak.
                 row["driver_memory_mb"] = [
                     {
                         "after": m["after"],

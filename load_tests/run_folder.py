@@ -51,9 +51,9 @@ class Attempt:
         finished_at: None while running, or for an attempt that was killed.
         driver_peak_rss_bytes, prescan_peak_rss_bytes: peak memory of the driver and of the
             pre-pass task.
-        driver_memory: the driver's resident and peak bytes after each step of the attempt's
-            end (`{"after", "rss_bytes", "peak_bytes"}`, in order), to tell which step raised
-            the peak.
+        driver_memory: the driver's resident and peak bytes after each step of the attempt,
+            from the prescan to the summary (`{"after", "rss_bytes", "peak_bytes"}`, in
+            order), to tell which step raised the peak.
         dispatchers: per dispatcher, what its `finish` reported (records, sent, bound, peaks).
     """
 

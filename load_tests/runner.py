@@ -316,6 +316,7 @@ def _attempt(
         prescan_peak_rss_bytes=pre.peak_rss_bytes,
     )
     log.attempts.append(attempt)
+    attempt.mark_memory("prescan")
     log.write(run_dir)
     _log.debug("prescan: %d rows in %.2f s", scan.rows, time.monotonic() - t0)
     if not attempt.to_send:
@@ -349,14 +350,17 @@ def _attempt(
         # The split coordinator's process starts while the dispatchers' do and the warm-up runs.
         splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
         ray.get([a.progress.remote() for a in actors])  # up before the clock starts
+        attempt.mark_memory("dispatchers up")
         if warm_n:
             groups = _warmup_rows(cfg, scan.models, warm_n)
             refs = [actors[i % n].warmup.remote(rows) for i, rows in enumerate(groups)]
             warm = [r for out in ray.get(refs) for r in out]
             _log.debug("warm-up: %d requests", len(warm))
+            attempt.mark_memory("warm-up")
         # All at once: streaming_split waits until every iterator has asked for its first block.
         origin = attempt.clock_origin_s
         ray.get([a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)])
+        attempt.mark_memory("stream fed")
         start_wall = time.time() + _LEAD_S
         ray.get([a.start.remote(start_wall, origin) for a in actors])
         finished = [a.finish.remote() for a in actors]
@@ -365,6 +369,7 @@ def _attempt(
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
             _show(line, ray.get([a.progress.remote() for a in actors]))
         attempt.dispatchers = ray.get(finished)
+        attempt.mark_memory("every row answered")
     finally:
         line.close()
         for a in actors:

@@ -157,7 +157,9 @@ def test_run_folder_holds_images_manifest_and_summary(stall_run):
     assert summary["overall"]["rows"] == 104
     # The driver's memory after each end step (this Ray is the test's, so none for shutdown).
     marks = json.loads((run / "load.json").read_text())["attempts"][-1]["driver_memory"]
-    assert [m["after"] for m in marks] == ["sending", "warm-up records", "merge", "summary"]
+    steps = ["prescan", "dispatchers up", "warm-up", "stream fed", "every row answered"]
+    steps += ["sending", "warm-up records", "merge", "summary"]
+    assert [m["after"] for m in marks] == steps
     peaks = [m["peak_bytes"] for m in marks]
     assert all(m["rss_bytes"] > 0 for m in marks) and peaks == sorted(peaks), marks
 
