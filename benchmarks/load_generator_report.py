@@ -145,9 +145,9 @@ def growth(d: dict[str, Any]) -> list[str]:
     out = ["Memory growth (echo, instant, no images): " + _provenance(d), ""]
     out += [
         "| manifest rows | driver peak RSS | dispatcher | split coordinator | read task | "
-        "achieved/offered | send lag p99 | wall | driver peak at | CPU s: dispatcher, "
-        "coordinator, driver |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "achieved/offered | send lag p99 | wall | driver peak at | driver's own peak "
+        "(getrusage, before the summary) | CPU s: dispatcher, coordinator, driver |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["rows"]:
         m = r["peak_rss_mb"]
@@ -158,7 +158,8 @@ def growth(d: dict[str, Any]) -> list[str]:
             f"| {r['rows']:,} | {m['driver']} MB | {m['dispatcher']} MB | {m['coordinator']} MB "
             f"| {m['reader']} MB | {_f(r['achieved_over_offered'], '.3f')} | "
             f"{_f(r['send_lag_p99_ms'])} ms | {r['wall_s']:.0f} s | "
-            f"{'-' if at is None else f'{at:.0f} s'} | {cpu_s} |"
+            f"{'-' if at is None else f'{at:.0f} s'} | "
+            f"{_f(r.get('driver_peak_rss_self_mb'), '.1f')} MB | {cpu_s} |"
         )
     g = d["growth_first_to_last"]
     first, last = d["rows"][0]["rows"], d["rows"][-1]["rows"]

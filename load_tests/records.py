@@ -42,9 +42,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 PARTS_DIR = "records"
-# requests.parquet's row groups: parts hold a few hundred records each (a dispatcher flushes
-# often), and a file of a million records in such groups is slow to read and costly to hold.
-_MERGED_GROUP_ROWS = 32_768
 
 REQUEST_SCHEMA = pa.schema(
     [
@@ -229,18 +226,7 @@ def merge_records(run_dir: str | Path, n_rows: int) -> int:
     seen = RowSet(n_rows)
     tmp = run / ".requests.parquet.tmp"
     count = 0
-    pending: list[pa.Table] = []  # kept records not yet written: whole row groups go out
     with pq.ParquetWriter(tmp, REQUEST_SCHEMA) as writer:
-
-        def write(final: bool = False) -> None:
-            """Write the whole row groups pending (and, when `final`, the rest)."""
-            n = sum(t.num_rows for t in pending)
-            whole = n if final else n - n % _MERGED_GROUP_ROWS
-            if whole:
-                table = pa.concat_tables(pending)
-                writer.write_table(table.slice(0, whole), row_group_size=_MERGED_GROUP_ROWS)
-                pending[:] = [table.slice(whole)] if whole < n else []
-
         for path in sources:
             for t in _tables(path):
                 rows = t.column("row").fill_null(-1).to_numpy()
@@ -255,13 +241,11 @@ def merge_records(run_dir: str | Path, n_rows: int) -> int:
                 if keep.any():
                     seen.add(rows[keep])
                     kept = t.filter(pa.array(keep))
-                    pending.append(kept)
+                    writer.write_table(kept)
                     count += kept.num_rows
-                    write()
                 dropped = int((~keep).sum())
                 if dropped:
                     _log.info("%s: %d record(s) for rows already recorded, dropped", path, dropped)
-        write(final=True)
     os.replace(tmp, run / "requests.parquet")
     for path in sources:
         if path.parent.name == PARTS_DIR:

@@ -40,22 +40,6 @@ def test_parts_are_whole_files_written_as_the_buffer_fills(tmp_path):
     assert sorted(rows) == list(range(25))
 
 
-def test_merge_writes_many_small_parts_as_few_whole_row_groups(tmp_path, monkeypatch):
-    import load_tests.records as records
-
-    monkeypatch.setattr(records, "_MERGED_GROUP_ROWS", 8)
-    w = PartWriter(tmp_path / PARTS_DIR, "part-a0-d0", flush_rows=3)
-    for i in range(20):
-        w.write([_rec(i)])
-    w.flush()
-    assert len(record_files(tmp_path)) == 7  # parts of 3 records (the last of 2)
-    assert merge_records(tmp_path, 20) == 20
-    f = pq.ParquetFile(tmp_path / "requests.parquet")
-    groups = [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)]
-    assert groups == [8, 8, 4]  # not seven groups of three
-    assert f.read().column("row").to_pylist() == list(range(20))
-
-
 def test_merge_keeps_the_first_record_of_each_row_and_removes_the_parts(tmp_path):
     parts = tmp_path / PARTS_DIR
     a0 = PartWriter(parts, "part-a0-d0")
