@@ -149,11 +149,11 @@ class PacedSchedulingLoop(ExecutionCallback):
     The streaming executor runs its scheduling step back to back; a step blocks (in `ray.wait`,
     up to 0.1 s) only on a read task that has not yet produced. A load stream is consumed at the
     schedule's pace, so most of the time the next blocks are ready and wait, backpressured, for
-    a dispatcher to take them: then nothing blocks and the loop spins, holding the split
-    coordinator at most of a core (benchmarks/load_generator.py reports its CPU time) on the
-    machine whose replicas are being measured. While the output has blocks waiting (the
-    consumers are not idle), each step is followed by a 0.1 s pause: a step costs milliseconds
-    of CPU at a million rows, so a 10 ms pause still left the coordinator at a fifth of a core.
+    a dispatcher to take them: then nothing blocks and the loop spins, on the machine whose
+    replicas are being measured (benchmarks/load_generator_growth.py reports the coordinator's
+    CPU time: docs/performance.md). While the output has blocks waiting (the consumers are not
+    idle), each step is followed by a 0.1 s pause: a step costs milliseconds of CPU at a
+    million rows, so a 10 ms pause still left the coordinator at a sixth of a core there.
     A dispatcher that asks for its next block meanwhile gets one that is already there, and
     dispatchers read seconds ahead. A consumer left waiting, or an unsorted manifest being
     sorted, runs unpaused.
