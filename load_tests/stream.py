@@ -17,6 +17,7 @@ a resume has left); it too runs as a Ray task, so the driver holds only its smal
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "Prescan",
     "manifest_dataset",
     "prescan",
+    "rebind_session_logs",
 ]
 
 BLOCK_ROWS = 1_024  # rows per block: the unit in which rows are dealt to dispatchers
@@ -167,6 +169,27 @@ class PacedSchedulingLoop(ExecutionCallback):
             time.sleep(_IDLE_STEP_S)
 
 
+def rebind_session_logs(current: str | None) -> None:
+    """Point Ray Data's log files in this process at the session `current` (its log folder).
+
+    Ray Data's file handler (`SessionFileHandler`) opens its file in the first Ray session that
+    logs in a process and keeps that path for good. A process that runs several sessions one
+    after another (the test suite; a bench after a load) and deletes an earlier one's folder
+    then fails on the next Ray Data log record once anything reopens that file (a logging
+    reconfiguration, such as uvicorn's, closes every handler): FileNotFoundError, and the load
+    stage fails. A handler bound elsewhere is closed here, so its next record opens a file in
+    `current`.
+    """
+    from ray.data._internal.logging import SessionFileHandler
+
+    if current is None:
+        return
+    for h in logging.getLogger("ray.data").handlers:
+        path = getattr(h, "_path", None)
+        if isinstance(h, SessionFileHandler) and path and not path.startswith(current):
+            h.close()
+
+
 @contextlib.contextmanager
 def _data_context(bytes_per_row: float) -> Iterator[None]:
     """Ray Data settings for the load stream, for the datasets built inside (restored after)."""
@@ -221,6 +244,9 @@ def manifest_dataset(
             "(every CPU of this cluster is reserved); sort the file first (`easel manifest` "
             "writes sorted manifests)"
         )
+    from ray.data._internal.logging import get_log_directory
+
+    rebind_session_logs(get_log_directory())
     source = ManifestDatasource(str(manifest.resolve()), rules, pre.scan, pre.recorded, unsorted)
     # Ray's default node label pins the read tasks to the driver's node, where the file is.
     where = {"ray.io/node-id": node_id} if node_id is not None else None

@@ -6,7 +6,7 @@ import pytest
 from ray.data import DataContext
 
 from load_tests import stream
-from load_tests.stream import PacedSchedulingLoop, _data_context
+from load_tests.stream import PacedSchedulingLoop, _data_context, rebind_session_logs
 
 
 class _Executor:
@@ -49,3 +49,25 @@ def test_datasets_built_for_the_load_carry_the_callback_and_nothing_else_does() 
         # A dataset takes a deep copy of the context when it is built: the copy keeps it.
         assert PacedSchedulingLoop in ctx.copy().custom_execution_callback_classes
     assert ctx.custom_execution_callback_classes == before
+
+
+def test_ray_datas_log_file_follows_the_current_session(tmp_path) -> None:
+    import logging
+
+    from ray.data._internal.logging import SessionFileHandler
+
+    session = {"logs": str(tmp_path / "old")}
+    h = SessionFileHandler("ray-data.log", get_log_directory=lambda: session["logs"])
+    logger = logging.getLogger("ray.data")
+    logger.addHandler(h)
+    try:
+        h.emit(logging.makeLogRecord({"msg": "first session"}))
+        session["logs"] = str(tmp_path / "new")
+        rebind_session_logs(str(tmp_path / "old"))  # the current one: left alone
+        assert h._path.startswith(str(tmp_path / "old"))
+        rebind_session_logs(session["logs"])  # a later session: the handler lets go of the old
+        h.emit(logging.makeLogRecord({"msg": "second session"}))
+        assert (tmp_path / "new" / "ray-data.log").read_text().strip() == "second session"
+    finally:
+        logger.removeHandler(h)
+        h.close()
