@@ -1,9 +1,16 @@
 """Wall time and peak memory of one `easel bench` run (issue: the default run's footprint).
 
-Runs `easel bench ARGS...` as a child process and samples, every 0.5 s, the summed PSS
-(proportional set size, so shared pages are not counted twice) of its whole process tree: the
-driver, Ray's GCS and raylet, every Serve replica, dispatcher and scorer actor. Prints the wall
-time, the peak and the machine's load, and writes them to benchmarks/results/bench_resources.json.
+Runs `easel bench ARGS...` as a child process and samples, every `--every` s (default 2), the
+summed PSS (proportional set size, so shared pages are not counted twice) of its whole process
+tree: the driver, Ray's GCS and raylet, every Serve replica, dispatcher and scorer actor. Prints
+the wall time, the peak and the machine's load, and writes them, with the bench's own time and
+its stages' (from the run folder's summary.json, when `--out` is given), to
+benchmarks/results/bench_resources.json.
+
+Reading a process's PSS walks its page tables (/proc/PID/smaps): ~20 ms of kernel time for a
+process that imported torch and diffusers, ~0.3 s for the whole tree at the bench's peak. Sampled
+every 0.5 s that took about half a core from a 2-core machine, and slowed the bench it measured;
+the sampler's own CPU time is in the result (`sampler_cpu_s`).
 
     python benchmarks/bench_resources.py -- --out /tmp/bench-default
 """
@@ -59,15 +66,31 @@ def _by_kind(rows: list[tuple[str, int]]) -> list[dict[str, object]]:
     return sorted(out, key=lambda r: -float(r["pss_gb"]))  # type: ignore[arg-type]
 
 
+def _bench_times(bench_args: list[str]) -> dict[str, object]:
+    """The bench's own wall time and its stages', from its run folder (when --out names it)."""
+    if "--out" not in bench_args or bench_args.index("--out") + 1 >= len(bench_args):
+        return {}
+    summary = Path(bench_args[bench_args.index("--out") + 1]) / "summary.json"
+    if not summary.is_file():
+        return {}
+    run = json.loads(summary.read_text()).get("run", {})
+    return {
+        "bench_wall_s": round(run.get("wall_s", 0.0), 1),
+        "stages_s": {st["name"]: round(st["wall_s"], 1) for st in run.get("stages", [])},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="bench_resources", help="results file name (no .json)")
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between PSS samples")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: easel bench args")
     args = parser.parse_args()
     bench_args = [a for a in args.bench_args if a != "--"]
     cmd = [sys.executable, "-m", "easel.cli", "bench", *bench_args]
     load_before = os.getloadavg()
+    cpu0 = time.process_time()
     t0 = time.monotonic()
     child = subprocess.Popen(cmd)
     root = psutil.Process(child.pid)
@@ -79,8 +102,9 @@ def main() -> int:
             break
         if pss > peak:
             peak, peak_procs, peak_rows, peak_at = pss, n, rows, time.monotonic() - t0
-        time.sleep(0.5)
+        time.sleep(args.every)
     wall = time.monotonic() - t0
+    sampler_cpu_s = time.process_time() - cpu0
     result = {
         "command": " ".join(["easel", "bench", *bench_args]),
         "exit_code": child.wait(),
@@ -89,6 +113,9 @@ def main() -> int:
         "processes_at_peak": peak_procs,
         "peak_at_s": round(peak_at, 1),
         "peak_by_process": _by_kind(peak_rows),
+        "sample_every_s": args.every,
+        "sampler_cpu_s": round(sampler_cpu_s, 1),
+        **_bench_times(bench_args),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),

@@ -98,6 +98,7 @@ def main() -> int:
                         "after": m["after"],
                         "rss_mb": round(m["rss_bytes"] / 2**20, 1),
                         "peak_mb": round(m["peak_bytes"] / 2**20, 1),
+                        "unix_s": m.get("unix_s"),
                     }
                     for m in attempt.get("driver_memory", [])
                 ]

@@ -5,7 +5,10 @@ the count, in float64), plus the features themselves, which KID and the bootstra
 need. Merging two stats adds the sums and concatenates the features in a canonical order (by item
 id), so statistics computed on any split of the images merge to what one actor would have found.
 The FID formula is torchmetrics' (`_compute_fid`); KID is torchmetrics' polynomial-kernel MMD over
-subsets drawn by a seeded generator, so a KID is reproducible.
+subsets drawn by a seeded generator, so a KID is reproducible. Both are written out here, the same
+torch operations in the same order (tests pin them to torchmetrics' own functions, exactly):
+importing torchmetrics takes ~10 s of CPU (it imports torchvision, transformers and scipy), paid
+by the process that assembles the score tables for two ten-line formulas.
 
 FID is only defined here where both sets hold more images than the features have dimensions
 (`fid_defined`): with fewer, a covariance estimate is rank-deficient and the Fréchet distance is
@@ -31,6 +34,7 @@ __all__ = [
     "kid_from_features",
     "mixture_moments",
     "mixture_of_moments",
+    "poly_mmd",
     "row_moments",
 ]
 
@@ -196,11 +200,12 @@ class FeatureStats:
 
 
 def fid_from_moments(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """Fréchet distance between two Gaussians, via torchmetrics' formula (float64)."""
-    from torchmetrics.image.fid import _compute_fid
-
-    t = [torch.as_tensor(a, dtype=torch.float64) for a in (mu1, cov1, mu2, cov2)]
-    return float(_compute_fid(*t))
+    """Fréchet distance between two Gaussians, by torchmetrics' `_compute_fid` (float64)."""
+    m1, s1, m2, s2 = (torch.as_tensor(a, dtype=torch.float64) for a in (mu1, cov1, mu2, cov2))
+    a = (m1 - m2).square().sum(dim=-1)
+    b = s1.trace() + s2.trace()
+    c = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum(dim=-1)
+    return float(a + b - 2 * c)
 
 
 def fid_from_stats(gen: FeatureStats, ref: FeatureStats) -> float:
@@ -243,8 +248,6 @@ def kid_from_features(
     A set smaller than `subset_size` caps it; the size used is in the result (callers flag a
     capped one). ValueError when it is below 2.
     """
-    from torchmetrics.image.kid import poly_mmd
-
     size = min(subset_size, len(gen), len(ref))
     if size < 2:
         raise ValueError(f"KID needs at least 2 images per set, got {len(gen)} and {len(ref)}")
@@ -258,3 +261,22 @@ def kid_from_features(
         values.append(float(poly_mmd(r[ri], g[gi])))
     arr = np.asarray(values)
     return KidResult(float(arr.mean()), float(arr.std()), size, subsets)
+
+
+def _poly_kernel(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    # torchmetrics' `poly_kernel` at its defaults: degree 3, gamma 1 / dim, coef 1.
+    return (f1 @ f2.T * (1.0 / f1.shape[1]) + 1.0) ** 3
+
+
+def poly_mmd(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' `poly_mmd` (unbiased MMD² under the cubic polynomial kernel), same steps."""
+    k_xx = _poly_kernel(f_real, f_real)
+    k_yy = _poly_kernel(f_fake, f_fake)
+    k_xy = _poly_kernel(f_real, f_fake)
+    m = k_xx.shape[0]
+    kt_xx_sum = (k_xx.sum(dim=-1) - torch.diag(k_xx)).sum()
+    kt_yy_sum = (k_yy.sum(dim=-1) - torch.diag(k_yy)).sum()
+    k_xy_sum = k_xy.sum(dim=0).sum()
+    value = (kt_xx_sum + kt_yy_sum) / (m * (m - 1))
+    value -= 2 * k_xy_sum / (m**2)
+    return value

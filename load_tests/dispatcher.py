@@ -45,8 +45,11 @@ _FLUSH_ROWS = 1_024
 _RECORD_EVERY_S = 0.005  # the recorder takes what finished in batches, not one wake-up each
 _PRECONNECT = 4  # connections opened before the clock starts, so the first sends find one
 # A thread waiting for the GIL asks for it after this long (CPython's default is 5 ms, which
-# would let the feeder or recorder hold the timer loop back by up to 5 ms).
-_SWITCH_INTERVAL_S = 0.0005
+# would let the feeder or recorder hold the timer loop back by up to 5 ms). At 1,000 req/s the
+# recorder holds the GIL often enough that the timer loop waits out this interval on a good
+# share of its sends: 0.1 ms took the send lag p99 from 2.0-2.2 to 1.4-1.6 ms against 0.5 ms,
+# for a few % more dispatcher CPU (docs/performance.md, "A timer loop that does nothing but send").
+_SWITCH_INTERVAL_S = 0.0001
 _BODY_COLUMNS = (
     "job_id",
     "row",

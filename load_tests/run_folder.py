@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,8 +53,9 @@ class Attempt:
         driver_peak_rss_bytes, prescan_peak_rss_bytes: peak memory of the driver and of the
             pre-pass task.
         driver_memory: the driver's resident and peak bytes after each step of the attempt,
-            from the prescan to the summary (`{"after", "rss_bytes", "peak_bytes"}`, in
-            order), to tell which step raised the peak.
+            from the prescan to the summary, and when the step ended (`{"after", "rss_bytes",
+            "peak_bytes", "unix_s"}`, in order), to tell which step raised the peak and where
+            the time before the first send goes.
         dispatchers: per dispatcher, what its `finish` reported (records, sent, bound, peaks).
     """
 
@@ -71,7 +73,14 @@ class Attempt:
     def mark_memory(self, after: str) -> None:
         """Note the driver's memory now, after the step `after`."""
         current, peak = rss_bytes()
-        self.driver_memory.append({"after": after, "rss_bytes": current, "peak_bytes": peak})
+        self.driver_memory.append(
+            {
+                "after": after,
+                "rss_bytes": current,
+                "peak_bytes": peak,
+                "unix_s": round(time.time(), 3),
+            }
+        )
 
 
 @dataclass

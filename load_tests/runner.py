@@ -303,25 +303,11 @@ def _attempt(
     here = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     t0 = time.monotonic()
     # The pre-pass runs in a task of its own (on no CPU slot, next to the file) and exits after,
-    # so its memory never stays with the driver.
+    # so its memory never stays with the driver. The dispatchers' processes start meanwhile:
+    # each is a Ray worker process to start, which is most of the time before the first send.
     scan_task = ray.remote(num_cpus=0, max_calls=1)(prescan).options(scheduling_strategy=here)
-    pre = ray.get(scan_task.remote(str(manifest), str(run_dir) if resume else None))
-    scan = pre.scan
-    attempt = Attempt(
-        attempt=len(log.attempts),
-        started_at=utc_now(),
-        recorded_before=len(pre.recorded),
-        to_send=scan.rows - len(pre.recorded),
-        clock_origin_s=(scan.first_due_s or 0.0) if resume else 0.0,
-        prescan_peak_rss_bytes=pre.peak_rss_bytes,
-    )
-    log.attempts.append(attempt)
-    attempt.mark_memory("prescan")
-    log.write(run_dir)
-    _log.debug("prescan: %d rows in %.2f s", scan.rows, time.monotonic() - t0)
-    if not attempt.to_send:
-        return attempt, []
-    n = min(log.dispatchers, max(1, attempt.to_send))
+    scan_ref = scan_task.remote(str(manifest), str(run_dir) if resume else None)
+    number, n = len(log.attempts), log.dispatchers
     explicit = log.max_in_flight
     shares = [None if explicit is None else explicit // n + (i < explicit % n) for i in range(n)]
     # Dispatchers run beside the driver (they write the run folder's images and records) and
@@ -337,29 +323,52 @@ def _attempt(
             images,
             str(run_dir / PARTS_DIR),
             headers,
-            attempt=attempt.attempt,
+            attempt=number,
             dispatchers=n,
             max_in_flight=shares[i],
             priority=log.priority,
         )
         for i in range(n)
     ]
-    line = ProgressLine(attempt.to_send, enabled=progress)
+    line: ProgressLine | None = None
     warm: list[dict[str, Any]] = []
     try:
-        # The split coordinator's process starts while the dispatchers' do and the warm-up runs.
+        pre = ray.get(scan_ref)
+        scan = pre.scan
+        attempt = Attempt(
+            attempt=number,
+            started_at=utc_now(),
+            recorded_before=len(pre.recorded),
+            to_send=scan.rows - len(pre.recorded),
+            clock_origin_s=(scan.first_due_s or 0.0) if resume else 0.0,
+            prescan_peak_rss_bytes=pre.peak_rss_bytes,
+        )
+        log.attempts.append(attempt)
+        attempt.mark_memory("prescan")
+        log.write(run_dir)
+        _log.debug("prescan: %d rows in %.2f s", scan.rows, time.monotonic() - t0)
+        if not attempt.to_send:
+            return attempt, []
+        # Fewer rows than dispatchers: the extra ones go (each one's bound is only smaller).
+        for extra in actors[attempt.to_send :]:
+            ray.kill(extra)
+        actors = actors[: attempt.to_send]
+        n = len(actors)
+        line = ProgressLine(attempt.to_send, enabled=progress)
         splits = manifest_dataset(manifest, ManifestRules.from_config(cfg), pre, n, node)
         ray.get([a.progress.remote() for a in actors])  # up before the clock starts
         attempt.mark_memory("dispatchers up")
+        # The stream starts (its coordinator, read tasks and first blocks) while the warm-up
+        # runs: streaming_split waits until every iterator has asked for its first block.
+        origin = attempt.clock_origin_s
+        fed = [a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)]
         if warm_n:
             groups = _warmup_rows(cfg, scan.models, warm_n)
             refs = [actors[i % n].warmup.remote(rows) for i, rows in enumerate(groups)]
             warm = [r for out in ray.get(refs) for r in out]
             _log.debug("warm-up: %d requests", len(warm))
             attempt.mark_memory("warm-up")
-        # All at once: streaming_split waits until every iterator has asked for its first block.
-        origin = attempt.clock_origin_s
-        ray.get([a.feed.remote(it, origin) for a, it in zip(actors, splits, strict=True)])
+        ray.get(fed)
         attempt.mark_memory("stream fed")
         start_wall = time.time() + _LEAD_S
         ray.get([a.start.remote(start_wall, origin) for a in actors])
@@ -371,7 +380,8 @@ def _attempt(
         attempt.dispatchers = ray.get(finished)
         attempt.mark_memory("every row answered")
     finally:
-        line.close()
+        if line is not None:
+            line.close()
         for a in actors:
             ray.kill(a)
     return attempt, warm

@@ -15,6 +15,7 @@ from evaluation.fid import (
     frechet_distance,
     kid_from_features,
     mixture_moments,
+    poly_mmd,
     row_moments,
 )
 
@@ -224,3 +225,19 @@ def test_merge_all_equals_pairwise_merges_and_the_whole(
         np.testing.assert_allclose(merged.moments()[1], whole.moments()[1], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="dimensions"):
         FeatureStats.merge_all([whole, FeatureStats(3)])
+
+
+@pytest.mark.parametrize("m", [12, 200])
+def test_written_out_formulas_are_torchmetrics_own(m: int) -> None:
+    """`poly_mmd` and `fid_from_moments` repeat torchmetrics' functions (not imported, for its
+    import time): the same float64 results, to the last bit."""
+    from torchmetrics.image.fid import _compute_fid
+    from torchmetrics.image.kid import poly_mmd as tm_poly_mmd
+
+    rng = np.random.default_rng(m)
+    r = torch.as_tensor(rng.normal(size=(m, 48)), dtype=torch.float64)
+    g = torch.as_tensor(rng.normal(loc=0.3, size=(m, 48)), dtype=torch.float64)
+    assert float(poly_mmd(r, g)) == float(tm_poly_mmd(r, g))
+    moments = [*row_moments(g.numpy()), *row_moments(r.numpy())]
+    tm = _compute_fid(*(torch.as_tensor(a, dtype=torch.float64) for a in moments))
+    assert fid_from_moments(*moments) == float(tm)

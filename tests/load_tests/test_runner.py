@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -162,6 +163,8 @@ def test_run_folder_holds_images_manifest_and_summary(stall_run):
     assert [m["after"] for m in marks] == steps
     peaks = [m["peak_bytes"] for m in marks]
     assert all(m["rss_bytes"] > 0 for m in marks) and peaks == sorted(peaks), marks
+    times = [m["unix_s"] for m in marks]
+    assert times == sorted(times) and times[0] >= time.time() - 600, marks
 
 
 def test_cli_replays_a_log_and_counts_cold_starts_apart(tmp_path):
