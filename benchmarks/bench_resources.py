@@ -66,6 +66,37 @@ def _by_kind(rows: list[tuple[str, int]]) -> list[dict[str, object]]:
     return sorted(out, key=lambda r: -float(r["pss_gb"]))  # type: ignore[arg-type]
 
 
+class _Busy:
+    """The machine's busy CPU time (user, nice, system, irq) between samples: how many cores the
+    bench (and anything else on the machine) kept busy, over time. Steal (time a virtual CPU
+    was ready but its host ran something else) is kept apart: on a shared host it is the part
+    of a run's slowness that nothing in the run caused."""
+
+    def __init__(self) -> None:
+        self.last = psutil.cpu_times()
+        self.total_s = self.steal_s = 0.0
+        self.timeline: list[tuple[float, float]] = []
+
+    def sample(self, at_s: float) -> None:
+        now = psutil.cpu_times()
+        idle = (now.idle - self.last.idle) + (now.iowait - self.last.iowait)
+        steal = getattr(now, "steal", 0.0) - getattr(self.last, "steal", 0.0)
+        # guest time is already inside user time
+        elapsed = (
+            sum(now)
+            - sum(self.last)
+            - (getattr(now, "guest", 0.0) - getattr(self.last, "guest", 0.0))
+        )
+        elapsed -= getattr(now, "guest_nice", 0.0) - getattr(self.last, "guest_nice", 0.0)
+        used = max(elapsed - idle - steal, 0.0)
+        self.total_s += used
+        self.steal_s += steal
+        if elapsed > 0:
+            cores = (os.cpu_count() or 1) * used / elapsed
+            self.timeline.append((round(at_s, 1), round(cores, 2)))
+        self.last = now
+
+
 def _bench_times(bench_args: list[str]) -> dict[str, object]:
     """The bench's own wall time and its stages', from its run folder (when --out names it)."""
     if "--out" not in bench_args or bench_args.index("--out") + 1 >= len(bench_args):
@@ -95,6 +126,7 @@ def main() -> int:
     child = subprocess.Popen(cmd)
     root = psutil.Process(child.pid)
     peak, peak_procs, peak_rows, peak_at = 0, 0, [], 0.0
+    busy = _Busy()
     while child.poll() is None:
         try:
             pss, n, rows = _tree_pss(root)
@@ -103,6 +135,7 @@ def main() -> int:
         if pss > peak:
             peak, peak_procs, peak_rows, peak_at = pss, n, rows, time.monotonic() - t0
         time.sleep(args.every)
+        busy.sample(time.monotonic() - t0)
     wall = time.monotonic() - t0
     sampler_cpu_s = time.process_time() - cpu0
     result = {
@@ -115,6 +148,9 @@ def main() -> int:
         "peak_by_process": _by_kind(peak_rows),
         "sample_every_s": args.every,
         "sampler_cpu_s": round(sampler_cpu_s, 1),
+        "machine_busy_cpu_s": round(busy.total_s, 1),
+        "machine_steal_cpu_s": round(busy.steal_s, 1),
+        "cores_busy_timeline": busy.timeline,
         **_bench_times(bench_args),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -151,11 +151,22 @@ def protect_process(
 
 
 def rss_bytes() -> tuple[int, int]:
-    """(current, peak) resident set size of this process, in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """(current, peak) resident set size of this process, in bytes.
+
+    The peak is the kernel's high-water mark for this process (`VmHWM`), not getrusage's
+    `ru_maxrss`: Linux carries `ru_maxrss` over fork and exec, so a process started by a big
+    one (a benchmark that built a million-row manifest, then ran `easel load`) would report
+    its parent's peak as its own.
+    """
+    current = peak = 0
     try:
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    current = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except OSError:  # not Linux: getrusage is the best there is (kB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         current = peak
-    return current, peak
+    return current, max(peak, current)

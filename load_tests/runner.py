@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from config import EaselConfig
 from load_tests.client import endpoint_url
 from load_tests.manifest import open_manifest
-from load_tests.process import PRIORITIES
+from load_tests.process import PRIORITIES, rss_bytes
 from load_tests.progress import ProgressLine
 from load_tests.records import PARTS_DIR, REQUEST_SCHEMA, merge_records
 from load_tests.run_folder import Attempt, LoadLog, prepare_run_folder, utc_now
@@ -256,7 +255,7 @@ def run_load(
             "end as exactly one record)"
         )
     attempt.finished_at = utc_now()
-    attempt.driver_peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    attempt.driver_peak_rss_bytes = rss_bytes()[1]
     log.write(run_dir)  # the attempt is finished even if the summary fails
     summary = summarize(requests_path, cfg)
     attempt.mark_memory("summary")
