@@ -146,7 +146,7 @@ def growth(d: dict[str, Any]) -> list[str]:
     out += [
         "| manifest rows | driver peak RSS | dispatcher | split coordinator | read task | "
         "achieved/offered | send lag p99 | wall | driver peak at | driver's own peak "
-        "(getrusage, before the summary) | CPU s: dispatcher, coordinator, driver |",
+        "(VmHWM, before the summary) | CPU s: dispatcher, coordinator, driver |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["rows"]:
