@@ -78,17 +78,14 @@ class _Busy:
         self.timeline: list[tuple[float, float]] = []
 
     def sample(self, at_s: float) -> None:
-        now = psutil.cpu_times()
-        idle = (now.idle - self.last.idle) + (now.iowait - self.last.iowait)
-        steal = getattr(now, "steal", 0.0) - getattr(self.last, "steal", 0.0)
-        # guest time is already inside user time
-        elapsed = (
-            sum(now)
-            - sum(self.last)
-            - (getattr(now, "guest", 0.0) - getattr(self.last, "guest", 0.0))
-        )
-        elapsed -= getattr(now, "guest_nice", 0.0) - getattr(self.last, "guest_nice", 0.0)
-        used = max(elapsed - idle - steal, 0.0)
+        now, last = psutil.cpu_times(), self.last
+
+        def delta(*fields: str) -> float:
+            return sum(getattr(now, f, 0.0) - getattr(last, f, 0.0) for f in fields)
+
+        used = delta("user", "nice", "system", "irq", "softirq")  # guest time is inside user
+        steal = delta("steal")
+        elapsed = used + steal + delta("idle", "iowait")
         self.total_s += used
         self.steal_s += steal
         if elapsed > 0:
