@@ -28,6 +28,7 @@ from load_tests.rowset import RowSet
 
 __all__ = [
     "ERROR_CLASSES",
+    "MERGED_ROW_GROUP_ROWS",
     "PARTS_DIR",
     "REQUEST_SCHEMA",
     "PartWriter",
@@ -219,24 +220,27 @@ def recorded_rows(run_dir: str | Path, n_rows: int) -> RowSet:
 # million-row file, whose metadata the writer holds until it closes: +47 MB of the merge's
 # peak. 8,192 rows keeps that to ~120 groups per million rows while the rows held to coalesce
 # stay a few MB (32,768 was tried, and its buffer raised the merge's peak instead).
-_MERGED_ROW_GROUP_ROWS = 8_192
+MERGED_ROW_GROUP_ROWS = 8_192
 
 
 class _RowGroups:
-    """Coalesces small tables into row groups of `_MERGED_ROW_GROUP_ROWS` rows."""
+    """Coalesces small tables into row groups of `size` rows (None: each table as it is)."""
 
-    def __init__(self, writer: pq.ParquetWriter) -> None:
-        self._writer = writer
+    def __init__(self, writer: pq.ParquetWriter, size: int | None) -> None:
+        self._writer, self._size = writer, size
         self._pending: list[pa.Table] = []
         self._rows = 0
 
     def add(self, table: pa.Table) -> None:
+        if self._size is None:
+            self._writer.write_table(table)
+            return
         self._pending.append(table)
         self._rows += table.num_rows
-        if self._rows >= _MERGED_ROW_GROUP_ROWS:
+        if self._rows >= self._size:
             joined = pa.concat_tables(self._pending)
-            whole = (joined.num_rows // _MERGED_ROW_GROUP_ROWS) * _MERGED_ROW_GROUP_ROWS
-            self._writer.write_table(joined.slice(0, whole), row_group_size=_MERGED_ROW_GROUP_ROWS)
+            whole = (joined.num_rows // self._size) * self._size
+            self._writer.write_table(joined.slice(0, whole), row_group_size=self._size)
             rest = joined.slice(whole)
             self._pending, self._rows = [rest], rest.num_rows
 
@@ -247,12 +251,16 @@ class _RowGroups:
         self._pending, self._rows = [], 0
 
 
-def merge_records(run_dir: str | Path, n_rows: int) -> int:
+def merge_records(
+    run_dir: str | Path, n_rows: int, row_group_rows: int | None = MERGED_ROW_GROUP_ROWS
+) -> int:
     """Merge requests.parquet and the parts into requests.parquet; returns its record count.
 
     The first record of each manifest row wins (an earlier attempt's, then the parts in name
     order), so a part written twice, or a crash between merging and removing the parts, can
     never duplicate a row. The new file replaces the old atomically; the parts go after.
+    `row_group_rows` is the merged file's row-group size; None keeps the parts' row groups as
+    they are (the former merge, kept for `benchmarks/merge_memory.py`).
     """
     run = Path(run_dir)
     sources = record_files(run)
@@ -260,7 +268,7 @@ def merge_records(run_dir: str | Path, n_rows: int) -> int:
     tmp = run / ".requests.parquet.tmp"
     count = 0
     with pq.ParquetWriter(tmp, REQUEST_SCHEMA) as writer:
-        groups = _RowGroups(writer)
+        groups = _RowGroups(writer, row_group_rows)
         for path in sources:
             for t in _tables(path):
                 rows = t.column("row").fill_null(-1).to_numpy()

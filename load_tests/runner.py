@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from config import EaselConfig
+from load_tests.allocator import system_allocator
 from load_tests.client import endpoint_url
 from load_tests.manifest import open_manifest
 from load_tests.process import PRIORITIES, rss_bytes
@@ -246,7 +247,8 @@ def run_load(
     warmup_path = _write_warmup(run_dir, warm, resume)
     attempt.mark_memory("warm-up records")
     rows = attempt.recorded_before + attempt.to_send
-    count = merge_records(run_dir, rows)
+    with system_allocator():
+        count = merge_records(run_dir, rows)
     attempt.mark_memory("merge")
     requests_path = run_dir / "requests.parquet"
     if count != rows:
@@ -257,7 +259,8 @@ def run_load(
     attempt.finished_at = utc_now()
     attempt.driver_peak_rss_bytes = rss_bytes()[1]
     log.write(run_dir)  # the attempt is finished even if the summary fails
-    summary = summarize(requests_path, cfg)
+    with system_allocator():
+        summary = summarize(requests_path, cfg)
     attempt.mark_memory("summary")
     log_path = log.write(run_dir)
     summary_path = run_dir / "load_summary.json"

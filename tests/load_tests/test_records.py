@@ -61,16 +61,13 @@ def test_merge_keeps_the_first_record_of_each_row_and_removes_the_parts(tmp_path
     assert record_files(tmp_path) == [tmp_path / "requests.parquet"]
 
 
-def test_merge_coalesces_small_parts_into_whole_row_groups(tmp_path, monkeypatch):
-    import load_tests.records as records
-
-    monkeypatch.setattr(records, "_MERGED_ROW_GROUP_ROWS", 8)
+def test_merge_coalesces_small_parts_into_whole_row_groups(tmp_path):
     w = PartWriter(tmp_path / PARTS_DIR, "part-a0-d0", flush_rows=3)
     for i in range(20):
         w.write([_rec(i)])
     w.flush()
     assert len(record_files(tmp_path)) == 7  # parts of 3 rows
-    assert merge_records(tmp_path, 20) == 20
+    assert merge_records(tmp_path, 20, row_group_rows=8) == 20
     meta = pq.ParquetFile(tmp_path / "requests.parquet").metadata
     assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [8, 8, 4]
     t = pq.read_table(tmp_path / "requests.parquet")
