@@ -216,10 +216,10 @@ def recorded_rows(run_dir: str | Path, n_rows: int) -> RowSet:
 
 
 # Rows per row group of the merged requests.parquet. The parts are small (a dispatcher flushes
-# every few hundred records), and one row group per part left ~1,000 row groups in a
-# million-row file, whose metadata the writer holds until it closes: +47 MB of the merge's
-# peak. 8,192 rows keeps that to ~120 groups per million rows while the rows held to coalesce
-# stay a few MB (32,768 was tried, and its buffer raised the merge's peak instead).
+# every 1,024 records or every second), and one row group per part left ~1,000 row groups in
+# a million-row file, whose metadata the writer holds until it closes. 8,192 rows keeps that to
+# ~120 groups per million rows; the buffer it needs stays small only under the system
+# allocator, which the runner uses for the merge (measured: load_tests/allocator.py).
 MERGED_ROW_GROUP_ROWS = 8_192
 
 
@@ -260,7 +260,7 @@ def merge_records(
     order), so a part written twice, or a crash between merging and removing the parts, can
     never duplicate a row. The new file replaces the old atomically; the parts go after.
     `row_group_rows` is the merged file's row-group size; None keeps the parts' row groups as
-    they are (the former merge, kept for `benchmarks/merge_memory.py`).
+    they are (the former merge, for comparisons).
     """
     run = Path(run_dir)
     sources = record_files(run)
